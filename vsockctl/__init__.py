@@ -1,0 +1,48 @@
+"""vsockctl: see, test and measure vsock (AF_VSOCK) between guests and hosts.
+
+The package root is the library: it imports neither click nor rich, so a
+script can ``from vsockctl import connect, parse_address``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from vsockctl.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
+from vsockctl.errors import (
+    DataMismatchError,
+    ProtocolError,
+    VsockError,
+    VsockUnavailableError,
+    explain,
+)
+from vsockctl.sockets import SocketType, accept, connect, connect_with_retry, listen
+from vsockctl.status import ExitStatus
+from vsockctl.system import SystemInfo, probe
+
+try:
+    __version__ = version("vsockctl")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "AddressError",
+    "DataMismatchError",
+    "ExitStatus",
+    "ProtocolError",
+    "SocketType",
+    "SystemInfo",
+    "VsockAddress",
+    "VsockError",
+    "VsockUnavailableError",
+    "__version__",
+    "accept",
+    "connect",
+    "connect_with_retry",
+    "explain",
+    "listen",
+    "parse_address",
+    "parse_cid",
+    "parse_port",
+    "probe",
+]

@@ -1,0 +1,154 @@
+"""Errors that keep their facts, and what each errno means on vsock.
+
+Every failing socket operation in the core raises :class:`VsockError`, which is
+an :class:`OSError` carrying the errno, the operation (``connect``, ``bind``
+...) and the vsock address. :func:`explain` turns an errno into the vsock
+meaning and a hint worth printing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from vsockctl.address import VsockAddress
+
+
+@dataclass(frozen=True)
+class ErrnoMeaning:
+    """What an errno usually means on vsock, and what to try."""
+
+    name: str
+    cause: str
+    hint: str | None = None
+
+
+ERRNO_MEANINGS: dict[int, ErrnoMeaning] = {
+    errno.ECONNRESET: ErrnoMeaning(
+        "ECONNRESET",
+        "nothing listens on that CID:port (the peer answered with a reset)",
+        "is the listener running, on this port, with this socket type?",
+    ),
+    errno.ECONNREFUSED: ErrnoMeaning(
+        "ECONNREFUSED",
+        "the peer refused the connection",
+        "is the listener running, on this port, with this socket type?",
+    ),
+    errno.ETIMEDOUT: ErrnoMeaning(
+        "ETIMEDOUT",
+        "no answer within the connect timeout",
+        "wrong CID, VM paused, or the transport drops packets; try a longer --timeout",
+    ),
+    errno.ENODEV: ErrnoMeaning(
+        "ENODEV",
+        "no transport for that route, no guest with that CID, or datagrams without VMCI",
+        "check which transports are loaded ('vsockctl info') and that the CID is right",
+    ),
+    errno.ENETUNREACH: ErrnoMeaning(
+        "ENETUNREACH",
+        "the transport refused the destination",
+        "check the CID; 'vsockctl info' shows which transports are loaded",
+    ),
+    errno.EADDRNOTAVAIL: ErrnoMeaning(
+        "EADDRNOTAVAIL",
+        "the CID to bind to is not a local CID",
+        "bind to 'any' (the default) or to the CID 'vsockctl info' reports",
+    ),
+    errno.EADDRINUSE: ErrnoMeaning(
+        "EADDRINUSE",
+        "the port is already bound",
+        "choose another port, or see who holds it with 'vsockctl ls'",
+    ),
+    errno.EACCES: ErrnoMeaning(
+        "EACCES",
+        "ports below 1024 need CAP_NET_BIND_SERVICE",
+        "use a port of 1024 or more, or run with that capability",
+    ),
+    errno.ESOCKTNOSUPPORT: ErrnoMeaning(
+        "ESOCKTNOSUPPORT",
+        "this socket type is not offered by the transport",
+        "use --type stream",
+    ),
+    errno.EMSGSIZE: ErrnoMeaning(
+        "EMSGSIZE",
+        "the message is larger than the vsock buffer",
+        "raise the buffer size (buffer-max-size, then buffer-size)",
+    ),
+    errno.EPIPE: ErrnoMeaning("EPIPE", "the peer closed the connection"),
+    errno.ENOTCONN: ErrnoMeaning("ENOTCONN", "the connection is shut down or was never made"),
+    errno.EINVAL: ErrnoMeaning(
+        "EINVAL",
+        "invalid argument: a wrong option width, connect on a listening socket, or a double bind",
+    ),
+    errno.EAFNOSUPPORT: ErrnoMeaning(
+        "EAFNOSUPPORT",
+        "this kernel has no vsock (AF_VSOCK) at all",
+        "'modprobe vsock', or use a kernel built with CONFIG_VSOCKETS",
+    ),
+    errno.ENOPROTOOPT: ErrnoMeaning(
+        "ENOPROTOOPT",
+        "this kernel does not handle that socket option",
+    ),
+    errno.ERANGE: ErrnoMeaning("ERANGE", "the value is out of the range the kernel accepts"),
+    errno.EOPNOTSUPP: ErrnoMeaning(
+        "EOPNOTSUPP",
+        "the operation is not supported on this socket or transport",
+    ),
+}
+
+
+def explain(err: int) -> ErrnoMeaning:
+    """The vsock meaning of ``err``; unknown errnos fall back to strerror."""
+    known = ERRNO_MEANINGS.get(err)
+    if known is not None:
+        return known
+    return ErrnoMeaning(errno.errorcode.get(err, f"errno {err}"), os.strerror(err))
+
+
+class VsockError(OSError):
+    """A vsock operation failed: errno, operation and address are kept."""
+
+    def __init__(
+        self,
+        err: int,
+        operation: str,
+        address: VsockAddress | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(err, detail or os.strerror(err))
+        self.operation = operation
+        self.address = address
+
+    @classmethod
+    def wrap(cls, exc: OSError, operation: str, address: VsockAddress | None = None) -> VsockError:
+        """Re-raise-friendly copy of ``exc`` with the operation and address."""
+        if isinstance(exc, VsockError):
+            return exc
+        if exc.errno is None:  # socket.timeout and friends carry no errno
+            return cls(errno.ETIMEDOUT, operation, address)
+        return cls(exc.errno, operation, address, exc.strerror)
+
+    @property
+    def meaning(self) -> ErrnoMeaning:
+        return explain(self.errno)
+
+    def __str__(self) -> str:
+        where = f" {self.address}" if self.address is not None else ""
+        return f"{self.operation}{where}: {self.strerror} ({self.meaning.name})"
+
+
+class ProtocolError(Exception):
+    """The peer spoke, but not the protocol expected (control exchange, hybrid vsock)."""
+
+
+class DataMismatchError(Exception):
+    """The data received differ from what was expected (size or checksum)."""
+
+
+class VsockUnavailableError(Exception):
+    """This machine cannot do what was asked with vsock (no AF_VSOCK, no transport, no diag)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint

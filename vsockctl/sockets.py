@@ -1,0 +1,195 @@
+"""Opening, binding, listening on and connecting vsock sockets.
+
+Every failure is raised as :class:`~vsockctl.errors.VsockError` with the
+operation and address, so callers can explain it.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from collections.abc import Callable
+from enum import Enum
+
+from vsockctl import _libc
+from vsockctl.address import VsockAddress
+from vsockctl.constants import AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT
+from vsockctl.errors import VsockError
+
+SocketFactory = type[socket.socket]
+
+
+class SocketType(Enum):
+    """The vsock socket types, by the names the command line uses."""
+
+    STREAM = "stream"
+    SEQPACKET = "seqpacket"
+    DGRAM = "dgram"
+
+    @property
+    def kind(self) -> int:
+        return {
+            SocketType.STREAM: socket.SOCK_STREAM,
+            SocketType.SEQPACKET: socket.SOCK_SEQPACKET,
+            SocketType.DGRAM: socket.SOCK_DGRAM,
+        }[self]
+
+    @property
+    def connected(self) -> bool:
+        """Whether the type has connections (listen/accept/connect)."""
+        return self is not SocketType.DGRAM
+
+    @classmethod
+    def from_kind(cls, kind: int) -> SocketType | None:
+        for member in cls:
+            if member.kind == kind:
+                return member
+        return None
+
+
+def open_socket(
+    sock_type: SocketType = SocketType.STREAM, factory: SocketFactory = socket.socket
+) -> socket.socket:
+    """A new, unbound vsock socket of ``sock_type``."""
+    try:
+        return factory(AF_VSOCK, sock_type.kind)
+    except OSError as exc:
+        raise VsockError.wrap(exc, "socket") from exc
+
+
+def set_connect_timeout(sock: socket.socket, seconds: float) -> None:
+    """Set ``SO_VM_SOCKETS_CONNECT_TIMEOUT`` (a ``struct timeval``, set through libc)."""
+    whole = int(seconds)
+    micros = min(int(round((seconds - whole) * 1_000_000)), 999_999)
+    value = _libc.TIMEVAL.pack(whole, micros)
+    try:
+        _libc.setsockopt(sock.fileno(), AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, value)
+    except OSError as exc:
+        raise VsockError.wrap(exc, "setsockopt connect-timeout") from exc
+
+
+def get_connect_timeout(sock: socket.socket) -> float:
+    """Read ``SO_VM_SOCKETS_CONNECT_TIMEOUT`` in seconds."""
+    try:
+        raw = _libc.getsockopt(
+            sock.fileno(), AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, _libc.TIMEVAL.size
+        )
+    except OSError as exc:
+        raise VsockError.wrap(exc, "getsockopt connect-timeout") from exc
+    whole, micros = _libc.TIMEVAL.unpack(raw)
+    return float(whole) + micros / 1_000_000
+
+
+def bind(sock: socket.socket, address: VsockAddress) -> None:
+    """Bind ``sock`` to ``address`` (through libc when ``svm_flags`` are set)."""
+    try:
+        if address.flags:
+            _libc.bind(sock.fileno(), _libc.pack_sockaddr_vm(*address.sockaddr(), address.flags))
+        else:
+            sock.bind(address.sockaddr())
+    except OSError as exc:
+        raise VsockError.wrap(exc, "bind", address) from exc
+
+
+def local_address(sock: socket.socket) -> VsockAddress:
+    cid, port = sock.getsockname()
+    return VsockAddress(cid, port)
+
+
+def peer_address(sock: socket.socket) -> VsockAddress:
+    cid, port = sock.getpeername()
+    return VsockAddress(cid, port)
+
+
+def listen(
+    address: VsockAddress,
+    sock_type: SocketType = SocketType.STREAM,
+    backlog: int = 128,
+    factory: SocketFactory = socket.socket,
+) -> socket.socket:
+    """A socket bound to ``address``, listening when the type has connections."""
+    sock = open_socket(sock_type, factory)
+    try:
+        bind(sock, address)
+        if sock_type.connected:
+            try:
+                sock.listen(backlog)
+            except OSError as exc:
+                raise VsockError.wrap(exc, "listen", address) from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def accept(server: socket.socket) -> tuple[socket.socket, VsockAddress]:
+    """The next connection on a listening socket and its peer address."""
+    try:
+        conn, (cid, port) = server.accept()
+    except OSError as exc:
+        raise VsockError.wrap(exc, "accept", local_address(server)) from exc
+    return conn, VsockAddress(cid, port)
+
+
+def connect(
+    address: VsockAddress,
+    sock_type: SocketType = SocketType.STREAM,
+    timeout: float | None = None,
+    sock: socket.socket | None = None,
+    factory: SocketFactory = socket.socket,
+) -> socket.socket:
+    """Connect to ``address`` and return the connected, blocking socket.
+
+    ``timeout`` (seconds) is set as the kernel's vsock connect timeout, so the
+    kernel does not give up at its 2-second default first, and is kept as an
+    overall deadline too. ``sock`` lets a caller set options before connecting.
+    """
+    if sock is None:
+        sock = open_socket(sock_type, factory)
+    try:
+        if timeout is not None:
+            if timeout <= 0:
+                raise VsockError(errno.ETIMEDOUT, "connect", address, "the connect timeout has passed")
+            set_connect_timeout(sock, timeout)
+        if address.flags:
+            # Python's socket module cannot pass svm_flags: connect through libc,
+            # blocking, bounded by the kernel's connect timeout set above.
+            _libc.connect(sock.fileno(), _libc.pack_sockaddr_vm(*address.sockaddr(), address.flags))
+        else:
+            # Python's own deadline outlives the kernel's by a little, so the
+            # kernel's ETIMEDOUT is what normally ends a slow connect.
+            sock.settimeout(None if timeout is None else timeout + 0.5)
+            sock.connect(address.sockaddr())
+            sock.settimeout(None)
+    except OSError as exc:
+        sock.close()
+        raise VsockError.wrap(exc, "connect", address) from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+RETRYABLE_CONNECT_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT})
+
+
+def connect_with_retry(
+    address: VsockAddress,
+    sock_type: SocketType = SocketType.STREAM,
+    timeout: float | None = None,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    factory: SocketFactory = socket.socket,
+    sleep: Callable[[float], None] = time.sleep,
+) -> socket.socket:
+    """:func:`connect`, tried again up to ``retries`` times while nothing listens yet."""
+    attempt = 0
+    while True:
+        try:
+            return connect(address, sock_type, timeout, factory=factory)
+        except VsockError as exc:
+            if exc.errno not in RETRYABLE_CONNECT_ERRNOS or attempt >= retries:
+                raise
+            attempt += 1
+            sleep(retry_delay)

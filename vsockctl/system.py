@@ -1,0 +1,207 @@
+"""What vsock this machine has: the kernel, transports, devices, local CID, socket types.
+
+Everything is read from files and by creating and binding sockets; nothing
+here connects or sends anywhere. :class:`ProbePaths` and the socket factory
+can be replaced, which is how the tests describe a machine without vsock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import platform
+import socket
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vsockctl.address import VsockAddress
+from vsockctl.constants import (
+    IOCTL_VM_SOCKETS_GET_LOCAL_CID,
+    VMADDR_CID_ANY,
+    VMADDR_CID_HOST,
+    VMADDR_PORT_ANY,
+)
+from vsockctl.errors import VsockError, explain
+from vsockctl.sockets import SocketFactory, SocketType, bind, open_socket
+
+
+@dataclass(frozen=True)
+class TransportSpec:
+    module: str
+    name: str
+    role: str  # "guest", "host", "guest/host" or "loopback"
+    description: str
+
+
+TRANSPORTS: tuple[TransportSpec, ...] = (
+    TransportSpec(
+        "vmw_vsock_virtio_transport", "virtio", "guest",
+        "virtio guest: KVM/QEMU, Firecracker, Cloud Hypervisor",
+    ),
+    TransportSpec("vhost_vsock", "vhost", "host", "vhost-vsock host side (KVM/QEMU)"),
+    TransportSpec("vmw_vsock_vmci_transport", "vmci", "guest/host", "VMware VMCI"),
+    TransportSpec("hv_sock", "hyperv", "guest", "Hyper-V guest"),
+    TransportSpec("vsock_loopback", "loopback", "loopback", "CID 1, this machine to itself"),
+)
+
+
+@dataclass(frozen=True)
+class ProbePaths:
+    """Where the probe looks; tests point these at a made-up tree."""
+
+    sys: Path = Path("/sys")
+    dev: Path = Path("/dev")
+    proc: Path = Path("/proc")
+
+
+@dataclass
+class TransportStatus:
+    name: str
+    module: str
+    role: str
+    description: str
+    present: bool
+
+
+@dataclass
+class SocketTypeStatus:
+    type: str
+    usable: bool
+    error: str | None = None  # errno name where creating or binding failed
+    meaning: str | None = None
+
+
+@dataclass
+class SystemInfo:
+    """The answer to 'is vsock here, and what can it do?'."""
+
+    kernel: str
+    af_vsock: bool
+    vsock_module: bool
+    local_cid: int | None
+    local_cid_error: str | None
+    dev_vsock: bool
+    dev_vhost_vsock: bool
+    transports: list[TransportStatus]
+    diag_loaded: bool
+    ns_mode: str | None
+    child_ns_mode: str | None
+    socket_types: list[SocketTypeStatus] = field(default_factory=list)
+
+    @property
+    def loopback(self) -> bool:
+        return any(t.name == "loopback" and t.present for t in self.transports)
+
+    @property
+    def any_transport(self) -> bool:
+        return any(t.present for t in self.transports)
+
+    @property
+    def usable(self) -> bool:
+        """vsock can carry something here: the family exists and a transport is loaded."""
+        return self.af_vsock and self.any_transport
+
+    @property
+    def role(self) -> str:
+        """guest, host, guest+host, or none: from the transports that are present."""
+        guest = any(t.present and "guest" in t.role for t in self.transports)
+        host = any(t.present and "host" in t.role for t in self.transports)
+        if guest and host:
+            return "guest+host"
+        return "guest" if guest else "host" if host else "none"
+
+
+def module_present(paths: ProbePaths, module: str) -> bool:
+    """Whether a kernel module is loaded or built in (``/sys/module/NAME``)."""
+    return (paths.sys / "module" / module).is_dir()
+
+
+def read_local_cid(paths: ProbePaths) -> tuple[int | None, str | None]:
+    """``IOCTL_VM_SOCKETS_GET_LOCAL_CID`` on /dev/vsock: (cid, None) or (None, why not)."""
+    try:
+        fd = os.open(paths.dev / "vsock", os.O_RDONLY)
+    except OSError as exc:
+        return None, f"cannot open {paths.dev / 'vsock'}: {exc.strerror}"
+    try:
+        raw = fcntl.ioctl(fd, IOCTL_VM_SOCKETS_GET_LOCAL_CID, struct.pack("I", 0))
+    except OSError as exc:
+        return None, f"ioctl on {paths.dev / 'vsock'}: {exc.strerror}"
+    finally:
+        os.close(fd)
+    cid = int(struct.unpack("I", raw)[0])
+    if cid == VMADDR_CID_ANY:
+        return None, "no transport gives this machine a CID"
+    return cid, None
+
+
+def check_socket_type(sock_type: SocketType, factory: SocketFactory) -> SocketTypeStatus:
+    """Create a socket of ``sock_type`` and bind it to any:any (and listen where it can)."""
+    try:
+        sock = open_socket(sock_type, factory)
+        with sock:
+            bind(sock, VsockAddress(VMADDR_CID_ANY, VMADDR_PORT_ANY))
+            if sock_type.connected:
+                sock.listen(1)
+    except OSError as exc:
+        err = exc.errno if exc.errno is not None else errno.EINVAL
+        meaning = explain(err)
+        return SocketTypeStatus(sock_type.value, False, meaning.name, meaning.cause)
+    return SocketTypeStatus(sock_type.value, True)
+
+
+def has_af_vsock(factory: SocketFactory) -> bool:
+    try:
+        open_socket(SocketType.STREAM, factory).close()
+    except VsockError as exc:
+        return exc.errno != errno.EAFNOSUPPORT
+    return True
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def probe(
+    paths: ProbePaths | None = None,
+    factory: SocketFactory = socket.socket,
+    kernel: str | None = None,
+) -> SystemInfo:
+    """Look at this machine's vsock without sending anything anywhere."""
+    paths = paths or ProbePaths()
+    af_vsock = has_af_vsock(factory)
+    transports = [
+        TransportStatus(t.name, t.module, t.role, t.description, module_present(paths, t.module))
+        for t in TRANSPORTS
+    ]
+    cid, cid_error = read_local_cid(paths) if af_vsock else (None, "no AF_VSOCK in this kernel")
+    info = SystemInfo(
+        kernel=kernel if kernel is not None else platform.release(),
+        af_vsock=af_vsock,
+        vsock_module=module_present(paths, "vsock"),
+        local_cid=cid,
+        local_cid_error=cid_error,
+        dev_vsock=(paths.dev / "vsock").exists(),
+        dev_vhost_vsock=(paths.dev / "vhost-vsock").exists(),
+        transports=transports,
+        diag_loaded=module_present(paths, "vsock_diag"),
+        ns_mode=_read_text(paths.proc / "sys/net/vsock/ns_mode"),
+        child_ns_mode=_read_text(paths.proc / "sys/net/vsock/child_ns_mode"),
+    )
+    if af_vsock:
+        info.socket_types = [check_socket_type(t, factory) for t in SocketType]
+    return info
+
+
+def describe_cid(cid: int) -> str:
+    """A few words on what a CID is."""
+    return {
+        0: "hypervisor",
+        1: "local (loopback)",
+        VMADDR_CID_HOST: "host",
+        VMADDR_CID_ANY: "any",
+    }.get(cid, "guest")
