@@ -17,11 +17,19 @@ from vsockctl.constants import AF_VSOCK
 _libc = ctypes.CDLL(None, use_errno=True)
 
 _libc.setsockopt.argtypes = [
-    ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_uint32,
 ]
 _libc.setsockopt.restype = ctypes.c_int
 _libc.getsockopt.argtypes = [
-    ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint32),
 ]
 _libc.getsockopt.restype = ctypes.c_int
 _libc.connect.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32]

@@ -131,6 +131,7 @@ class VsockError(OSError):
 
     @property
     def meaning(self) -> ErrnoMeaning:
+        assert self.errno is not None  # __init__ always sets it
         return explain(self.errno)
 
     def __str__(self) -> str:

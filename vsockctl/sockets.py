@@ -17,7 +17,7 @@ from vsockctl.address import VsockAddress
 from vsockctl.constants import AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT
 from vsockctl.errors import VsockError
 
-SocketFactory = type[socket.socket]
+SocketFactory = Callable[..., socket.socket]
 
 
 class SocketType(Enum):
@@ -61,7 +61,7 @@ def open_socket(
 def set_connect_timeout(sock: socket.socket, seconds: float) -> None:
     """Set ``SO_VM_SOCKETS_CONNECT_TIMEOUT`` (a ``struct timeval``, set through libc)."""
     whole = int(seconds)
-    micros = min(int(round((seconds - whole) * 1_000_000)), 999_999)
+    micros = min(round((seconds - whole) * 1_000_000), 999_999)
     value = _libc.TIMEVAL.pack(whole, micros)
     try:
         _libc.setsockopt(sock.fileno(), AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, value)
@@ -78,7 +78,7 @@ def get_connect_timeout(sock: socket.socket) -> float:
     except OSError as exc:
         raise VsockError.wrap(exc, "getsockopt connect-timeout") from exc
     whole, micros = _libc.TIMEVAL.unpack(raw)
-    return float(whole) + micros / 1_000_000
+    return float(whole + micros / 1_000_000)
 
 
 def bind(sock: socket.socket, address: VsockAddress) -> None:
@@ -150,7 +150,9 @@ def connect(
     try:
         if timeout is not None:
             if timeout <= 0:
-                raise VsockError(errno.ETIMEDOUT, "connect", address, "the connect timeout has passed")
+                raise VsockError(
+                    errno.ETIMEDOUT, "connect", address, "the connect timeout has passed"
+                )
             set_connect_timeout(sock, timeout)
         if address.flags:
             # Python's socket module cannot pass svm_flags: connect through libc,

@@ -13,7 +13,7 @@ import os
 import platform
 import socket
 import struct
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vsockctl.address import VsockAddress
@@ -37,7 +37,9 @@ class TransportSpec:
 
 TRANSPORTS: tuple[TransportSpec, ...] = (
     TransportSpec(
-        "vmw_vsock_virtio_transport", "virtio", "guest",
+        "vmw_vsock_virtio_transport",
+        "virtio",
+        "guest",
         "virtio guest: KVM/QEMU, Firecracker, Cloud Hypervisor",
     ),
     TransportSpec("vhost_vsock", "vhost", "host", "vhost-vsock host side (KVM/QEMU)"),
@@ -205,3 +207,42 @@ def describe_cid(cid: int) -> str:
         VMADDR_CID_HOST: "host",
         VMADDR_CID_ANY: "any",
     }.get(cid, "guest")
+
+
+def findings(info: SystemInfo) -> list[str]:
+    """Plain-language notes on what the probe found and what follows from it."""
+    if not info.af_vsock:
+        return [
+            "This kernel has no AF_VSOCK: no vsock at all. "
+            "Try 'modprobe vsock', or a kernel built with CONFIG_VSOCKETS."
+        ]
+    notes: list[str] = []
+    if not info.any_transport:
+        notes.append(
+            "AF_VSOCK exists but no transport is loaded, so nothing can be carried "
+            "(/dev/vsock alone proves nothing). Load the one for this machine: "
+            "vmw_vsock_virtio_transport in a KVM guest, vhost_vsock on a KVM host, "
+            "vsock_loopback for CID 1."
+        )
+    if not info.loopback:
+        notes.append(
+            "No loopback transport: nothing can be sent to CID 1 (local) here. "
+            "'modprobe vsock_loopback' (Linux 5.6+) adds it."
+        )
+    if not info.diag_loaded:
+        notes.append("vsock_diag is not loaded: 'vsockctl ls' needs it ('modprobe vsock_diag').")
+    if info.local_cid is None and info.local_cid_error:
+        notes.append(f"Local CID unknown: {info.local_cid_error}.")
+    return notes
+
+
+def to_dict(info: SystemInfo) -> dict[str, object]:
+    """The probe as plain data, with the derived answers, for --json."""
+    data = asdict(info)
+    data.update(
+        usable=info.usable,
+        role=info.role,
+        loopback=info.loopback,
+        notes=findings(info),
+    )
+    return data

@@ -1,0 +1,47 @@
+"""Shared fixtures, and the rule for the ``vsock`` marker.
+
+Tests marked ``vsock`` move real bytes over AF_VSOCK, which needs the loopback
+transport (CID 1). The development and CI machines lack it, and must never
+send anywhere else, so those tests skip there and run in the VM tier
+(``scripts/vmtest``), where skipping them is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from vsockctl.cli import cli
+from vsockctl.cli.env import Env
+
+LOOPBACK = Path("/sys/module/vsock_loopback").is_dir()
+IN_VM = os.environ.get("VSOCKCTL_VM_TIER") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if LOOPBACK:
+        return
+    skip = pytest.mark.skip(reason="no vsock loopback here; runs in the VM tier (scripts/vmtest)")
+    for item in items:
+        if "vsock" in item.keywords:
+            item.add_marker(skip)
+
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def invoke() -> Invoke:
+    """Run the CLI in-process: ``invoke(["info", "--json"], env=Env(...), input=b"...")``."""
+
+    def run(
+        args: Sequence[str], env: Env | None = None, input: bytes | str | None = None
+    ) -> Result:
+        runner = CliRunner()
+        return runner.invoke(cli, list(args), obj=env, input=input, catch_exceptions=False)
+
+    return run

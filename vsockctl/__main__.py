@@ -1,0 +1,5 @@
+"""``python -m vsockctl``."""
+
+from vsockctl.cli import main
+
+main()

@@ -1,0 +1,96 @@
+"""The ``vsockctl`` command group: global options, and the edge where errors end."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from vsockctl import __version__
+from vsockctl.status import EXIT_STATUS_MEANINGS, ExitStatus
+
+from .env import Env, current_env
+from .errors import report
+
+EXIT_STATUS_HELP = "\n".join(
+    f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_STATUS_MEANINGS.items()
+)
+
+
+class VsockctlGroup(click.Group):
+    """A click group whose errors are one line each, with vsockctl's exit statuses."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            env = ctx.find_object(Env) or Env()
+            raise click.exceptions.Exit(int(report(env, exc))) from exc
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            status = result if isinstance(result, int) else 0
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "vsockctl"
+            click.echo(f"vsockctl: {exc.format_message()} (see '{command} --help')", err=True)
+            status = ExitStatus.USAGE
+        except click.ClickException as exc:
+            click.echo(f"vsockctl: {exc.format_message()}", err=True)
+            status = exc.exit_code
+        except click.Abort:
+            click.echo("vsockctl: interrupted", err=True)
+            status = ExitStatus.INTERRUPTED
+        if standalone_mode:
+            sys.exit(int(status))
+        return status
+
+
+@click.group(
+    "vsockctl",
+    cls=VsockctlGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=f"\b\nExit status:\n{EXIT_STATUS_HELP}",
+)
+@click.option("--json", "json_", is_flag=True, help="JSON output, one object per line.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but data and errors.")
+@click.option("-v", "--verbose", count=True, help="More detail; tracebacks of unexpected errors.")
+@click.version_option(__version__, "-V", "--version", prog_name="vsockctl")
+@click.pass_context
+def cli(ctx: click.Context, json_: bool, quiet: bool, verbose: int) -> None:
+    """See, test and measure vsock (AF_VSOCK) between virtual machines and their hosts.
+
+    \b
+    Start with:
+      vsockctl info              is vsock here, which transports, what is my CID
+      vsockctl COMMAND --help    every command explains itself, with examples
+
+    Addresses are CID:PORT. CIDs may be named: any, hypervisor (0), local (1),
+    host (2); ports may be 'any' when binding.
+    """
+    env = ctx.find_object(Env)
+    if env is None:
+        env = Env()
+        ctx.obj = env
+    env.json = env.json or json_
+    env.quiet = env.quiet or quiet
+    env.verbose += verbose
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(prog_name="vsockctl")
+
+
+__all__ = ["cli", "current_env", "main"]

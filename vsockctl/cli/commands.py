@@ -1,0 +1,5 @@
+"""Importing this module registers every command on the ``vsockctl`` group."""
+
+from __future__ import annotations
+
+from . import info  # noqa: F401

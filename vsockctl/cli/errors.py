@@ -1,0 +1,62 @@
+"""The edge where exceptions become one line on stderr and an exit status."""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+
+from vsockctl.errors import (
+    DataMismatchError,
+    ProtocolError,
+    VsockError,
+    VsockUnavailableError,
+)
+from vsockctl.status import ExitStatus, exit_status_for
+
+from .env import Env
+
+
+def describe(exc: BaseException) -> str:
+    """One line that says what went wrong, what it means on vsock, and what to try."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, VsockError):
+        meaning = exc.meaning
+        where = f" {exc.address}" if exc.address is not None else ""
+        line = f"{exc.operation}{where} failed: {meaning.cause} ({meaning.name})"
+        return f"{line}; {meaning.hint}" if meaning.hint else line
+    if isinstance(exc, VsockUnavailableError):
+        return f"{exc}; {exc.hint}" if exc.hint else str(exc)
+    if isinstance(exc, DataMismatchError | ProtocolError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return f"unexpected error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)"
+
+
+def report(env: Env, exc: BaseException) -> ExitStatus:
+    """Say what went wrong, once, and return the exit status for it."""
+    status = exit_status_for(exc)
+    if env.verbose and not isinstance(exc, KeyboardInterrupt):
+        env.stderr.write("".join(traceback.format_exception(exc)))
+    env.stderr.write(f"vsockctl: {describe(exc)}\n")
+    env.stderr.flush()
+    if env.json:
+        record: dict[str, object] = {
+            "event": "error",
+            "message": describe(exc),
+            "exit_status": int(status),
+            "exit_name": status.name.lower(),
+        }
+        if isinstance(exc, OSError) and exc.errno is not None:
+            record["errno"] = exc.errno
+        if isinstance(exc, VsockError):
+            record.update(
+                errno_name=exc.meaning.name,
+                operation=exc.operation,
+                address=str(exc.address) if exc.address is not None else None,
+            )
+        with contextlib.suppress(OSError):  # stdout itself is gone; stderr had the line
+            env.emit(record)
+    return status

@@ -1,0 +1,106 @@
+"""``vsockctl info``: is vsock here, which transports, what is my CID, which types work.
+
+Sample::
+
+    vsock on this machine            kernel 6.1.0-56-amd64
+      AF_VSOCK     yes               local CID   3 (guest)
+    Transports
+      virtio      present   guest    virtio guest: KVM/QEMU, Firecracker, ...
+      loopback    absent    loopback CID 1, this machine to itself
+"""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from vsockctl.status import ExitStatus
+from vsockctl.system import SystemInfo, describe_cid, findings, probe, to_dict
+
+from .app import cli
+from .env import Env, current_env
+from .options import output_options
+
+
+def _yes(flag: bool, yes: str = "yes", no: str = "no") -> str:
+    return f"[green]{yes}[/]" if flag else f"[red]{no}[/]"
+
+
+def render(env: Env, info: SystemInfo) -> None:
+    out = env.out
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("kernel", info.kernel)
+    summary.add_row("AF_VSOCK", _yes(info.af_vsock))
+    if info.local_cid is not None:
+        summary.add_row("local CID", f"{info.local_cid} ({describe_cid(info.local_cid)})")
+    else:
+        summary.add_row("local CID", f"unknown: {info.local_cid_error}")
+    summary.add_row("role", info.role)
+    summary.add_row("/dev/vsock", _yes(info.dev_vsock, "present", "absent"))
+    summary.add_row("/dev/vhost-vsock", _yes(info.dev_vhost_vsock, "present", "absent"))
+    summary.add_row("vsock_diag", _yes(info.diag_loaded, "loaded", "not loaded"))
+    if info.ns_mode is not None:
+        summary.add_row("namespace mode", f"{info.ns_mode} (children: {info.child_ns_mode})")
+    out.print("[bold]vsock on this machine[/]")
+    out.print(summary)
+
+    transports = Table(title="Transports", title_justify="left", box=None, padding=(0, 2))
+    for column in ("transport", "state", "role", "module", "what it serves"):
+        transports.add_column(column)
+    for t in info.transports:
+        transports.add_row(
+            t.name, _yes(t.present, "present", "absent"), t.role, t.module, t.description
+        )
+    out.print()
+    out.print(transports)
+
+    if info.socket_types:
+        types = Table(
+            title="Socket types (create + bind here)",
+            title_justify="left",
+            box=None,
+            padding=(0, 2),
+        )
+        for column in ("type", "usable", "why not"):
+            types.add_column(column)
+        for s in info.socket_types:
+            why = f"{s.error}: {s.meaning}" if s.error else ""
+            types.add_row(s.type, _yes(s.usable), why)
+        out.print()
+        out.print(types)
+
+    notes = findings(info)
+    if notes:
+        out.print()
+        out.print("[bold]Notes[/]")
+        for note in notes:
+            out.print(f"  - {note}")
+
+
+@cli.command()
+@output_options
+def info() -> None:
+    """Is vsock here, which transports are loaded, what is my CID, which socket types work.
+
+    Reads /sys/module, /dev/vsock (the local-CID ioctl) and creates and binds
+    one socket of each type. It never connects or sends anything.
+
+    Exits 0 when vsock can carry data here (AF_VSOCK and at least one
+    transport), 3 when it cannot.
+
+    \b
+    Examples:
+      vsockctl info
+      vsockctl info --json | jq .local_cid
+      vsockctl -q info && echo "vsock works here"
+    """
+    env = current_env()
+    system = probe(env.probe_paths, env.socket_factory)
+    if env.json:
+        env.emit(to_dict(system))
+    elif not env.quiet:
+        render(env, system)
+    if not system.usable:
+        raise click.exceptions.Exit(int(ExitStatus.VSOCK_UNAVAILABLE))
