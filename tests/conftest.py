@@ -45,3 +45,34 @@ def invoke() -> Invoke:
         return runner.invoke(cli, list(args), obj=env, input=input, catch_exceptions=False)
 
     return run
+
+
+class VmTierTally:
+    """Counts vsock test outcomes in the VM, where a skip or an empty run is a failure."""
+
+    def __init__(self) -> None:
+        self.passed = self.failed = self.skipped = 0
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.skipped:
+            self.skipped += 1
+        elif report.failed:
+            self.failed += 1
+        elif report.when == "call" and report.passed:
+            self.passed += 1
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.passed == 0 or self.skipped:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        verdict = "ok" if self.passed and not self.skipped and not self.failed else "FAILED"
+        terminalreporter.write_line(
+            f"VM tier: {self.passed} vsock tests passed in the VM, {self.failed} failed, "
+            f"{self.skipped} skipped ({verdict}; a skip or an empty run fails the VM tier)"
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if IN_VM:
+        config.pluginmanager.register(VmTierTally(), "vm-tier-tally")

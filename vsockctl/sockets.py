@@ -15,7 +15,7 @@ from enum import Enum
 from vsockctl import _libc
 from vsockctl.address import VsockAddress
 from vsockctl.constants import AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT
-from vsockctl.errors import VsockError
+from vsockctl.errors import VsockError, VsockUnavailableError
 
 SocketFactory = Callable[..., socket.socket]
 
@@ -55,6 +55,11 @@ def open_socket(
     try:
         return factory(AF_VSOCK, sock_type.kind)
     except OSError as exc:
+        if sock_type is SocketType.DGRAM and exc.errno == errno.ENODEV:
+            raise VsockUnavailableError(
+                "no loaded transport has vsock datagrams (only VMware VMCI offers them)",
+                "use --type stream, or --type seqpacket for message boundaries",
+            ) from exc
         raise VsockError.wrap(exc, "socket") from exc
 
 

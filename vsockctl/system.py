@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vsockctl.address import VsockAddress
 from vsockctl.constants import (
+    AF_VSOCK,
     IOCTL_VM_SOCKETS_GET_LOCAL_CID,
     VMADDR_CID_ANY,
     VMADDR_CID_HOST,
@@ -141,7 +142,7 @@ def read_local_cid(paths: ProbePaths) -> tuple[int | None, str | None]:
 def check_socket_type(sock_type: SocketType, factory: SocketFactory) -> SocketTypeStatus:
     """Create a socket of ``sock_type`` and bind it to any:any (and listen where it can)."""
     try:
-        sock = open_socket(sock_type, factory)
+        sock = factory(AF_VSOCK, sock_type.kind)
         with sock:
             bind(sock, VsockAddress(VMADDR_CID_ANY, VMADDR_PORT_ANY))
             if sock_type.connected:

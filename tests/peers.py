@@ -1,0 +1,103 @@
+"""Real peers inside the VM: socat and ncat as subprocesses, and helpers to wait for them.
+
+Every address here is CID 1 (loopback); these helpers are only used by tests
+marked ``vsock``, which run in the VM tier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from vsockctl.address import VsockAddress
+from vsockctl.constants import VMADDR_CID_LOCAL
+from vsockctl.sockets import SocketType, accept, connect_with_retry, listen
+
+LOCAL = VMADDR_CID_LOCAL
+_next_port = [20000 + os.getpid() % 10000]
+
+
+def free_port() -> int:
+    """A port for a peer that must be told its port before it binds."""
+    _next_port[0] += 1
+    return _next_port[0]
+
+
+def pattern(size: int, seed: int = 1) -> bytes:
+    """Deterministic, non-repeating-looking test data."""
+    out = bytearray()
+    block = seed.to_bytes(8, "little")
+    while len(out) < size:
+        block = hashlib.sha256(block).digest()
+        out += block * 64
+    return bytes(out[:size])
+
+
+def connect_when_listening(
+    address: VsockAddress, sock_type: SocketType = SocketType.STREAM, deadline: float = 20.0
+) -> socket.socket:
+    """Connect once a peer process that is starting up listens on ``address``.
+
+    Peers like ``socat VSOCK-LISTEN`` serve one connection, so the connection
+    that succeeds is the one to use, not a probe.
+    """
+    retries = int(deadline / 0.05)
+    return connect_with_retry(address, sock_type, timeout=2.0, retries=retries, retry_delay=0.05)
+
+
+@contextmanager
+def process(args: Sequence[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(list(args), **kwargs)  # type: ignore[call-overload]
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def recv_all(sock: socket.socket, bufsize: int = 256 * 1024) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = sock.recv(bufsize)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+class Listener:
+    """Our own listening socket on CID 1, serving one connection on a thread."""
+
+    def __init__(self, sock_type: SocketType = SocketType.STREAM) -> None:
+        self.sock = listen(VsockAddress(LOCAL, 0xFFFFFFFF), sock_type)
+        self.address = VsockAddress(LOCAL, self.sock.getsockname()[1])
+        self.received: list[bytes] = []
+        self.error: BaseException | None = None
+
+    def serve(self, reply: bytes | None = None, messages: bool = False) -> threading.Thread:
+        def run() -> None:
+            try:
+                conn, _ = accept(self.sock)
+                with conn:
+                    if reply is not None:
+                        conn.sendall(reply)
+                        conn.shutdown(socket.SHUT_WR)
+                    if messages:
+                        while msg := conn.recv(1 << 20):
+                            self.received.append(msg)
+                    else:
+                        self.received.append(recv_all(conn))
+            except BaseException as exc:  # handed to the test thread
+                self.error = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.sock.close()
