@@ -139,6 +139,24 @@ class VsockError(OSError):
         return f"{self.operation}{where}: {self.strerror} ({self.meaning.name})"
 
 
+class LocalIOError(OSError):
+    """Reading or writing a local file or stream failed (a full disk, a closed pipe)."""
+
+    def __init__(self, err: int, operation: str, name: str, detail: str | None = None) -> None:
+        super().__init__(err, detail or os.strerror(err))
+        self.operation = operation  # "reading" or "writing"
+        self.name = name
+
+    @classmethod
+    def wrap(cls, exc: OSError, operation: str, name: str) -> LocalIOError:
+        if isinstance(exc, LocalIOError):
+            return exc
+        return cls(exc.errno or errno.EIO, operation, name, exc.strerror)
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.name} failed: {self.strerror}"
+
+
 class ProtocolError(Exception):
     """The peer spoke, but not the protocol expected (control exchange, hybrid vsock)."""
 

@@ -1,0 +1,321 @@
+"""Moving bytes between a connected socket and a source or sink, with stats.
+
+The loops reuse one preallocated buffer per direction (``recv_into`` into a
+``memoryview``, ``sendall`` of a slice of it), so memory stays flat and Python
+adds no copies of its own. Socket failures are raised as
+:class:`~vsockctl.errors.VsockError` naming the operation; the stats object
+is filled as bytes move, so a caller can report partial results after an
+error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vsockctl.address import VsockAddress
+from vsockctl.errors import VsockError
+from vsockctl.streams import Sink, Source
+
+DEFAULT_CHUNK = 256 * 1024
+MESSAGE_BUFFER = 1024 * 1024  # receive buffer for seqpacket messages
+PROGRESS_INTERVAL_NS = 100_000_000
+END_OF_STREAM_ERRNOS = frozenset({errno.ENOTCONN})  # many peers' close reads as ENOTCONN
+PEER_GONE_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
+
+
+@dataclass
+class TransferStats:
+    """What moved, in bytes and nanoseconds; filled in while it moves."""
+
+    sent_bytes: int = 0
+    received_bytes: int = 0
+    sent_messages: int = 0
+    received_messages: int = 0
+    truncated_messages: int = 0
+    message_sizes: dict[int, int] = field(default_factory=dict)
+    sent_sha256: str | None = None
+    received_sha256: str | None = None
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    finished_ns: int | None = None
+
+    def finish(self) -> None:
+        if self.finished_ns is None:
+            self.finished_ns = time.monotonic_ns()
+
+    @property
+    def elapsed_ns(self) -> int:
+        end = self.finished_ns if self.finished_ns is not None else time.monotonic_ns()
+        return max(end - self.started_ns, 1)
+
+    @property
+    def moved_bytes(self) -> int:
+        return self.sent_bytes + self.received_bytes
+
+    def rate(self) -> float:
+        """Bytes per second over the whole transfer, both directions."""
+        return self.moved_bytes * 1e9 / self.elapsed_ns
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "sent_bytes": self.sent_bytes,
+            "received_bytes": self.received_bytes,
+            "elapsed_ns": self.elapsed_ns,
+            "bytes_per_second": round(self.rate()),
+            "sent_sha256": self.sent_sha256,
+            "received_sha256": self.received_sha256,
+        }
+        if self.sent_messages or self.received_messages:
+            record.update(
+                sent_messages=self.sent_messages,
+                received_messages=self.received_messages,
+                truncated_messages=self.truncated_messages,
+                message_sizes={str(k): v for k, v in sorted(self.message_sizes.items())},
+            )
+        return record
+
+
+Progress = Callable[[TransferStats], None]
+
+
+class _Ticker:
+    """Calls ``progress`` at most every 100 ms."""
+
+    def __init__(self, progress: Progress | None, stats: TransferStats) -> None:
+        self.progress = progress
+        self.stats = stats
+        self.next_ns = 0
+
+    def __call__(self) -> None:
+        if self.progress is not None:
+            now = time.monotonic_ns()
+            if now >= self.next_ns:
+                self.next_ns = now + PROGRESS_INTERVAL_NS
+                self.progress(self.stats)
+
+
+def send_stream(
+    sock: socket.socket,
+    source: Source,
+    stats: TransferStats,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    sha256: bool = False,
+    progress: Progress | None = None,
+    address: VsockAddress | None = None,
+) -> None:
+    """Send everything ``source`` gives; the caller decides about shutdown."""
+    view = memoryview(bytearray(chunk))
+    digest = hashlib.sha256() if sha256 else None
+    tick = _Ticker(progress, stats)
+    try:
+        while n := source.readinto(view):
+            data = view[:n]
+            if digest is not None:
+                digest.update(data)
+            try:
+                sock.sendall(data)
+            except OSError as exc:
+                raise VsockError.wrap(exc, "send", address) from exc
+            stats.sent_bytes += n
+            tick()
+    finally:
+        if digest is not None:
+            stats.sent_sha256 = digest.hexdigest()
+
+
+def receive_stream(
+    sock: socket.socket,
+    sink: Sink,
+    stats: TransferStats,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    sha256: bool = False,
+    progress: Progress | None = None,
+    address: VsockAddress | None = None,
+) -> None:
+    """Receive until the peer closes its side, writing everything to ``sink``.
+
+    Whatever arrived is flushed to the sink even when this ends in an error.
+    """
+    view = memoryview(bytearray(chunk))
+    digest = hashlib.sha256() if sha256 else None
+    tick = _Ticker(progress, stats)
+    try:
+        while True:
+            try:
+                n = sock.recv_into(view)
+            except OSError as exc:
+                if exc.errno in END_OF_STREAM_ERRNOS:
+                    break
+                raise VsockError.wrap(exc, "recv", address) from exc
+            if n == 0:
+                break
+            data = view[:n]
+            sink.write(data)
+            if digest is not None:
+                digest.update(data)
+            stats.received_bytes += n
+            tick()
+    finally:
+        if digest is not None:
+            stats.received_sha256 = digest.hexdigest()
+        sink.flush()
+
+
+def send_messages(
+    sock: socket.socket,
+    source: Source,
+    stats: TransferStats,
+    *,
+    message_size: int,
+    count: int | None = None,
+    sha256: bool = False,
+    progress: Progress | None = None,
+    address: VsockAddress | None = None,
+) -> None:
+    """Send ``source`` as messages of ``message_size`` bytes (the last may be shorter).
+
+    With ``count``, stop after that many messages. Each message is one
+    ``send``: on seqpacket the receiver gets exactly these boundaries.
+    """
+    view = memoryview(bytearray(message_size))
+    digest = hashlib.sha256() if sha256 else None
+    tick = _Ticker(progress, stats)
+    try:
+        while count is None or stats.sent_messages < count:
+            filled = 0
+            while filled < message_size and (n := source.readinto(view[filled:])):
+                filled += n
+            if filled == 0:
+                break
+            data = view[:filled]
+            if digest is not None:
+                digest.update(data)
+            try:
+                sent = sock.send(data)
+            except OSError as exc:
+                raise VsockError.wrap(exc, "send", address) from exc
+            if sent != filled:
+                raise VsockError(errno.EMSGSIZE, "send", address, "message was split")
+            stats.sent_bytes += sent
+            stats.sent_messages += 1
+            tick()
+    finally:
+        if digest is not None:
+            stats.sent_sha256 = digest.hexdigest()
+
+
+def receive_messages(
+    sock: socket.socket,
+    sink: Sink,
+    stats: TransferStats,
+    *,
+    buffer_size: int = MESSAGE_BUFFER,
+    sha256: bool = False,
+    progress: Progress | None = None,
+    address: VsockAddress | None = None,
+) -> None:
+    """Receive whole messages until the peer closes, counting their sizes.
+
+    A message longer than the buffer is counted as truncated (``MSG_TRUNC``
+    gives its real length); the part that fitted is written.
+    """
+    view = memoryview(bytearray(buffer_size))
+    digest = hashlib.sha256() if sha256 else None
+    tick = _Ticker(progress, stats)
+    try:
+        while True:
+            try:
+                size = sock.recv_into(view, 0, socket.MSG_TRUNC)
+            except OSError as exc:
+                if exc.errno in END_OF_STREAM_ERRNOS:
+                    break
+                raise VsockError.wrap(exc, "recv", address) from exc
+            if size == 0:
+                break
+            kept = min(size, buffer_size)
+            if size > buffer_size:
+                stats.truncated_messages += 1
+            data = view[:kept]
+            sink.write(data)
+            if digest is not None:
+                digest.update(data)
+            stats.received_bytes += kept
+            stats.received_messages += 1
+            stats.message_sizes[size] = stats.message_sizes.get(size, 0) + 1
+            tick()
+    finally:
+        if digest is not None:
+            stats.received_sha256 = digest.hexdigest()
+        sink.flush()
+
+
+def drain(sock: socket.socket, stats: TransferStats, address: VsockAddress | None = None) -> None:
+    """Read and count until the peer closes (a sender waiting for its receiver)."""
+    view = memoryview(bytearray(64 * 1024))
+    while True:
+        try:
+            n = sock.recv_into(view)
+        except OSError as exc:
+            if exc.errno in PEER_GONE_ERRNOS:
+                return
+            raise VsockError.wrap(exc, "recv", address) from exc
+        if n == 0:
+            return
+        stats.received_bytes += n
+
+
+def relay(
+    sock: socket.socket,
+    source: Source | None,
+    sink: Sink,
+    stats: TransferStats,
+    *,
+    source_interactive: bool = False,
+    chunk: int = DEFAULT_CHUNK,
+    progress: Progress | None = None,
+    address: VsockAddress | None = None,
+) -> None:
+    """Both directions at once, like netcat: ``source`` to the peer, the peer to ``sink``.
+
+    When ``source`` ends, our side is shut down for writing (half-close) and
+    receiving goes on until the peer closes. When the peer closes first, the
+    rest of a piped ``source`` is still sent (nothing piped in is dropped),
+    unless the peer is gone; an interactive ``source`` (a terminal) ends there.
+    Without a ``source``, only receive, and never half-close.
+    """
+    failures: list[BaseException] = []
+
+    def outbound() -> None:
+        assert source is not None
+        try:
+            send_stream(sock, source, stats, chunk=chunk, address=address)
+            sock.shutdown(socket.SHUT_WR)
+        except VsockError as exc:
+            if exc.errno not in PEER_GONE_ERRNOS:
+                failures.append(exc)
+        except OSError as exc:  # shutdown on a connection the peer already closed
+            if exc.errno not in PEER_GONE_ERRNOS:
+                failures.append(exc)
+        except BaseException as exc:
+            failures.append(exc)
+
+    sender = None
+    if source is not None:
+        sender = threading.Thread(target=outbound, name="vsockctl-send", daemon=True)
+        sender.start()
+    try:
+        receive_stream(sock, sink, stats, chunk=chunk, progress=progress, address=address)
+        if sender is not None and not source_interactive:
+            sender.join()
+    finally:
+        stats.finish()
+    if failures:
+        raise failures[0]
