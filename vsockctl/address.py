@@ -110,3 +110,34 @@ def parse_address(text: str, default_port: int | None = None, flags: int = 0) ->
     if default_port is None:
         raise AddressError(f"address {text!r} has no port; expected {ADDRESS_FORMS}")
     return VsockAddress(parse_cid(cid_text), default_port, flags)
+
+
+PORT_LIST_FORMS = "ports and ranges separated by commas (for example 22,1024,5000-5010)"
+MAX_PORT_LIST = 65536
+
+
+def parse_port_list(text: str) -> list[int]:
+    """``1024,5000-5010`` as a sorted list of distinct ports."""
+    ports: set[int] = set()
+    for item in text.split(","):
+        low_text, dash, high_text = item.partition("-")
+        if not item.strip():
+            raise AddressError(f"port list {text!r} has an empty item; expected {PORT_LIST_FORMS}")
+        low = _parse_u32(low_text, "port", PORT_LIST_FORMS)
+        high = _parse_u32(high_text, "port", PORT_LIST_FORMS) if dash else low
+        if high < low:
+            raise AddressError(f"port range {item.strip()!r} runs backwards")
+        if len(ports) + (high - low + 1) > MAX_PORT_LIST:
+            raise AddressError(f"port list {text!r} names more than {MAX_PORT_LIST} ports")
+        ports.update(range(low, high + 1))
+    return sorted(ports)
+
+
+def parse_probe_target(text: str) -> tuple[int, list[int]]:
+    """``CID:PORTS`` for probing, where PORTS is a port list."""
+    cid_text, colon, ports_text = text.partition(":")
+    if not colon or not cid_text.strip() or not ports_text.strip():
+        raise AddressError(
+            f"probe target {text!r} is not CID:PORTS; expected for example 3:22,1024,5000-5010"
+        )
+    return parse_cid(cid_text), parse_port_list(ports_text)

@@ -98,9 +98,19 @@ ERRNO_MEANINGS: dict[int, ErrnoMeaning] = {
 }
 
 
-def explain(err: int) -> ErrnoMeaning:
-    """The vsock meaning of ``err``; unknown errnos fall back to strerror."""
-    known = ERRNO_MEANINGS.get(err)
+# Where an operation gives an errno a meaning of its own.
+OPERATION_MEANINGS: dict[tuple[str, int], ErrnoMeaning] = {
+    ("accept", errno.ETIMEDOUT): ErrnoMeaning(
+        "ETIMEDOUT",
+        "no peer connected within the timeout",
+        "is the sender pointed at this CID and port? try a longer --timeout",
+    ),
+}
+
+
+def explain(err: int, operation: str | None = None) -> ErrnoMeaning:
+    """The vsock meaning of ``err`` (in ``operation``); unknown errnos fall back to strerror."""
+    known = OPERATION_MEANINGS.get((operation or "", err)) or ERRNO_MEANINGS.get(err)
     if known is not None:
         return known
     return ErrnoMeaning(errno.errorcode.get(err, f"errno {err}"), os.strerror(err))
@@ -132,7 +142,7 @@ class VsockError(OSError):
     @property
     def meaning(self) -> ErrnoMeaning:
         assert self.errno is not None  # __init__ always sets it
-        return explain(self.errno)
+        return explain(self.errno, self.operation)
 
     def __str__(self) -> str:
         where = f" {self.address}" if self.address is not None else ""

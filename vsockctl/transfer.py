@@ -279,7 +279,8 @@ def relay(
     stats: TransferStats,
     *,
     source_interactive: bool = False,
-    chunk: int = DEFAULT_CHUNK,
+    send_chunk: int = DEFAULT_CHUNK,
+    recv_chunk: int = DEFAULT_CHUNK,
     progress: Progress | None = None,
     address: VsockAddress | None = None,
 ) -> None:
@@ -296,7 +297,7 @@ def relay(
     def outbound() -> None:
         assert source is not None
         try:
-            send_stream(sock, source, stats, chunk=chunk, address=address)
+            send_stream(sock, source, stats, chunk=send_chunk, address=address)
             sock.shutdown(socket.SHUT_WR)
         except VsockError as exc:
             if exc.errno not in PEER_GONE_ERRNOS:
@@ -312,7 +313,7 @@ def relay(
         sender = threading.Thread(target=outbound, name="vsockctl-send", daemon=True)
         sender.start()
     try:
-        receive_stream(sock, sink, stats, chunk=chunk, progress=progress, address=address)
+        receive_stream(sock, sink, stats, chunk=recv_chunk, progress=progress, address=address)
         if sender is not None and not source_interactive:
             sender.join()
     finally:

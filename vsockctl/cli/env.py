@@ -56,6 +56,7 @@ class Env:
     socket_factory: SocketFactory = socket.socket
     probe_paths: ProbePaths = field(default_factory=ProbePaths)
     streams: Streams | None = None
+    events_to_stderr: bool = False  # set when stdout carries data
     _consoles: dict[str, Console] = field(default_factory=dict, repr=False)
 
     @property
@@ -100,15 +101,20 @@ class Env:
         return self._consoles["err"]
 
     def message(self, text: str) -> None:
-        """A line for the person at the terminal (stderr); silent with --quiet."""
-        if not self.quiet:
+        """A line for the person at the terminal (stderr); silent with --quiet or --json."""
+        if not self.quiet and not self.json:
             self.stderr.write(text + "\n")
             self.stderr.flush()
 
     def emit(self, record: dict[str, Any]) -> None:
-        """One JSON object on one line of stdout (NDJSON)."""
-        self.stdout.write(json.dumps(record).encode() + b"\n")
-        self.stdout.flush()
+        """One JSON object on one line (NDJSON): on stdout, or stderr when stdout has data."""
+        line = json.dumps(record)
+        if self.events_to_stderr:
+            self.stderr.write(line + "\n")
+            self.stderr.flush()
+        else:
+            self.stdout.write(line.encode() + b"\n")
+            self.stdout.flush()
 
 
 def current_env() -> Env:

@@ -7,6 +7,7 @@ import traceback
 
 from vsockctl.errors import (
     DataMismatchError,
+    LocalIOError,
     ProtocolError,
     VsockError,
     VsockUnavailableError,
@@ -25,6 +26,8 @@ def describe(exc: BaseException) -> str:
         where = f" {exc.address}" if exc.address is not None else ""
         line = f"{exc.operation}{where} failed: {meaning.cause} ({meaning.name})"
         return f"{line}; {meaning.hint}" if meaning.hint else line
+    if isinstance(exc, LocalIOError):
+        return str(exc)
     if isinstance(exc, VsockUnavailableError):
         return f"{exc}; {exc.hint}" if exc.hint else str(exc)
     if isinstance(exc, DataMismatchError | ProtocolError):

@@ -79,7 +79,7 @@ def render(env: Env, info: SystemInfo) -> None:
             out.print(f"  - {note}")
 
 
-@cli.command()
+@cli.command(short_help="Is vsock here: transports, local CID, socket types.")
 @output_options
 def info() -> None:
     """Is vsock here, which transports are loaded, what is my CID, which socket types work.

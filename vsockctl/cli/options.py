@@ -9,6 +9,7 @@ import click
 
 from vsockctl.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
 from vsockctl.sockets import SocketType
+from vsockctl.units import UnitError, parse_duration, parse_size
 
 from .env import current_env
 
@@ -117,3 +118,72 @@ def socket_type_option(
         callback=convert,
         help="Socket type: stream, seqpacket (message boundaries kept) or dgram (VMCI only).",
     )
+
+
+class SizeParam(click.ParamType[int]):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except UnitError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class DurationParam(click.ParamType[float]):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except UnitError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeParam()
+DURATION = DurationParam()
+
+
+def connect_options(func: F) -> F:
+    """``--timeout``, ``--retry`` and ``--retry-delay`` for commands that connect."""
+    func = click.option(
+        "--retry-delay",
+        type=DURATION,
+        default="1s",
+        show_default=True,
+        help="Pause between attempts with --retry.",
+    )(func)
+    func = click.option(
+        "--retry",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        metavar="N",
+        help="Try N more times while nothing listens yet (a guest still booting).",
+    )(func)
+    func = click.option(
+        "--timeout",
+        type=DURATION,
+        default="5s",
+        show_default=True,
+        help="Give up connecting after this long (sets the vsock connect timeout too).",
+    )(func)
+    return func
+
+
+def resolve_address(target: str | None, cid: int | None, port: int | None) -> VsockAddress:
+    """The peer from ``CID:PORT`` or from ``--cid``/``--port``, not both."""
+    if target is not None:
+        if cid is not None or port is not None:
+            raise click.UsageError("give CID:PORT or --cid/--port, not both")
+        try:
+            return parse_address(target)
+        except AddressError as exc:
+            raise click.BadParameter(str(exc), param_hint="'CID:PORT'") from exc
+    if cid is None or port is None:
+        raise click.UsageError("give CID:PORT, or both --cid and --port")
+    return VsockAddress(cid, port)

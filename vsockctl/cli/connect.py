@@ -1,0 +1,155 @@
+"""``vsockctl connect``: netcat's client side for vsock, and ``--probe`` (netcat's -z)."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import click
+
+from vsockctl.address import AddressError, parse_probe_target
+from vsockctl.errors import VsockError
+from vsockctl.probe import ProbeResult, probe_ports
+from vsockctl.sockets import SocketType, connect_with_retry, local_address
+from vsockctl.status import ExitStatus, exit_status_for
+from vsockctl.transfer import MESSAGE_BUFFER, TransferStats, relay
+
+from .app import cli
+from .endpoints import announce_connection, open_sink, open_source
+from .env import Env, current_env
+from .format import human_seconds
+from .options import (
+    CID,
+    PORT,
+    connect_options,
+    output_options,
+    resolve_address,
+    socket_type_option,
+)
+from .transfer_ui import reporting
+
+
+def _probe(
+    env: Env,
+    target: str | None,
+    cid: int | None,
+    port: int | None,
+    sock_type: SocketType,
+    timeout: float,
+    concurrency: int,
+) -> int:
+    try:
+        if target is not None:
+            cid, ports = parse_probe_target(target)
+        elif cid is not None and port is not None:
+            ports = [port]
+        else:
+            raise click.UsageError("give CID:PORTS, or both --cid and --port")
+    except AddressError as exc:
+        raise click.BadParameter(str(exc), param_hint="'CID:PORTS'") from exc
+
+    status = ExitStatus.OK
+    for result in probe_ports(cid, ports, sock_type, timeout, concurrency, 0, env.socket_factory):
+        if not result.open and status is ExitStatus.OK:
+            err = result.errno if result.errno is not None else 0
+            status = exit_status_for(VsockError(err, "probe", result.address))
+        _show_probe(env, result)
+    return int(status)
+
+
+def _show_probe(env: Env, result: ProbeResult) -> None:
+    if env.json:
+        env.emit(
+            {
+                "event": "probe",
+                "address": str(result.address),
+                "cid": result.cid,
+                "port": result.port,
+                "open": result.open,
+                "elapsed_ns": result.elapsed_ns,
+                "errno": result.errno,
+                "errno_name": result.errno_name,
+                "meaning": result.meaning,
+            }
+        )
+    elif not env.quiet:
+        state = "open" if result.open else f"closed  {result.errno_name}: {result.meaning}"
+        env.stdout.write(
+            f"{result.address}  {state}  ({human_seconds(result.elapsed_ns)})\n".encode()
+        )
+        env.stdout.flush()
+
+
+@cli.command(short_help="Talk to CID:PORT (stdin/stdout), or --probe ports.")
+@click.argument("target", required=False, metavar="CID:PORT")
+@click.option("--cid", type=CID, help="The peer's CID (instead of CID:PORT).")
+@click.option("--port", type=PORT, help="The peer's port (instead of CID:PORT).")
+@socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
+@connect_options
+@click.option(
+    "-z",
+    "--probe",
+    is_flag=True,
+    help="Only check whether something accepts; CID:PORTS may list ports and ranges.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="With --probe: ports tried at once.",
+)
+@output_options
+def connect(
+    target: str | None,
+    cid: int | None,
+    port: int | None,
+    sock_type: SocketType,
+    timeout: float,
+    retry: int,
+    retry_delay: float,
+    probe: bool,
+    concurrency: int,
+) -> None:
+    """Connect to CID:PORT and relay stdin to the peer and the peer to stdout.
+
+    When stdin ends, the sending side is shut down (half-close) and the peer's
+    data are read until it closes. Data piped in are never dropped; on a
+    terminal, the session ends when the peer closes.
+
+    With --probe, only check whether something accepts (netcat's -z): PORTS
+    may be a list and ranges; exit 0 when every port accepts, otherwise the
+    status of the first that did not (4 refused, 5 timed out, 3 no route).
+
+    \b
+    Examples:
+      vsockctl connect 3:5000                      talk to a guest's port 5000
+      echo status | vsockctl connect host:1024     one request, print the answer
+      vsockctl connect 3:22 --retry 30             wait for a booting guest's sshd
+      vsockctl connect --probe 3:22,1024,5000-5010
+      vsockctl connect --probe 3:5000 --json | jq .open
+    """
+    env = current_env()
+    if probe:
+        raise click.exceptions.Exit(_probe(env, target, cid, port, sock_type, timeout, concurrency))
+    address = resolve_address(target, cid, port)
+    sock = connect_with_retry(
+        address, sock_type, timeout, retry, retry_delay, factory=env.socket_factory
+    )
+    with ExitStack() as stack:
+        stack.enter_context(sock)
+        announce_connection(env, "connected", address, local_address(sock))
+        source = open_source(env, "-", stack)
+        sink = open_sink(env, "-", stack)
+        stats = TransferStats()
+        seqpacket = sock_type is SocketType.SEQPACKET
+        with reporting(env, stats) if env.verbose or env.json else ExitStack():
+            relay(
+                sock,
+                source,
+                sink,
+                stats,
+                source_interactive=env.io.stdin_isatty,
+                send_chunk=64 * 1024 if seqpacket else 256 * 1024,
+                recv_chunk=MESSAGE_BUFFER if seqpacket else 256 * 1024,
+                address=address,
+            )

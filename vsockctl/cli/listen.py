@@ -1,0 +1,190 @@
+"""``vsockctl listen``: netcat's server side for vsock.
+
+Sample (stderr)::
+
+    listening on any:5000 (this machine's CID is 3), one client
+    connection from 1:49152
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from contextlib import ExitStack
+
+import click
+
+from vsockctl.address import VsockAddress
+from vsockctl.errors import VsockError
+from vsockctl.sockets import SocketType, accept, listen, local_address
+from vsockctl.streams import Sink, Source
+from vsockctl.transfer import MESSAGE_BUFFER, TransferStats, receive_messages, relay
+
+from .app import cli
+from .endpoints import LockedSink, announce_connection, announce_listening, open_sink, open_source
+from .env import Env, current_env
+from .errors import describe
+from .options import CID, PORT, output_options, socket_type_option
+from .transfer_ui import report_stats
+
+
+class Server:
+    """Serves connections one way: relay, receive-only, or a command per connection."""
+
+    def __init__(
+        self,
+        env: Env,
+        sock_type: SocketType,
+        sink: Sink,
+        source: Source | None,
+        command: str | None,
+        keep_going: bool,
+    ) -> None:
+        self.env = env
+        self.sock_type = sock_type
+        self.sink = sink
+        self.source = source
+        self.command = command
+        self.keep_going = keep_going  # report a connection's error and serve the next
+
+    def handle(self, conn: socket.socket, peer: VsockAddress) -> None:
+        stats = TransferStats()
+        try:
+            with conn:
+                announce_connection(self.env, "accepted", peer, local_address(conn))
+                if self.command is not None:
+                    self._exec(conn, peer)
+                elif self.sock_type is SocketType.SEQPACKET and self.source is None:
+                    receive_messages(conn, self.sink, stats, address=peer)
+                else:
+                    seqpacket = self.sock_type is SocketType.SEQPACKET
+                    relay(
+                        conn,
+                        self.source,
+                        self.sink,
+                        stats,
+                        source_interactive=self.env.io.stdin_isatty,
+                        send_chunk=64 * 1024 if seqpacket else 256 * 1024,
+                        recv_chunk=MESSAGE_BUFFER if seqpacket else 256 * 1024,
+                        address=peer,
+                    )
+        except (VsockError, OSError) as exc:
+            if not self.keep_going:
+                raise
+            self.env.stderr.write(f"vsockctl: {peer}: {describe(exc)}\n")
+        finally:
+            stats.finish()
+            self._closed(peer, stats)
+
+    def _exec(self, conn: socket.socket, peer: VsockAddress) -> None:
+        fd = conn.fileno()
+        process = subprocess.run(
+            ["/bin/sh", "-c", self.command or "true"], stdin=fd, stdout=fd, check=False
+        )
+        if self.env.json:
+            self.env.emit({"event": "exec", "peer": str(peer), "returncode": process.returncode})
+        elif self.env.verbose:
+            self.env.message(f"{peer}: command exited with {process.returncode}")
+
+    def _closed(self, peer: VsockAddress, stats: TransferStats) -> None:
+        if self.env.json:
+            self.env.emit({"event": "closed", "peer": str(peer), **stats.to_dict()})
+        elif self.env.verbose:
+            report_stats(self.env, stats, complete=True)
+
+
+@cli.command(name="listen", short_help="Listen on a port; relay, receive, or --exec per client.")
+@click.option("--port", type=PORT, required=True, help="Port to listen on ('any': kernel picks).")
+@click.option("--cid", type=CID, default="any", show_default=True, help="Local CID to bind.")
+@socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write what clients send to this file instead of stdout.",
+)
+@click.option(
+    "-k",
+    "--keep-open",
+    is_flag=True,
+    help="Serve one client after another (stdin is not relayed; use --exec to answer).",
+)
+@click.option(
+    "--max-clients",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Serve up to N clients at once (implies --keep-open).",
+)
+@click.option(
+    "-e",
+    "--exec",
+    "command",
+    metavar="CMD",
+    help="Run CMD (with /bin/sh -c) per connection, the socket as its stdin and stdout.",
+)
+@output_options
+def listen_command(
+    port: int,
+    cid: int,
+    sock_type: SocketType,
+    output: str | None,
+    keep_open: bool,
+    max_clients: int,
+    command: str | None,
+) -> None:
+    """Listen on PORT; relay stdin to the client and the client to stdout.
+
+    By default serves one client (--once) and exits when it is done, like
+    netcat. -k serves clients one after another, --max-clients several at
+    once; then what clients send goes to stdout (or --output) and stdin is not
+    read. --exec runs a command per connection instead. Stop with Ctrl-C
+    (exit 130).
+
+    \b
+    Examples:
+      vsockctl listen --port 5000 > received.bin
+      vsockctl listen --port 5000 -k --exec 'cat'       an echo service
+      vsockctl listen --port 2222 -k --exec '/bin/sh -i 2>&1'   a shell (trusted VMs only)
+      vsockctl listen --port any --json
+    """
+    env = current_env()
+    keep_going = keep_open or max_clients > 1
+    with ExitStack() as stack:
+        sink = open_sink(env, output, stack)
+        source = None
+        if not keep_going and command is None:
+            source = open_source(env, "-", stack)
+        server_sock = stack.enter_context(
+            listen(VsockAddress(cid, port), sock_type, factory=env.socket_factory)
+        )
+        what = "one client" if not keep_going else f"up to {max_clients} clients at once"
+        announce_listening(env, server_sock, what)
+        server = Server(
+            env,
+            sock_type,
+            LockedSink(sink) if max_clients > 1 else sink,
+            source,
+            command,
+            keep_going,
+        )
+        if not keep_going:
+            conn, peer = accept(server_sock)
+            server.handle(conn, peer)
+            return
+        slots = threading.BoundedSemaphore(max_clients)
+        while True:
+            slots.acquire()
+            conn, peer = accept(server_sock)
+
+            def serve(conn: socket.socket = conn, peer: VsockAddress = peer) -> None:
+                try:
+                    server.handle(conn, peer)
+                finally:
+                    slots.release()
+
+            if max_clients == 1:
+                serve()
+            else:
+                threading.Thread(target=serve, daemon=True).start()

@@ -1,0 +1,108 @@
+"""Progress and stats for commands that move bytes.
+
+Progress shows only on a terminal's stderr (transient, with speed); stats go
+to stderr as one line, or as a ``stats`` JSON event, also after an error or
+Ctrl-C, marked as partial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+from vsockctl.transfer import TransferStats
+
+from .env import Env
+from .format import human_bytes, human_rate, human_seconds
+
+
+class TransferDisplay:
+    """A rich progress bar on a terminal; nothing at all otherwise."""
+
+    def __init__(self, env: Env, label: str, total: int | None) -> None:
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        if env.io.stderr_isatty and not env.quiet and not env.json:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeElapsedColumn(),
+                console=env.err,
+                transient=True,
+            )
+            self.task = self.progress.add_task(label, total=total)
+
+    def __enter__(self) -> TransferDisplay:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def update(self, stats: TransferStats) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=stats.moved_bytes)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def stats_line(stats: TransferStats, complete: bool) -> str:
+    parts = []
+    if stats.sent_bytes or not stats.received_bytes:
+        parts.append(f"sent {human_bytes(stats.sent_bytes)} ({stats.sent_bytes} bytes)")
+    if stats.received_bytes:
+        parts.append(f"received {human_bytes(stats.received_bytes)} ({stats.received_bytes} bytes)")
+    if stats.received_messages or stats.sent_messages:
+        count = stats.received_messages or stats.sent_messages
+        sizes = stats.message_sizes
+        shape = ""
+        if sizes:
+            shape = f", sizes {min(sizes)}..{max(sizes)}" if len(sizes) > 1 else f" of {min(sizes)}"
+        parts.append(f"{count} messages{shape}")
+        if stats.truncated_messages:
+            parts.append(f"{stats.truncated_messages} truncated")
+    line = ", ".join(parts)
+    line += f" in {human_seconds(stats.elapsed_ns)}, {human_rate(stats.rate())}"
+    return line if complete else f"partial: {line}"
+
+
+def report_stats(env: Env, stats: TransferStats, complete: bool) -> None:
+    stats.finish()
+    if env.json:
+        env.emit({"event": "stats", "complete": complete, **stats.to_dict()})
+        return
+    if not env.quiet:
+        env.message(stats_line(stats, complete))
+        for label, digest in (("sent", stats.sent_sha256), ("received", stats.received_sha256)):
+            if digest is not None:
+                env.message(f"sha256 {label}: {digest}")
+
+
+@contextmanager
+def reporting(env: Env, stats: TransferStats) -> Iterator[TransferStats]:
+    """Report ``stats`` when the block ends: complete, or partial when it raised."""
+    try:
+        yield stats
+    except BaseException:
+        if stats.moved_bytes:
+            report_stats(env, stats, complete=False)
+        raise
+    report_stats(env, stats, complete=True)

@@ -1,0 +1,72 @@
+"""Does something accept on these ports? (netcat's ``-z``, for vsock.)
+
+Each port gets one connection attempt, closed at once, with a per-port
+timeout; a bounded pool keeps a range quick without flooding the peer.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from vsockctl.address import VsockAddress
+from vsockctl.errors import VsockError, explain
+from vsockctl.sockets import SocketFactory, SocketType, connect
+
+
+@dataclass
+class ProbeResult:
+    cid: int
+    port: int
+    open: bool
+    elapsed_ns: int
+    errno: int | None = None
+    errno_name: str | None = None
+    meaning: str | None = None
+
+    @property
+    def address(self) -> VsockAddress:
+        return VsockAddress(self.cid, self.port)
+
+
+def probe_one(
+    address: VsockAddress,
+    sock_type: SocketType = SocketType.STREAM,
+    timeout: float = 2.0,
+    factory: SocketFactory = socket.socket,
+) -> ProbeResult:
+    started = time.monotonic_ns()
+    try:
+        connect(address, sock_type, timeout, factory=factory).close()
+    except VsockError as exc:
+        meaning = explain(exc.errno if exc.errno is not None else 0)
+        return ProbeResult(
+            address.cid,
+            address.port,
+            False,
+            time.monotonic_ns() - started,
+            exc.errno,
+            meaning.name,
+            meaning.cause,
+        )
+    return ProbeResult(address.cid, address.port, True, time.monotonic_ns() - started)
+
+
+def probe_ports(
+    cid: int,
+    ports: Sequence[int],
+    sock_type: SocketType = SocketType.STREAM,
+    timeout: float = 2.0,
+    concurrency: int = 16,
+    flags: int = 0,
+    factory: SocketFactory = socket.socket,
+) -> Iterator[ProbeResult]:
+    """Probe each port, ``concurrency`` at a time; results come in port order."""
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(ports) or 1))) as pool:
+        yield from pool.map(
+            lambda port: probe_one(VsockAddress(cid, port, flags), sock_type, timeout, factory),
+            ports,
+        )
