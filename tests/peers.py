@@ -10,9 +10,11 @@ import hashlib
 import os
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from vsockctl.address import VsockAddress
 from vsockctl.constants import VMADDR_CID_LOCAL
@@ -101,3 +103,40 @@ class Listener:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def vsockctl(*args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    """Start ``vsockctl ARGS`` as its own process (the installed module, this Python)."""
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-m", "vsockctl", *args], **kwargs
+    )
+
+
+def run_vsockctl(
+    *args: str, timeout: float = 120, **kwargs: object
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-m", "vsockctl", *args], capture_output=True, timeout=timeout, **kwargs
+    )
+
+
+def write_pattern_file(path: Path, size: int, seed: int = 1) -> str:
+    """Write ``size`` bytes of :func:`pattern` in pieces; return their SHA-256."""
+    digest = hashlib.sha256()
+    block = pattern(1 << 20, seed)
+    with path.open("wb") as out:
+        left = size
+        while left:
+            piece = block[: min(left, len(block))]
+            out.write(piece)
+            digest.update(piece)
+            left -= len(piece)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

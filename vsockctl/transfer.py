@@ -10,6 +10,7 @@ error or Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import socket
@@ -100,6 +101,12 @@ class _Ticker:
                 self.progress(self.stats)
 
 
+def _flush_quietly(sink: Sink) -> None:
+    """Flush what arrived before an error, without hiding that error behind another."""
+    with contextlib.suppress(OSError):
+        sink.flush()
+
+
 def send_stream(
     sock: socket.socket,
     source: Source,
@@ -163,10 +170,14 @@ def receive_stream(
                 digest.update(data)
             stats.received_bytes += n
             tick()
+    except BaseException:
+        _flush_quietly(sink)
+        raise
+    else:
+        sink.flush()
     finally:
         if digest is not None:
             stats.received_sha256 = digest.hexdigest()
-        sink.flush()
 
 
 def send_messages(
@@ -251,10 +262,14 @@ def receive_messages(
             stats.received_messages += 1
             stats.message_sizes[size] = stats.message_sizes.get(size, 0) + 1
             tick()
+    except BaseException:
+        _flush_quietly(sink)
+        raise
+    else:
+        sink.flush()
     finally:
         if digest is not None:
             stats.received_sha256 = digest.hexdigest()
-        sink.flush()
 
 
 def drain(sock: socket.socket, stats: TransferStats, address: VsockAddress | None = None) -> None:

@@ -35,7 +35,7 @@ def open_sink(env: Env, path: str | None, stack: ExitStack) -> Sink:
         env.events_to_stderr = True
         return StreamSink(env.stdout, "stdout")
     try:
-        stream = stack.enter_context(open(path, "wb"))  # noqa: SIM115 (closed by the stack)
+        stream = stack.enter_context(open(path, "wb", buffering=0))  # noqa: SIM115 (closed by the stack)
     except OSError as exc:
         raise LocalIOError.wrap(exc, "writing", path) from exc
     return StreamSink(stream, path)

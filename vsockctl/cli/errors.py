@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
+import os
+import sys
 import traceback
 
 from vsockctl.errors import (
@@ -38,9 +42,20 @@ def describe(exc: BaseException) -> str:
     return f"unexpected error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)"
 
 
+def _silence_broken_stdout() -> None:
+    """After EPIPE on stdout, point it at /dev/null so Python's exit flush stays quiet."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def report(env: Env, exc: BaseException) -> ExitStatus:
     """Say what went wrong, once, and return the exit status for it."""
     status = exit_status_for(exc)
+    if isinstance(exc, LocalIOError) and exc.name == "stdout" and exc.errno == errno.EPIPE:
+        _silence_broken_stdout()
+        env.events_to_stderr = True
     if env.verbose and not isinstance(exc, KeyboardInterrupt):
         env.stderr.write("".join(traceback.format_exception(exc)))
     env.stderr.write(f"vsockctl: {describe(exc)}\n")

@@ -1,0 +1,228 @@
+"""The transfer engine over real sockets (socketpair), files and /dev/full."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.peers import pattern, recv_all
+from vsockctl.errors import LocalIOError
+from vsockctl.streams import NullSink, PatternSource, StreamSink, StreamSource
+from vsockctl.transfer import (
+    TransferStats,
+    drain,
+    receive_messages,
+    receive_stream,
+    relay,
+    send_messages,
+    send_stream,
+)
+
+
+class SlowPipeSource:
+    """A piped source that is still producing after the peer has closed its side."""
+
+    name = "slow pipe"
+    total = None
+
+    def __init__(self, data: bytes, started: threading.Event) -> None:
+        self.data = memoryview(data)
+        self.started = started
+
+    def readinto(self, buf: memoryview) -> int:
+        self.started.wait(10)
+        n = min(len(buf), len(self.data), 4096)
+        buf[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
+
+
+Pair = Callable[..., tuple[socket.socket, socket.socket]]
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    """``pair()`` or ``pair(AF_UNIX, SOCK_SEQPACKET)``: socketpairs closed after the test."""
+    made: list[socket.socket] = []
+
+    def make(*args: int) -> tuple[socket.socket, socket.socket]:
+        a, b = socket.socketpair(*args)
+        made.extend((a, b))
+        return a, b
+
+    yield make
+    for sock in made:
+        sock.close()
+
+
+def test_stream_round_trip_with_digests(pair: Pair) -> None:
+    data = pattern(3 * 1024 * 1024 + 17)
+    a, b = pair()
+    sent, got = TransferStats(), TransferStats()
+    out = io.BytesIO()
+
+    def receiver() -> None:
+        receive_stream(b, StreamSink(out, "memory"), got, chunk=7000, sha256=True)
+
+    thread = threading.Thread(target=receiver)
+    thread.start()
+    send_stream(a, StreamSource(io.BytesIO(data), "memory"), sent, chunk=65536, sha256=True)
+    a.shutdown(socket.SHUT_WR)
+    thread.join(10)
+    assert out.getvalue() == data
+    assert sent.sent_bytes == got.received_bytes == len(data)
+    assert sent.sent_sha256 == got.received_sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_relay_sends_all_piped_input_after_the_peer_half_closes(pair: Pair) -> None:
+    """The peer shuts its side at once; our piped input must still arrive whole."""
+    data = pattern(200_000)
+    ours, peer = pair()
+    peer.shutdown(socket.SHUT_WR)  # the peer says nothing and half-closes first
+    started = threading.Event()
+    stats = TransferStats()
+    collected: list[bytes] = []
+    reader = threading.Thread(target=lambda: collected.append(recv_all(peer)))
+    reader.start()
+    relay_thread = threading.Thread(
+        target=relay, args=(ours, SlowPipeSource(data, started), NullSink(), stats)
+    )
+    relay_thread.start()
+    started.set()
+    relay_thread.join(10)
+    reader.join(10)
+    assert collected == [data]
+    assert stats.sent_bytes == len(data) and stats.received_bytes == 0
+
+
+def test_relay_without_source_only_receives_and_never_half_closes(pair: Pair) -> None:
+    ours, peer = pair()
+    peer.sendall(b"hello")
+    peer.shutdown(socket.SHUT_WR)
+    out = io.BytesIO()
+    relay(ours, None, StreamSink(out, "memory"), TransferStats())
+    assert out.getvalue() == b"hello"
+    ours.sendall(b"still open")  # the relay did not shut our writing side down
+    assert peer.recv(100) == b"still open"
+
+
+def test_messages_keep_boundaries_and_count_sizes(pair: Pair) -> None:
+    a, b = pair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    data = pattern(10 * 1000 + 123)
+    sent, got = TransferStats(), TransferStats()
+    out = io.BytesIO()
+    thread = threading.Thread(
+        target=receive_messages, args=(b, StreamSink(out, "memory"), got), daemon=True
+    )
+    thread.start()
+    send_messages(a, StreamSource(io.BytesIO(data), "memory"), sent, message_size=1000)
+    a.shutdown(socket.SHUT_WR)
+    thread.join(10)
+    assert out.getvalue() == data
+    assert sent.sent_messages == got.received_messages == 11
+    assert got.message_sizes == {1000: 10, 123: 1}
+
+
+def test_count_stops_after_that_many_messages(pair: Pair) -> None:
+    a, _ = pair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stats = TransferStats()
+    send_messages(a, PatternSource(10_000, "counter"), stats, message_size=100, count=7)
+    assert stats.sent_messages == 7 and stats.sent_bytes == 700
+
+
+def test_a_message_longer_than_the_buffer_is_counted_as_truncated(pair: Pair) -> None:
+    a, b = pair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.send(b"x" * 5000)
+    a.send(b"y" * 10)
+    a.shutdown(socket.SHUT_WR)
+    stats = TransferStats()
+    out = io.BytesIO()
+    receive_messages(b, StreamSink(out, "memory"), stats, buffer_size=4096)
+    assert stats.truncated_messages == 1
+    assert stats.message_sizes == {5000: 1, 10: 1}
+    assert out.getvalue() == b"x" * 4096 + b"y" * 10
+
+
+def test_received_data_are_flushed_when_the_sink_fails(pair: Pair) -> None:
+    a, b = pair()
+    a.sendall(b"z" * 100_000)
+    a.shutdown(socket.SHUT_WR)
+    with open("/dev/full", "wb", buffering=0) as full, pytest.raises(LocalIOError) as info:
+        receive_stream(b, StreamSink(full, "/dev/full"), TransferStats(), chunk=4096)
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == "writing /dev/full failed: No space left on device"
+
+
+def test_peer_gone_mid_send_is_a_vsock_error_with_partial_stats(pair: Pair) -> None:
+    a, b = pair()
+    b.close()
+    stats = TransferStats()
+    with pytest.raises(OSError) as info:
+        send_stream(a, PatternSource(1 << 20), stats)
+    assert info.value.errno == errno.EPIPE
+    assert getattr(info.value, "operation", None) == "send"
+    assert stats.sent_bytes == 0
+
+
+def test_drain_counts_until_close(pair: Pair) -> None:
+    a, b = pair()
+    b.sendall(b"ack")
+    b.close()
+    stats = TransferStats()
+    drain(a, stats)
+    assert stats.received_bytes == 3
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    size=st.integers(min_value=0, max_value=100_000),
+    chunk=st.integers(min_value=1, max_value=70_000),
+)
+def test_counter_pattern_is_position_checkable(size: int, chunk: int) -> None:
+    source = PatternSource(size, "counter")
+    view = memoryview(bytearray(chunk))
+    out = bytearray()
+    while n := source.readinto(view):
+        out += view[:n]
+    assert len(out) == size
+    assert bytes(out) == bytes(i % 256 for i in range(size))
+
+
+@pytest.mark.parametrize("kind", ["zero", "random"])
+def test_patterns_give_exactly_size_bytes(kind: str) -> None:
+    source = PatternSource(1_000_003, kind, seed=5)
+    view = memoryview(bytearray(65536))
+    digest = hashlib.sha256()
+    total = 0
+    while n := source.readinto(view):
+        digest.update(view[:n])
+        total += n
+    assert total == 1_000_003
+    again = PatternSource(1_000_003, kind, seed=5)
+    digest2 = hashlib.sha256()
+    while n := again.readinto(view):
+        digest2.update(view[:n])
+    assert digest.hexdigest() == digest2.hexdigest()
+    if kind == "zero":
+        assert digest.hexdigest() == hashlib.sha256(bytes(1_000_003)).hexdigest()
+
+
+def test_file_source_knows_its_size(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"abc" * 1000)
+    with path.open("rb") as stream:
+        assert StreamSource(stream, str(path)).total == 3000
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as pipe_in:
+        assert StreamSource(pipe_in, "pipe").total is None
+    os.close(write_end)
