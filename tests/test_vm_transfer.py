@@ -76,8 +76,12 @@ def test_recv_to_stdout_is_byte_exact(
     src, digest, _, _ = big_files
     out = tmp_path / "out.bin"
     port = str(free_port())
-    with out.open("wb") as sink, process(_cmd("recv", "--port", port), stdout=sink) as receiver:
-        sent = run_vsockctl("send", "--to", f"1:{port}", *RETRY, stdin=src.open("rb"))
+    with (
+        out.open("wb") as sink,
+        src.open("rb") as data,
+        process(_cmd("recv", "--port", port), stdout=sink) as receiver,
+    ):
+        sent = run_vsockctl("send", "--to", f"1:{port}", *RETRY, stdin=data)
         assert receiver.wait(timeout=120) == 0
     assert sent.returncode == 0, sent.stderr
     assert sha256_file(out) == digest
@@ -201,7 +205,8 @@ def test_seqpacket_message_boundaries_through_the_commands() -> None:
 def test_nothing_listening_exits_refused_with_its_meaning() -> None:
     result = run_vsockctl("connect", f"1:{free_port()}", stdin=subprocess.DEVNULL)
     assert result.returncode == ExitStatus.CONNECTION_REFUSED
-    assert b"nothing listens on that CID:port (ECONNRESET)" in result.stderr
+    assert b"nothing listens on that CID:port" in result.stderr
+    assert b"(ECONNRESET)" in result.stderr
     assert result.stderr.count(b"\n") == 1
 
 
