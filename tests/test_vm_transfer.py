@@ -245,6 +245,36 @@ def test_retry_waits_for_a_late_listener() -> None:
     assert received == [b"late"]
 
 
+def test_probe_retry_waits_until_every_port_accepts() -> None:
+    early, late_port = free_port(), free_port()
+    with listen(VsockAddress(LOCAL, early)):
+        ready = threading.Event()
+
+        def late() -> None:
+            time.sleep(1.5)
+            with listen(VsockAddress(LOCAL, late_port)):
+                ready.wait(30)
+
+        thread = threading.Thread(target=late)
+        thread.start()
+        try:
+            result = run_vsockctl(
+                "connect", "-z", f"1:{early},{late_port}", "--retry", "40", "--retry-delay", "100ms"
+            )
+        finally:
+            ready.set()
+            thread.join(30)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        [f"1:{early}", "open"],
+        [f"1:{late_port}", "open"],
+    ]
+    # Without a late listener, the retries run out and the refusal stands.
+    gone = run_vsockctl("connect", "-z", f"1:{late_port}", "--retry", "2", "--retry-delay", "10ms")
+    assert gone.returncode == ExitStatus.CONNECTION_REFUSED
+
+
 def test_peer_vanishing_mid_transfer_gives_connection_lost_and_partial_stats() -> None:
     with listen(VsockAddress(LOCAL, 0xFFFFFFFF)) as server:
         port = server.getsockname()[1]

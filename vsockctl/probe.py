@@ -70,3 +70,32 @@ def probe_ports(
             lambda port: probe_one(VsockAddress(cid, port, flags), sock_type, timeout, factory),
             ports,
         )
+
+
+def probe_with_retry(
+    cid: int,
+    ports: Sequence[int],
+    sock_type: SocketType = SocketType.STREAM,
+    timeout: float = 2.0,
+    concurrency: int = 16,
+    retry: int = 0,
+    retry_delay: float = 1.0,
+    factory: SocketFactory = socket.socket,
+) -> list[ProbeResult]:
+    """Probe ``ports``, then try the ones that did not accept up to ``retry`` more times.
+
+    For waiting on a guest that is still booting: a port counts as open as soon
+    as one attempt succeeds; the others keep the result of their last attempt.
+    Results are in port order.
+    """
+    results: dict[int, ProbeResult] = {}
+    pending = list(ports)
+    for attempt in range(retry + 1):
+        if attempt:
+            time.sleep(retry_delay)
+        for result in probe_ports(cid, pending, sock_type, timeout, concurrency, 0, factory):
+            results[result.port] = result
+        pending = [port for port in pending if not results[port].open]
+        if not pending:
+            break
+    return [results[port] for port in ports]

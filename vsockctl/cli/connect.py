@@ -8,7 +8,7 @@ import click
 
 from vsockctl.address import AddressError, parse_probe_target
 from vsockctl.errors import VsockError
-from vsockctl.probe import ProbeResult, probe_ports
+from vsockctl.probe import ProbeResult, probe_with_retry
 from vsockctl.sockets import SocketType, connect_with_retry, local_address
 from vsockctl.status import ExitStatus, exit_status_for
 from vsockctl.transfer import MESSAGE_BUFFER, TransferStats, relay
@@ -36,6 +36,8 @@ def _probe(
     sock_type: SocketType,
     timeout: float,
     concurrency: int,
+    retry: int,
+    retry_delay: float,
 ) -> int:
     try:
         if target is not None:
@@ -48,7 +50,10 @@ def _probe(
         raise click.BadParameter(str(exc), param_hint="'CID:PORTS'") from exc
 
     status = ExitStatus.OK
-    for result in probe_ports(cid, ports, sock_type, timeout, concurrency, 0, env.socket_factory):
+    results = probe_with_retry(
+        cid, ports, sock_type, timeout, concurrency, retry, retry_delay, env.socket_factory
+    )
+    for result in results:
         if not result.open and status is ExitStatus.OK:
             err = result.errno if result.errno is not None else 0
             status = exit_status_for(VsockError(err, "probe", result.address))
@@ -119,6 +124,7 @@ def connect(
     With --probe, only check whether something accepts (netcat's -z): PORTS
     may be a list and ranges; exit 0 when every port accepts, otherwise the
     status of the first that did not (4 refused, 5 timed out, 3 no route).
+    --retry tries the ports that did not accept again.
 
     \b
     Examples:
@@ -130,7 +136,9 @@ def connect(
     """
     env = current_env()
     if probe:
-        raise click.exceptions.Exit(_probe(env, target, cid, port, sock_type, timeout, concurrency))
+        raise click.exceptions.Exit(
+            _probe(env, target, cid, port, sock_type, timeout, concurrency, retry, retry_delay)
+        )
     address = resolve_address(target, cid, port)
     sock = connect_with_retry(
         address, sock_type, timeout, retry, retry_delay, factory=env.socket_factory

@@ -106,9 +106,10 @@ class Server:
 )
 @click.option(
     "-k",
-    "--keep-open",
-    is_flag=True,
-    help="Serve one client after another (stdin is not relayed; use --exec to answer).",
+    "--keep-open/--once",
+    default=False,
+    help="--once (the default): serve one client, then exit. -k: serve one client "
+    "after another (stdin is not relayed; use --exec to answer).",
 )
 @click.option(
     "--max-clients",

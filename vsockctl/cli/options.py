@@ -102,6 +102,12 @@ def output_options(func: F) -> F:
     return func
 
 
+_TYPE_HELP = {
+    True: "Socket type: stream, seqpacket (message boundaries kept) or dgram (VMCI only).",
+    False: "Socket type: stream, or seqpacket (message boundaries kept).",
+}
+
+
 def socket_type_option(
     default: SocketType = SocketType.STREAM, choices: tuple[SocketType, ...] = tuple(SocketType)
 ) -> Callable[[F], F]:
@@ -116,7 +122,7 @@ def socket_type_option(
         default=default.value,
         show_default=True,
         callback=convert,
-        help="Socket type: stream, seqpacket (message boundaries kept) or dgram (VMCI only).",
+        help=_TYPE_HELP[len(choices) == len(SocketType)],
     )
 
 
