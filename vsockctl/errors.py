@@ -105,12 +105,29 @@ OPERATION_MEANINGS: dict[tuple[str, int], ErrnoMeaning] = {
         "no peer connected within the timeout",
         "is the sender pointed at this CID and port? try a longer --timeout",
     ),
+    ("setsockopt", errno.EINVAL): ErrnoMeaning(
+        "EINVAL",
+        "the kernel refused this value for this option (wrong width, or out of what it takes, "
+        "such as SO_RCVLOWAT above the buffer)",
+        "'vsockctl sockopt list' shows each option's C type",
+    ),
+    ("setsockopt", errno.ENOPROTOOPT): ErrnoMeaning(
+        "ENOPROTOOPT",
+        "this kernel does not handle that option on this socket type",
+        "'vsockctl sockopt list' shows which options this kernel handles",
+    ),
+    ("getsockopt", errno.ENOPROTOOPT): ErrnoMeaning(
+        "ENOPROTOOPT",
+        "this kernel does not handle that option on this socket type",
+        "'vsockctl sockopt list' shows which options this kernel handles",
+    ),
 }
 
 
 def explain(err: int, operation: str | None = None) -> ErrnoMeaning:
     """The vsock meaning of ``err`` (in ``operation``); unknown errnos fall back to strerror."""
-    known = OPERATION_MEANINGS.get((operation or "", err)) or ERRNO_MEANINGS.get(err)
+    verb = (operation or "").split(" ", 1)[0]  # "setsockopt buffer-size" -> "setsockopt"
+    known = OPERATION_MEANINGS.get((verb, err)) or ERRNO_MEANINGS.get(err)
     if known is not None:
         return known
     return ErrnoMeaning(errno.errorcode.get(err, f"errno {err}"), os.strerror(err))

@@ -24,6 +24,7 @@ from .options import (
     output_options,
     resolve_address,
     socket_type_option,
+    sockopt_option,
 )
 from .transfer_ui import reporting
 
@@ -103,6 +104,7 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
     show_default=True,
     help="With --probe: ports tried at once.",
 )
+@sockopt_option
 @output_options
 def connect(
     target: str | None,

@@ -25,7 +25,7 @@ from .app import cli
 from .endpoints import LockedSink, announce_connection, announce_listening, open_sink, open_source
 from .env import Env, current_env
 from .errors import describe
-from .options import CID, PORT, output_options, socket_type_option
+from .options import CID, PORT, output_options, socket_type_option, sockopt_option
 from .transfer_ui import report_stats
 
 
@@ -125,6 +125,7 @@ class Server:
     metavar="CMD",
     help="Run CMD (with /bin/sh -c) per connection, the socket as its stdin and stdout.",
 )
+@sockopt_option
 @output_options
 def listen_command(
     port: int,

@@ -6,12 +6,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 
 from vsockctl.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
 from vsockctl.sockets import SocketType
+from vsockctl.sockopts import OPTIONS, Setting, SockOptError, configured, parse_setting
 from vsockctl.units import UnitError, parse_duration, parse_size
 
 from .env import current_env
+from .sockopt_view import report_applied
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -193,3 +196,52 @@ def resolve_address(target: str | None, cid: int | None, port: int | None) -> Vs
     if cid is None or port is None:
         raise click.UsageError("give CID:PORT, or both --cid and --port")
     return VsockAddress(cid, port)
+
+
+class SockOptParam(click.ParamType[Setting]):
+    """``NAME=VALUE`` for a socket option; completes the option names."""
+
+    name = "NAME=VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Setting):
+            return value
+        try:
+            return parse_setting(str(value))
+        except SockOptError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        return [
+            CompletionItem(f"{opt.name}=", help=opt.summary)
+            for opt in OPTIONS
+            if opt.name.startswith(incomplete.lower())
+        ]
+
+
+SOCKOPT = SockOptParam()
+
+
+def sockopt_option(func: F) -> F:
+    """``--sockopt NAME=VALUE`` (repeatable): options set on each vsock socket before use."""
+
+    def install(ctx: click.Context, param: click.Parameter, value: tuple[Setting, ...]) -> None:
+        if value:
+            env = current_env()
+            env.socket_factory = configured(
+                env.socket_factory, value, lambda applied: report_applied(env, applied)
+            )
+
+    return click.option(
+        "--sockopt",
+        type=SOCKOPT,
+        multiple=True,
+        expose_value=False,
+        callback=install,
+        help="Set a socket option before connecting or listening, for example "
+        "buffer-max-size=2M or buffer-size=1M (repeatable; limits are set before the "
+        "size). 'vsockctl sockopt list' names them all; -v and --json show the "
+        "effective values. connect-timeout comes from --timeout.",
+    )(func)

@@ -14,7 +14,7 @@ from vsockctl.transfer import TransferStats, receive_messages, receive_stream
 from .app import cli
 from .endpoints import announce_connection, announce_listening, open_sink
 from .env import current_env
-from .options import CID, DURATION, PORT, SIZE, output_options, socket_type_option
+from .options import CID, DURATION, PORT, SIZE, output_options, socket_type_option, sockopt_option
 from .transfer_ui import TransferDisplay, reporting
 
 
@@ -52,6 +52,7 @@ def _check_hex(ctx: click.Context, param: click.Parameter, value: str | None) ->
     show_default=True,
     help="Bytes per receive call (stream).",
 )
+@sockopt_option
 @output_options
 def recv(
     file: str | None,

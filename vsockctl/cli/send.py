@@ -22,6 +22,7 @@ from .options import (
     output_options,
     resolve_address,
     socket_type_option,
+    sockopt_option,
 )
 from .transfer_ui import TransferDisplay, reporting
 
@@ -57,6 +58,7 @@ from .transfer_ui import TransferDisplay, reporting
     help="Bytes per read and send call.",
 )
 @connect_options
+@sockopt_option
 @output_options
 def send(
     file: str | None,

@@ -1,0 +1,65 @@
+"""How applied socket options show: a table, -v lines, or JSON events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from vsockctl.sockopts import Applied, format_value
+
+from .env import Env
+
+
+def applied_record(applied: Applied) -> dict[str, Any]:
+    setting, opt = applied.setting, applied.setting.option
+    record: dict[str, Any] = {
+        "event": "sockopt",
+        "name": opt.name,
+        "requested": setting.value,
+        "requested_text": setting.text,
+        "effective": applied.effective,
+        "changed": applied.changed,
+        "note": applied.note,
+    }
+    if applied.error is not None:
+        meaning = applied.error.meaning
+        record.update(errno=applied.error.errno, errno_name=meaning.name, meaning=meaning.cause)
+    return record
+
+
+def effective_text(applied: Applied) -> str:
+    if applied.error is not None:
+        return f"{applied.error.meaning.name}: {applied.error.meaning.cause}"
+    assert applied.effective is not None
+    return format_value(applied.setting.option, applied.effective)
+
+
+def report_applied(env: Env, applied: list[Applied]) -> None:
+    """What ``--sockopt`` did, in ``-v`` lines on stderr or ``--json`` events."""
+    for item in applied:
+        if env.json:
+            env.emit(applied_record(item))
+        elif env.verbose and not env.quiet:
+            note = f" ({item.note})" if item.note else ""
+            env.stderr.write(
+                f"sockopt {item.setting.option.name}: requested {item.setting.text}, "
+                f"effective {effective_text(item)}{note}\n"
+            )
+            env.stderr.flush()
+
+
+def applied_table(applied: list[Applied]) -> Table:
+    table = Table(box=None, padding=(0, 2))
+    for column in ("option", "requested", "effective", "note"):
+        table.add_column(column)
+    for item in applied:
+        style = "red" if item.error else ("yellow" if item.changed else "green")
+        table.add_row(
+            item.setting.option.name,
+            item.setting.text,
+            f"[{style}]{escape(effective_text(item))}[/]",
+            escape(item.note or ("" if item.error is None else item.error.meaning.hint or "")),
+        )
+    return table
