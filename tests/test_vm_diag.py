@@ -89,10 +89,11 @@ def test_our_seqpacket_pair_is_named_seqpacket_with_our_pid() -> None:
     assert all(r["type"] == "seqpacket" for r in records)
     me = psutil.Process().name()
     assert all(names(r) == {me} for r in records)
+    # sock_diag reports a socket's own shutdown, not its peer's.
     (ours,) = [r for r in records if r["peer_port"] == port]
     assert ours["shutdown"] == "wr"
     (theirs,) = [r for r in records if r["state"] == "established" and r["local_port"] == port]
-    assert theirs["shutdown"] == "rd"
+    assert theirs["shutdown"] == "-"
 
 
 def test_ls_table_and_filters() -> None:
