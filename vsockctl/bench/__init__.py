@@ -1,0 +1,1 @@
+"""Throughput and latency measurement between two vsockctl ends (``vsockctl throughput``)."""

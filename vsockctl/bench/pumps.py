@@ -1,0 +1,335 @@
+"""The data loops of a throughput test: as little Python per byte as the kernel allows.
+
+Each loop runs on its own thread over one preallocated buffer (``sendall`` of
+a memoryview, ``recv_into``), bumping a :class:`Counter` that an interval
+sampler reads from another thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vsockctl.errors import VsockError, VsockUnavailableError
+
+MSG_ZEROCOPY = getattr(socket, "MSG_ZEROCOPY", 0x4000000)
+SO_EE_ORIGIN_ZEROCOPY = 5
+SO_EE_CODE_ZEROCOPY_COPIED = 1
+SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
+
+
+@dataclass
+class Counter:
+    """Bytes moved on one stream in one direction, and when the first and last moved."""
+
+    bytes: int = 0
+    calls: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    error: str | None = None
+
+    @property
+    def elapsed_ns(self) -> int:
+        return max(0, self.last_ns - self.first_ns)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "bytes": self.bytes,
+            "calls": self.calls,
+            "seconds": self.elapsed_ns / 1e9,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Limit:
+    """When a sender stops: after ``seconds`` or ``nbytes`` (whichever is set), or on ``stop``."""
+
+    seconds: float | None = None
+    nbytes: int | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class ZeroCopyStats:
+    sends: int = 0
+    completed: int = 0
+    copied: int = 0  # completions where the kernel fell back to copying
+
+
+def enable_zerocopy(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_ZEROCOPY", 60), 1)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EINVAL):
+            raise VsockUnavailableError(
+                "this kernel has no MSG_ZEROCOPY on vsock sockets",
+                "vsock zerocopy needs Linux 6.7+ (virtio, vhost or loopback); run without "
+                "--zerocopy",
+            ) from exc
+        raise VsockError.wrap(exc, "setsockopt SO_ZEROCOPY") from exc
+
+
+def _drain_completions(sock: socket.socket, stats: ZeroCopyStats) -> None:
+    """Read zerocopy completions from the error queue (non-blocking)."""
+    while True:
+        try:
+            _, ancdata, _, _ = sock.recvmsg(0, 1024, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        for _, _, data in ancdata:
+            if len(data) < SOCK_EXTENDED_ERR.size:
+                continue
+            _, origin, _, code, _, lo, hi = SOCK_EXTENDED_ERR.unpack_from(data)
+            if origin == SO_EE_ORIGIN_ZEROCOPY:
+                count = (hi - lo + 1) & 0xFFFFFFFF
+                stats.completed += count
+                if code & SO_EE_CODE_ZEROCOPY_COPIED:
+                    stats.copied += count
+
+
+def send_loop(
+    sock: socket.socket,
+    buf: memoryview,
+    counter: Counter,
+    limit: Limit,
+    zerocopy: ZeroCopyStats | None = None,
+) -> None:
+    """Send ``buf`` over and over until the limit; then shut down writing."""
+    deadline = None if limit.seconds is None else time.monotonic_ns() + int(limit.seconds * 1e9)
+    left = limit.nbytes
+    size = len(buf)
+    flags = MSG_ZEROCOPY if zerocopy is not None else 0
+    sendall = sock.sendall
+    now = time.monotonic_ns
+    stop = limit.stop
+    counter.first_ns = counter.last_ns = now()
+    try:
+        while not stop.is_set():
+            if left is not None:
+                if left <= 0:
+                    break
+                chunk = buf if left >= size else buf[:left]
+                left -= len(chunk)
+            else:
+                chunk = buf
+            sendall(chunk, flags)
+            counter.bytes += len(chunk)
+            counter.calls += 1
+            counter.last_ns = now()
+            if deadline is not None and counter.last_ns >= deadline:
+                break
+            if zerocopy is not None:
+                zerocopy.sends += 1
+                if zerocopy.sends - zerocopy.completed > 64:
+                    _drain_completions(sock, zerocopy)
+        if zerocopy is not None:
+            _wait_completions(sock, zerocopy)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        counter.error = _describe(exc)
+
+
+def _wait_completions(sock: socket.socket, stats: ZeroCopyStats, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while stats.completed < stats.sends and time.monotonic() < end:
+        _drain_completions(sock, stats)
+        if stats.completed < stats.sends:
+            time.sleep(0.001)
+
+
+def recv_loop(sock: socket.socket, buf: memoryview, counter: Counter) -> None:
+    """Receive into ``buf`` until the peer shuts down writing (or the connection breaks)."""
+    recv_into = sock.recv_into
+    now = time.monotonic_ns
+    try:
+        n = recv_into(buf)
+        counter.first_ns = counter.last_ns = now()
+        while n:
+            counter.bytes += n
+            counter.calls += 1
+            counter.last_ns = now()
+            n = recv_into(buf)
+    except OSError as exc:
+        counter.error = _describe(exc)
+
+
+def _describe(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    return f"{exc.strerror or exc} ({name})"
+
+
+class Histogram:
+    """Round-trip times in logarithmic buckets (1% wide): flat memory, percentiles within 1%."""
+
+    BASE = 1.01
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.count = 0
+        self.total_ns = 0
+        self.min_ns = 0
+        self.max_ns = 0
+        self._log_base = math.log(self.BASE)
+
+    def add(self, ns: int) -> None:
+        ns = max(ns, 1)
+        index = int(math.log(ns) / self._log_base)
+        self.buckets[index] = self.buckets.get(index, 0) + 1
+        if not self.count or ns < self.min_ns:
+            self.min_ns = ns
+        self.max_ns = max(ns, self.max_ns)
+        self.count += 1
+        self.total_ns += ns
+
+    def percentile(self, p: float) -> float:
+        """The ``p``-th percentile in ns (the upper edge of its bucket, within min..max)."""
+        if not self.count:
+            return 0.0
+        rank = max(1, math.ceil(self.count * p / 100))
+        seen = 0
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            if seen >= rank:
+                return float(min(max(self.BASE ** (index + 1), self.min_ns), self.max_ns))
+        return float(self.max_ns)
+
+    def summary(self) -> dict[str, float]:
+        if not self.count:
+            return {"round_trips": 0}
+        return {
+            "round_trips": self.count,
+            "mean_us": self.total_ns / self.count / 1e3,
+            "min_us": self.min_ns / 1e3,
+            "p50_us": self.percentile(50) / 1e3,
+            "p90_us": self.percentile(90) / 1e3,
+            "p99_us": self.percentile(99) / 1e3,
+            "max_us": self.max_ns / 1e3,
+        }
+
+
+def _recv_message(sock: socket.socket, view: memoryview, size: int) -> bool:
+    """Fill ``view[:size]`` (one message on seqpacket, several reads on a stream)."""
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:size])
+        if n == 0:
+            return False
+        got += n
+    return True
+
+
+def ping_loop(
+    sock: socket.socket, size: int, limit: Limit, histogram: Histogram, counter: Counter
+) -> None:
+    """Send ``size`` bytes, wait for them to come back, time it; until the limit."""
+    out = memoryview(bytearray(b"\x5a" * size))
+    back = memoryview(bytearray(size))
+    now = time.monotonic_ns
+    deadline = None if limit.seconds is None else now() + int(limit.seconds * 1e9)
+    left = limit.nbytes
+    counter.first_ns = now()
+    try:
+        while not limit.stop.is_set():
+            if left is not None and left <= 0:
+                break
+            started = now()
+            sock.sendall(out)
+            if not _recv_message(sock, back, size):
+                counter.error = "the server closed the connection"
+                break
+            ended = now()
+            histogram.add(ended - started)
+            counter.bytes += size
+            counter.calls += 1
+            counter.last_ns = ended
+            if left is not None:
+                left -= size
+            if deadline is not None and ended >= deadline:
+                break
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        counter.error = _describe(exc)
+
+
+def echo_loop(sock: socket.socket, size: int, counter: Counter) -> None:
+    """The server's side of :func:`ping_loop`: send each ``size``-byte message back."""
+    buf = memoryview(bytearray(size))
+    counter.first_ns = time.monotonic_ns()
+    try:
+        while _recv_message(sock, buf, size):
+            sock.sendall(buf)
+            counter.bytes += size
+            counter.calls += 1
+            counter.last_ns = time.monotonic_ns()
+    except OSError as exc:
+        counter.error = _describe(exc)
+
+
+class IntervalSampler:
+    """Every ``interval`` seconds, how far each counter got: the per-interval report."""
+
+    def __init__(
+        self,
+        counters: dict[str, list[Counter]],
+        interval: float,
+        on_interval: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.counters = counters
+        self.interval = interval
+        self.intervals: list[dict[str, Any]] = []
+        self._on_interval = on_interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last: dict[str, list[int]] = {}
+        self._start_ns = 0
+        self._last_ns = 0
+
+    def start(self) -> None:
+        self._start_ns = self._last_ns = time.monotonic_ns()
+        self._last = {k: [0] * len(v) for k, v in self.counters.items()}
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> dict[str, Any] | None:
+        now = time.monotonic_ns()
+        if now <= self._last_ns:
+            return None
+        record: dict[str, Any] = {
+            "start": (self._last_ns - self._start_ns) / 1e9,
+            "end": (now - self._start_ns) / 1e9,
+        }
+        for direction, counters in self.counters.items():
+            current = [c.bytes for c in counters]
+            deltas = [a - b for a, b in zip(current, self._last[direction], strict=True)]
+            self._last[direction] = current
+            record[direction] = {"bytes": sum(deltas), "streams": deltas}
+        self._last_ns = now
+        self.intervals.append(record)
+        if self._on_interval is not None:
+            self._on_interval(record)
+        return record
+
+    def finish(self) -> None:
+        """Stop sampling; the last (partial) interval takes what is left."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.interval > 0:
+            record = self.sample()
+            if record is not None and not any(
+                isinstance(v, dict) and v["bytes"] for v in record.values()
+            ):
+                self.intervals.pop()

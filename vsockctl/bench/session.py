@@ -1,0 +1,475 @@
+"""Both ends of a throughput test: the server that serves one client after another, and the client.
+
+The CLI gives each end callbacks for what to show (events, intervals); the
+ends return plain dictionaries that are the ``--json`` output and the source
+of the human report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import psutil
+
+from vsockctl.address import VsockAddress
+from vsockctl.constants import VMADDR_CID_ANY, VMADDR_PORT_ANY
+from vsockctl.errors import ProtocolError, VsockError
+from vsockctl.sockets import SocketFactory, SocketType, accept, connect, listen, local_address
+from vsockctl.sockopts import configured, get_option, lookup, parse_setting
+
+from . import protocol
+from .protocol import Kind, recv_frame, send_frame
+from .pumps import (
+    Counter,
+    Histogram,
+    IntervalSampler,
+    Limit,
+    ZeroCopyStats,
+    echo_loop,
+    enable_zerocopy,
+    ping_loop,
+    recv_loop,
+    send_loop,
+)
+from .spec import TestSpec
+
+Event = Callable[[dict[str, Any]], None]
+CONTROL_TIMEOUT = 10.0
+
+
+def _ignore(record: dict[str, Any]) -> None:
+    pass
+
+
+class CpuClock:
+    """User and system CPU seconds of this process over a stretch of wall time."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        times = self._process.cpu_times()
+        self._user, self._system = times.user, times.system
+        self._wall = time.monotonic()
+
+    def read(self) -> dict[str, float]:
+        times = self._process.cpu_times()
+        wall = max(time.monotonic() - self._wall, 1e-9)
+        user, system = times.user - self._user, times.system - self._system
+        return {
+            "user_seconds": user,
+            "system_seconds": system,
+            "wall_seconds": wall,
+            "percent": 100.0 * (user + system) / wall,
+        }
+
+
+def buffer_settings(spec: TestSpec) -> list[str]:
+    settings = []
+    if spec.vsock_buffer_size is not None:
+        size = spec.vsock_buffer_size
+        settings += [f"buffer-max-size={size}", f"buffer-size={size}"]
+    return settings
+
+
+def effective_buffers(sock: socket.socket) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name in ("buffer-size", "buffer-max-size", "rcvlowat"):
+        try:
+            result[name] = get_option(sock, lookup(name))
+        except VsockError as exc:
+            result[name] = exc.meaning.name
+    return result
+
+
+def _prepare_stream(sock: socket.socket, spec: TestSpec, sending: bool) -> None:
+    if spec.rcvlowat is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, spec.rcvlowat)
+    if spec.zerocopy and sending:
+        enable_zerocopy(sock)
+
+
+@dataclass
+class Streams:
+    """The data connections of one end and its counters per direction."""
+
+    socks: list[socket.socket]
+    sent: list[Counter] = field(default_factory=list)
+    received: list[Counter] = field(default_factory=list)
+    zerocopy: ZeroCopyStats | None = None
+    histogram: Histogram | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def run(
+        self, spec: TestSpec, sending: bool, receiving: bool, client: bool, limit: Limit
+    ) -> None:
+        """Start a thread per stream and direction."""
+        buf = memoryview(bytearray(b"\xa5" * spec.buf_size))
+        if spec.zerocopy and sending:
+            self.zerocopy = ZeroCopyStats()
+        for sock in self.socks:
+            if spec.mode == "latency":
+                counter = Counter()
+                if client:
+                    self.histogram = Histogram()
+                    self.sent.append(counter)
+                    self._start(
+                        partial(ping_loop, sock, spec.msg_size, limit, self.histogram, counter)
+                    )
+                else:
+                    self.received.append(counter)
+                    self._start(partial(echo_loop, sock, spec.msg_size, counter))
+                continue
+            if sending:
+                counter = Counter()
+                self.sent.append(counter)
+                self._start(partial(send_loop, sock, buf, counter, limit, self.zerocopy))
+            if receiving:
+                counter = Counter()
+                self.received.append(counter)
+                rbuf = memoryview(bytearray(spec.buf_size))
+                self._start(partial(recv_loop, sock, rbuf, counter))
+
+    def _start(self, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def wait(self) -> None:
+        """Join the threads in small steps, so Ctrl-C reaches the main thread."""
+        for thread in self.threads:
+            while thread.is_alive():
+                thread.join(0.1)
+
+    def abort(self) -> None:
+        for sock in self.socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def counters(self) -> dict[str, list[Counter]]:
+        return {"sent": self.sent, "received": self.received}
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
+
+def direction_totals(counters: list[Counter]) -> dict[str, Any]:
+    """Bytes, seconds and rate over all streams of one direction at one end."""
+    active = [c for c in counters if c.first_ns]
+    total = sum(c.bytes for c in counters)
+    if active:
+        seconds = (max(c.last_ns for c in active) - min(c.first_ns for c in active)) / 1e9
+    else:
+        seconds = 0.0
+    rate = total / seconds if seconds > 0 else 0.0
+    return {
+        "bytes": total,
+        "seconds": seconds,
+        "bytes_per_second": rate,
+        "bits_per_second": rate * 8,
+        "streams": [
+            {
+                **c.to_dict(),
+                "bits_per_second": c.bytes * 8e9 / c.elapsed_ns if c.elapsed_ns else 0.0,
+            }
+            for c in counters
+        ],
+        "errors": [c.error for c in counters if c.error],
+    }
+
+
+def end_result(
+    streams: Streams, sampler: IntervalSampler, cpu: dict[str, float], buffers: dict[str, Any]
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "sent": direction_totals(streams.sent),
+        "received": direction_totals(streams.received),
+        "intervals": sampler.intervals,
+        "cpu": cpu,
+        "buffers": buffers,
+    }
+    if streams.zerocopy is not None:
+        z = streams.zerocopy
+        result["zerocopy"] = {"sends": z.sends, "completed": z.completed, "copied": z.copied}
+    if streams.histogram is not None:
+        result["latency"] = streams.histogram.summary()
+    return result
+
+
+class ThroughputServer:
+    """Serves tests one client after another, until stopped; a bad client only loses its test."""
+
+    def __init__(
+        self,
+        address: VsockAddress,
+        factory: SocketFactory = socket.socket,
+        on_event: Event = _ignore,
+    ) -> None:
+        self.address = address
+        self.factory = factory
+        self.on_event = on_event
+        self.sock = listen(address, SocketType.STREAM, 16, factory=factory)
+        self._ids = itertools.count(1)
+
+    @property
+    def port(self) -> int:
+        return local_address(self.sock).port
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def serve(self, count: int | None = None) -> None:
+        """Serve ``count`` tests (forever when None)."""
+        served = 0
+        while count is None or served < count:
+            control, peer = accept(self.sock)
+            with control:
+                self.serve_one(control, peer)
+            served += 1
+
+    def serve_one(self, control: socket.socket, peer: VsockAddress) -> dict[str, Any] | None:
+        test_id = next(self._ids)
+        control.settimeout(CONTROL_TIMEOUT)
+        try:
+            _, payload = recv_frame(control, Kind.TEST)
+            spec = TestSpec.from_dict(payload)
+        except (ProtocolError, EOFError, OSError) as exc:
+            self._refuse(control, peer, exc)
+            return None
+        self.on_event({"event": "test", "test": test_id, "peer": str(peer), **spec.to_dict()})
+        try:
+            return self._run(control, peer, spec, test_id)
+        except (ProtocolError, EOFError, OSError) as exc:
+            self.on_event(
+                {"event": "test_failed", "test": test_id, "peer": str(peer), "error": str(exc)}
+            )
+            return None
+
+    def _refuse(self, control: socket.socket, peer: VsockAddress, exc: BaseException) -> None:
+        reason = str(exc)
+        self.on_event({"event": "refused", "peer": str(peer), "error": reason})
+        with contextlib.suppress(OSError):
+            send_frame(control, Kind.REFUSE, {"error": reason})
+
+    def _run(
+        self, control: socket.socket, peer: VsockAddress, spec: TestSpec, test_id: int
+    ) -> dict[str, Any]:
+        sock_type = SocketType(spec.sock_type)
+        settings = [parse_setting(s) for s in buffer_settings(spec)]
+        factory = configured(self.factory, settings, lambda applied: None)
+        with ExitStack() as stack:
+            data = stack.enter_context(
+                listen(
+                    VsockAddress(VMADDR_CID_ANY, VMADDR_PORT_ANY),
+                    sock_type,
+                    spec.parallel,
+                    factory=factory,
+                )
+            )
+            data.settimeout(CONTROL_TIMEOUT)
+            send_frame(
+                control,
+                Kind.ACCEPT,
+                {
+                    "test": test_id,
+                    "data_port": local_address(data).port,
+                    "version": protocol.VERSION,
+                },
+            )
+            socks = []
+            for index in range(spec.parallel):
+                conn, _ = accept(data)
+                stack.enter_context(conn)
+                conn.settimeout(CONTROL_TIMEOUT)
+                _, hello = recv_frame(conn, Kind.STREAM, message=sock_type is SocketType.SEQPACKET)
+                if hello.get("test") != test_id:
+                    raise ProtocolError(f"data connection {index} belongs to another test")
+                conn.settimeout(None)
+                _prepare_stream(conn, spec, sending=spec.direction != "send")
+                socks.append(conn)
+            streams = Streams(socks)
+            buffers = effective_buffers(socks[0])
+            sampler = IntervalSampler(streams.counters(), spec.interval)
+            limit = Limit(
+                spec.seconds, None if spec.nbytes is None else spec.nbytes // spec.parallel
+            )
+            cpu = CpuClock()
+            send_frame(control, Kind.START, {"test": test_id})
+            sampler.start()
+            streams.run(
+                spec,
+                sending=spec.direction in ("reverse", "bidir"),
+                receiving=spec.direction in ("send", "bidir") or spec.mode == "latency",
+                client=False,
+                limit=limit,
+            )
+            try:
+                streams.wait()
+            except BaseException:
+                limit.stop.set()
+                streams.abort()
+                raise
+            sampler.finish()
+            result = end_result(streams, sampler, cpu.read(), buffers)
+            control.settimeout(CONTROL_TIMEOUT + (spec.seconds or 0))
+            send_frame(control, Kind.RESULT, result)
+            with contextlib.suppress(EOFError):
+                recv_frame(control, Kind.RESULT)
+        self.on_event(
+            {
+                "event": "test_done",
+                "test": test_id,
+                "peer": str(peer),
+                "received_bytes": result["received"]["bytes"],
+                "sent_bytes": result["sent"]["bytes"],
+            }
+        )
+        return result
+
+
+class ClientError(Exception):
+    """A test that ended early, with what was measured up to then."""
+
+    def __init__(self, cause: BaseException, partial: dict[str, Any] | None) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.partial = partial
+
+
+def run_client(
+    address: VsockAddress,
+    spec: TestSpec,
+    factory: SocketFactory = socket.socket,
+    timeout: float = 5.0,
+    on_interval: Event = _ignore,
+    on_event: Event = _ignore,
+    connect_data: Callable[[int], socket.socket] | None = None,
+) -> dict[str, Any]:
+    """Run one test against the server at ``address``; the summary as a dictionary.
+
+    ``connect_data(port)`` opens a data connection (hybrid vsock replaces it).
+    Raises ClientError (with partial results when there are any) when the
+    server refuses, vanishes, or the user interrupts.
+    """
+    spec.check()
+    sock_type = SocketType(spec.sock_type)
+    settings = [parse_setting(s) for s in buffer_settings(spec)]
+    data_factory = configured(factory, settings, lambda applied: None)
+
+    def default_connect(port: int) -> socket.socket:
+        return connect(
+            VsockAddress(address.cid, port, address.flags), sock_type, timeout, factory=data_factory
+        )
+
+    open_data = connect_data or default_connect
+    with ExitStack() as stack:
+        control = stack.enter_context(connect(address, SocketType.STREAM, timeout, factory=factory))
+        control.settimeout(CONTROL_TIMEOUT)
+        send_frame(control, Kind.TEST, spec.to_dict())
+        _, accepted = recv_frame(control, Kind.ACCEPT)
+        test_id, data_port = accepted["test"], accepted["data_port"]
+        socks = []
+        for index in range(spec.parallel):
+            sock = stack.enter_context(open_data(data_port))
+            send_frame(sock, Kind.STREAM, {"test": test_id, "stream": index})
+            _prepare_stream(sock, spec, sending=spec.direction != "reverse")
+            socks.append(sock)
+        control.settimeout(CONTROL_TIMEOUT)
+        recv_frame(control, Kind.START)
+        streams = Streams(socks)
+        buffers = effective_buffers(socks[0])
+        on_event(
+            {
+                "event": "start",
+                "test": test_id,
+                "data_port": data_port,
+                "buffers": buffers,
+                **spec.to_dict(),
+            }
+        )
+        sampler = IntervalSampler(streams.counters(), spec.interval, on_interval)
+        limit = Limit(spec.seconds, None if spec.nbytes is None else spec.nbytes // spec.parallel)
+        cpu = CpuClock()
+        sampler.start()
+        streams.run(
+            spec,
+            sending=spec.direction in ("send", "bidir"),
+            receiving=spec.direction in ("reverse", "bidir"),
+            client=True,
+            limit=limit,
+        )
+        try:
+            streams.wait()
+        except KeyboardInterrupt as exc:
+            limit.stop.set()
+            streams.abort()
+            sampler.finish()
+            ours = end_result(streams, sampler, cpu.read(), buffers)
+            raise ClientError(exc, summarise(spec, ours, None)) from exc
+        sampler.finish()
+        ours = end_result(streams, sampler, cpu.read(), buffers)
+        try:
+            control.settimeout(CONTROL_TIMEOUT + (spec.seconds or 0))
+            send_frame(control, Kind.RESULT, ours)
+            _, theirs = recv_frame(control, Kind.RESULT)
+        except (OSError, EOFError, ProtocolError) as exc:
+            raise ClientError(exc, summarise(spec, ours, None)) from exc
+        summary = summarise(spec, ours, theirs)
+        errors = summary["errors"]
+        if errors:
+            raise ClientError(ConnectionError(errors[0]), summary)
+        return summary
+
+
+def summarise(
+    spec: TestSpec, client: dict[str, Any], server: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The report: per direction, the receiver's goodput (the headline) and the sender's."""
+    directions = []
+    if spec.mode == "throughput":
+        if spec.direction in ("send", "bidir"):
+            directions.append(
+                _direction("client-to-server", client["sent"], server and server["received"])
+            )
+        if spec.direction in ("reverse", "bidir"):
+            directions.append(
+                _direction("server-to-client", server and server["sent"], client["received"])
+            )
+    errors = list(client["sent"]["errors"]) + list(client["received"]["errors"])
+    if server is not None:
+        errors += list(server["sent"]["errors"]) + list(server["received"]["errors"])
+    summary: dict[str, Any] = {
+        "event": "summary",
+        "complete": server is not None,
+        "test": spec.to_dict(),
+        "directions": directions,
+        "cpu": {"client": client["cpu"], "server": server and server["cpu"]},
+        "buffers": {"client": client["buffers"], "server": server and server["buffers"]},
+        "intervals": client["intervals"],
+        "server_intervals": server["intervals"] if server else [],
+        "errors": errors,
+    }
+    if "latency" in client:
+        summary["latency"] = client["latency"]
+        summary["latency"]["msg_size"] = spec.msg_size
+        seconds = client["sent"]["seconds"]
+        summary["latency"]["round_trips_per_second"] = (
+            client["latency"]["round_trips"] / seconds if seconds else 0.0
+        )
+    if "zerocopy" in client:
+        summary["zerocopy"] = client["zerocopy"]
+    return summary
+
+
+def _direction(
+    name: str, sender: dict[str, Any] | None, receiver: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {"direction": name, "sender": sender, "receiver": receiver}

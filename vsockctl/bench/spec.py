@@ -1,0 +1,78 @@
+"""What a throughput test is: the parameters the client sends in its TEST frame."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vsockctl.errors import ProtocolError
+
+DIRECTIONS = ("send", "reverse", "bidir")
+MODES = ("throughput", "latency")
+TYPES = ("stream", "seqpacket")
+MAX_PARALLEL = 128
+MAX_BUF = 64 << 20
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    mode: str = "throughput"
+    direction: str = "send"  # send: client to server; reverse: server to client; bidir: both
+    seconds: float | None = 10.0
+    nbytes: int | None = None
+    buf_size: int = 1 << 20
+    parallel: int = 1
+    sock_type: str = "stream"
+    vsock_buffer_size: int | None = 1 << 20
+    rcvlowat: int | None = None
+    zerocopy: bool = False
+    msg_size: int = 1
+    interval: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TestSpec:
+        """Validated parameters from a TEST frame; ProtocolError names what is wrong."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ProtocolError(f"unknown test parameters: {', '.join(sorted(unknown))}")
+        try:
+            spec = cls(**data)
+        except TypeError as exc:
+            raise ProtocolError(f"bad test parameters: {exc}") from None
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        def bad(text: str) -> ProtocolError:
+            return ProtocolError(f"bad test parameters: {text}")
+
+        if self.mode not in MODES:
+            raise bad(f"mode {self.mode!r}")
+        if self.direction not in DIRECTIONS:
+            raise bad(f"direction {self.direction!r}")
+        if self.sock_type not in TYPES:
+            raise bad(f"socket type {self.sock_type!r}")
+        if (self.seconds is None) == (self.nbytes is None):
+            raise bad("give exactly one of seconds and bytes")
+        numbers: list[tuple[str, Any, float]] = [
+            ("buf_size", self.buf_size, 1),
+            ("parallel", self.parallel, 1),
+            ("msg_size", self.msg_size, 1),
+        ]
+        for name, value, low in numbers:
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise bad(f"{name} must be a whole number >= {low}")
+        if self.buf_size > MAX_BUF or self.msg_size > MAX_BUF:
+            raise bad(f"buffers above {MAX_BUF} bytes")
+        if self.parallel > MAX_PARALLEL:
+            raise bad(f"parallel above {MAX_PARALLEL}")
+        if self.seconds is not None and not (0 < float(self.seconds) <= 86400):
+            raise bad("seconds must be in (0, 86400]")
+        if self.nbytes is not None and (not isinstance(self.nbytes, int) or self.nbytes < 1):
+            raise bad("bytes must be a whole number >= 1")
+        if self.mode == "latency" and (self.parallel != 1 or self.direction != "send"):
+            raise bad("latency runs one stream, client to server and back")
