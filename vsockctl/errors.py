@@ -105,6 +105,15 @@ OPERATION_MEANINGS: dict[tuple[str, int], ErrnoMeaning] = {
         "no peer connected within the timeout",
         "is the sender pointed at this CID and port? try a longer --timeout",
     ),
+    **{
+        (operation, err): ErrnoMeaning(
+            errno.errorcode[err],
+            "the peer went away in the middle (it closed, crashed or was reset)",
+            "see the peer's own output; the stats above say what got through",
+        )
+        for operation in ("send", "recv", "throughput")
+        for err in (errno.ECONNRESET, errno.EPIPE)
+    },
     ("setsockopt", errno.EINVAL): ErrnoMeaning(
         "EINVAL",
         "the kernel refused this value for this option (wrong width, or out of what it takes, "

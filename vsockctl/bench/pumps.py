@@ -34,6 +34,11 @@ class Counter:
     first_ns: int = 0
     last_ns: int = 0
     error: str | None = None
+    errno: int | None = None
+
+    def fail(self, exc: OSError) -> None:
+        self.error = _describe(exc)
+        self.errno = exc.errno
 
     @property
     def elapsed_ns(self) -> int:
@@ -45,6 +50,7 @@ class Counter:
             "calls": self.calls,
             "seconds": self.elapsed_ns / 1e9,
             "error": self.error,
+            "errno": self.errno,
         }
 
 
@@ -134,7 +140,7 @@ def send_loop(
             _wait_completions(sock, zerocopy)
         sock.shutdown(socket.SHUT_WR)
     except OSError as exc:
-        counter.error = _describe(exc)
+        counter.fail(exc)
 
 
 def _wait_completions(sock: socket.socket, stats: ZeroCopyStats, timeout: float = 5.0) -> None:
@@ -158,7 +164,7 @@ def recv_loop(sock: socket.socket, buf: memoryview, counter: Counter) -> None:
             counter.last_ns = now()
             n = recv_into(buf)
     except OSError as exc:
-        counter.error = _describe(exc)
+        counter.fail(exc)
 
 
 def _describe(exc: OSError) -> str:
@@ -256,7 +262,7 @@ def ping_loop(
                 break
         sock.shutdown(socket.SHUT_WR)
     except OSError as exc:
-        counter.error = _describe(exc)
+        counter.fail(exc)
 
 
 def echo_loop(sock: socket.socket, size: int, counter: Counter) -> None:
@@ -270,7 +276,7 @@ def echo_loop(sock: socket.socket, size: int, counter: Counter) -> None:
             counter.calls += 1
             counter.last_ns = time.monotonic_ns()
     except OSError as exc:
-        counter.error = _describe(exc)
+        counter.fail(exc)
 
 
 class IntervalSampler:

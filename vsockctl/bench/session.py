@@ -8,6 +8,7 @@ of the human report.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import socket
 import threading
@@ -416,16 +417,23 @@ def run_client(
             raise ClientError(exc, summarise(spec, ours, None)) from exc
         sampler.finish()
         ours = end_result(streams, sampler, cpu.read(), buffers)
+        failed = next((c for c in streams.sent + streams.received if c.errno), None)
         try:
             control.settimeout(CONTROL_TIMEOUT + (spec.seconds or 0))
             send_frame(control, Kind.RESULT, ours)
             _, theirs = recv_frame(control, Kind.RESULT)
         except (OSError, EOFError, ProtocolError) as exc:
-            raise ClientError(exc, summarise(spec, ours, None)) from exc
+            cause: BaseException = exc
+            if failed is not None and failed.errno is not None:
+                cause = VsockError(failed.errno, "throughput", address)
+            elif isinstance(exc, EOFError):
+                cause = VsockError(
+                    errno.ECONNRESET, "throughput", address, "the server went away mid-test"
+                )
+            raise ClientError(cause, summarise(spec, ours, None)) from exc
         summary = summarise(spec, ours, theirs)
-        errors = summary["errors"]
-        if errors:
-            raise ClientError(ConnectionError(errors[0]), summary)
+        if failed is not None and failed.errno is not None:
+            raise ClientError(VsockError(failed.errno, "throughput", address), summary)
         return summary
 
 

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from . import connect, info, listen, ls, recv, send, sockopt  # noqa: F401
+from . import connect, info, listen, ls, recv, send, sockopt, throughput  # noqa: F401

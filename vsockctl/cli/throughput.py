@@ -1,0 +1,307 @@
+"""``vsockctl throughput`` (also ``bench``): iperf for vsock, between two vsockctl ends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vsockctl.address import AddressError, VsockAddress, parse_address
+from vsockctl.bench.protocol import DEFAULT_PORT
+from vsockctl.bench.session import ClientError, ThroughputServer, run_client
+from vsockctl.bench.spec import TestSpec
+from vsockctl.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL
+from vsockctl.errors import ProtocolError, VsockUnavailableError
+from vsockctl.sockets import SocketType, connect_with_retry
+from vsockctl.units import UnitError, parse_size
+
+from .app import cli
+from .endpoints import announce_listening
+from .env import Env, current_env
+from .options import (
+    DURATION,
+    PORT,
+    SIZE,
+    connect_options,
+    output_options,
+    socket_type_option,
+    sockopt_option,
+)
+from .throughput_report import show_interval, show_server_event, show_summary
+
+
+class BufferSizeParam(click.ParamType[int | None]):
+    name = "SIZE|default"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "default":
+            return None
+        try:
+            return parse_size(str(value))
+        except UnitError as exc:
+            self.fail(f"{exc}, or 'default' to leave the kernel's", param, ctx)
+
+
+@click.command(short_help="Measure throughput and latency between two vsockctl ends (iperf).")
+@click.argument("role", required=False, type=click.Choice(["server", "client"]))
+@click.argument("target", required=False, metavar="CID[:PORT]")
+@click.option(
+    "--port",
+    type=PORT,
+    help=f"Server: port to listen on [default: {DEFAULT_PORT}]. "
+    "Client: the server's port when CID has none.",
+)
+@click.option("--loopback", is_flag=True, help="Run a server and a client here over CID 1.")
+@click.option("--once", is_flag=True, help="Server: serve one test, then exit.")
+@click.option("--time", "seconds", type=DURATION, help="Test for this long [default: 10s].")
+@click.option("-n", "--bytes", "nbytes", type=SIZE, help="Test this many bytes instead of a time.")
+@click.option(
+    "-l",
+    "--buf-size",
+    type=SIZE,
+    default="1M",
+    show_default=True,
+    help="Bytes per send/recv call (per message with --type seqpacket).",
+)
+@click.option(
+    "--vsock-buffer-size",
+    type=BufferSizeParam(),
+    default="1M",
+    show_default=True,
+    help="vsock buffer on both ends (buffer-max-size, then buffer-size); "
+    "'default' leaves the kernel's 256K.",
+)
+@click.option(
+    "-P",
+    "--parallel",
+    type=click.IntRange(1, 128),
+    default=1,
+    show_default=True,
+    help="Streams at once.",
+)
+@click.option("-R", "--reverse", is_flag=True, help="The server sends, the client receives.")
+@click.option("--bidir", is_flag=True, help="Both ends send and receive at once.")
+@click.option(
+    "-i",
+    "--interval",
+    type=DURATION,
+    default="1s",
+    show_default=True,
+    help="Seconds between interval reports (0: none).",
+)
+@socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
+@click.option("--zerocopy", is_flag=True, help="Send with MSG_ZEROCOPY (Linux 6.7+ on vsock).")
+@click.option("--rcvlowat", type=SIZE, help="SO_RCVLOWAT on the receiving sockets.")
+@click.option(
+    "--latency",
+    is_flag=True,
+    help="Ping-pong --msg-size bytes: round trips per second and percentiles.",
+)
+@click.option(
+    "--msg-size", type=SIZE, default="1", show_default=True, help="Message size with --latency."
+)
+@connect_options
+@sockopt_option
+@output_options
+def throughput(
+    role: str | None,
+    target: str | None,
+    port: int | None,
+    loopback: bool,
+    once: bool,
+    seconds: float | None,
+    nbytes: int | None,
+    buf_size: int,
+    vsock_buffer_size: int | None,
+    parallel: int,
+    reverse: bool,
+    bidir: bool,
+    interval: float,
+    sock_type: SocketType,
+    zerocopy: bool,
+    rcvlowat: int | None,
+    latency: bool,
+    msg_size: int,
+    timeout: float,
+    retry: int,
+    retry_delay: float,
+) -> None:
+    """Measure vsock throughput (or latency) between a server and a client.
+
+    Start 'throughput server' on one end and 'throughput client CID' on the
+    other; 'bench' is the same command. 'bench --loopback' runs both here over
+    CID 1 (needs the vsock_loopback module). The headline is the receiver's
+    goodput; the sender's figures, CPU use of both ends and the effective
+    buffer sizes come with it. The server serves one client after another.
+
+    The two ends agree on the test over a small versioned control exchange
+    (see 'man vsockctl-throughput'); use the same vsockctl version on both.
+
+    \b
+    Examples:
+      vsockctl throughput server                    in the guest (port 5201)
+      vsockctl throughput client 3                  on the host: 10 s to the guest
+      vsockctl throughput client 3 -R -P 4 --time 5s    guest to host, 4 streams
+      vsockctl bench --loopback --bytes 1G
+      vsockctl bench --loopback --latency --msg-size 64
+      vsockctl bench --loopback --json | jq 'select(.event=="summary")'
+    """
+    env = current_env()
+    if loopback:
+        if role is not None or target is not None:
+            raise click.UsageError("--loopback runs both ends itself; give no role or CID")
+        _run_loopback(env, _spec(**_spec_args(locals())), timeout, retry, retry_delay)
+        return
+    if role == "server":
+        if target is not None:
+            raise click.UsageError("the server takes no CID; use --port")
+        _run_server(env, DEFAULT_PORT if port is None else port, once)
+        return
+    if role != "client" or target is None:
+        raise click.UsageError("give 'server', 'client CID[:PORT]' or --loopback")
+    try:
+        address = parse_address(target, default_port=DEFAULT_PORT if port is None else port)
+    except AddressError as exc:
+        raise click.BadParameter(str(exc), param_hint="'CID[:PORT]'") from exc
+    spec = _spec(**_spec_args(locals()))
+    _run_client(env, address, spec, timeout, retry, retry_delay)
+
+
+def _spec_args(scope: dict[str, Any]) -> dict[str, Any]:
+    names = (
+        "seconds nbytes buf_size vsock_buffer_size parallel reverse bidir interval "
+        "sock_type zerocopy rcvlowat latency msg_size"
+    ).split()  # noqa: SIM905
+    return {name: scope[name] for name in names}
+
+
+def _spec(
+    seconds: float | None,
+    nbytes: int | None,
+    buf_size: int,
+    vsock_buffer_size: int | None,
+    parallel: int,
+    reverse: bool,
+    bidir: bool,
+    interval: float,
+    sock_type: SocketType,
+    zerocopy: bool,
+    rcvlowat: int | None,
+    latency: bool,
+    msg_size: int,
+) -> TestSpec:
+    if seconds is not None and nbytes is not None:
+        raise click.UsageError("give --time or --bytes, not both")
+    if reverse and bidir:
+        raise click.UsageError("give --reverse or --bidir, not both")
+    if latency and (parallel != 1 or reverse or bidir):
+        raise click.UsageError("--latency runs one stream there and back; drop -P/-R/--bidir")
+    if nbytes is not None and nbytes < parallel:
+        raise click.UsageError("--bytes must be at least one byte per stream")
+    direction = "reverse" if reverse else "bidir" if bidir else "send"
+    spec = TestSpec(
+        mode="latency" if latency else "throughput",
+        direction=direction,
+        seconds=None if nbytes is not None else (seconds if seconds is not None else 10.0),
+        nbytes=nbytes,
+        buf_size=buf_size,
+        parallel=parallel,
+        sock_type=sock_type.value,
+        vsock_buffer_size=vsock_buffer_size,
+        rcvlowat=rcvlowat,
+        zerocopy=zerocopy,
+        msg_size=msg_size,
+        interval=interval,
+    )
+    try:
+        spec.check()
+    except ProtocolError as exc:
+        raise click.UsageError(str(exc).removeprefix("bad test parameters: ")) from exc
+    return spec
+
+
+def _run_server(env: Env, port: int, once: bool) -> None:
+    server = ThroughputServer(
+        VsockAddress(VMADDR_CID_ANY, port),
+        env.socket_factory,
+        lambda record: show_server_event(env, record),
+    )
+    with server.sock:
+        announce_listening(env, server.sock, "one test after another" if not once else "one test")
+        server.serve(1 if once else None)
+
+
+def _run_client(
+    env: Env, address: VsockAddress, spec: TestSpec, timeout: float, retry: int, delay: float
+) -> None:
+    if retry:  # wait for the server to come up, then let the test connect for real
+        connect_with_retry(
+            address, SocketType.STREAM, timeout, retry, delay, factory=env.socket_factory
+        ).close()
+    try:
+        summary = run_client(
+            address,
+            spec,
+            env.socket_factory,
+            timeout,
+            on_interval=lambda record: show_interval(env, record),
+            on_event=lambda record: env.emit(record) if env.json else None,
+        )
+    except ClientError as exc:
+        if exc.partial is not None:
+            show_summary(env, exc.partial)
+        raise exc.cause from None
+    show_summary(env, summary)
+
+
+def _run_loopback(env: Env, spec: TestSpec, timeout: float, retry: int, delay: float) -> None:
+    if not Path("/sys/module/vsock_loopback").is_dir():
+        raise VsockUnavailableError(
+            "no vsock loopback transport here, so CID 1 carries nothing",
+            "'modprobe vsock_loopback' (Linux 5.6+), or run 'throughput server' and "
+            "'throughput client' on the two ends of a VM",
+        )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vsockctl",
+            "--json",
+            "throughput",
+            "server",
+            "--port",
+            "any",
+            "--once",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        try:
+            port = int(json.loads(first)["port"])
+        except (ValueError, KeyError, TypeError):
+            _, err = server.communicate(timeout=10)
+            raise VsockUnavailableError(
+                f"the loopback server did not start: {err.decode(errors='replace').strip()}"
+            ) from None
+        _run_client(env, VsockAddress(VMADDR_CID_LOCAL, port), spec, timeout, retry, delay)
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        for pipe in (server.stdout, server.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+cli.add_command(throughput, "throughput")
+cli.add_command(throughput, "bench")

@@ -1,0 +1,134 @@
+"""How throughput results read: interval lines, the summary, and the server's log lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+
+from .env import Env
+from .format import human_bytes
+
+
+def gbits(bits_per_second: float) -> str:
+    return f"{bits_per_second / 1e9:7.2f} Gbit/s"
+
+
+def interval_line(record: dict[str, Any]) -> str:
+    parts = [f"[{record['start']:6.2f}-{record['end']:6.2f} s]"]
+    seconds = max(record["end"] - record["start"], 1e-9)
+    for direction in ("sent", "received"):
+        moved = record.get(direction)
+        if moved and (moved["bytes"] or len(moved["streams"])):
+            rate = moved["bytes"] * 8 / seconds
+            parts.append(f"{direction:>8} {human_bytes(moved['bytes']):>10}  {gbits(rate)}")
+    return "  ".join(parts)
+
+
+def show_interval(env: Env, record: dict[str, Any]) -> None:
+    if env.json:
+        env.emit({"event": "interval", **record})
+    elif not env.quiet:
+        env.out.print(escape(interval_line(record)), style="cyan" if env.io.stdout_isatty else None)
+
+
+def _side(label: str, totals: dict[str, Any] | None) -> str:
+    if totals is None:
+        return f"  {label:<20} (no figures: the other end did not report)"
+    return (
+        f"  {label:<20} {human_bytes(totals['bytes']):>10} in {totals['seconds']:6.2f} s  "
+        f"{gbits(totals['bits_per_second'])}  {human_bytes(totals['bytes_per_second'])}/s"
+    )
+
+
+def _cpu(cpu: dict[str, Any] | None) -> str:
+    if not cpu:
+        return "?"
+    wall = cpu["wall_seconds"]
+    return (
+        f"{cpu['percent']:.0f}% (user {100 * cpu['user_seconds'] / wall:.0f}%, "
+        f"system {100 * cpu['system_seconds'] / wall:.0f}%)"
+    )
+
+
+def _buffers(buffers: dict[str, Any] | None) -> str:
+    if not buffers:
+        return "?"
+    return ", ".join(f"{name} {value}" for name, value in buffers.items())
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    test = summary["test"]
+    lines = []
+    if not summary["complete"]:
+        lines.append("partial results (the test did not finish):")
+    for direction in summary["directions"]:
+        server_receives = direction["direction"] == "client-to-server"
+        receiver = "receiver (server)" if server_receives else "receiver (client)"
+        sender = "sender (client)" if server_receives else "sender (server)"
+        lines.append(f"{direction['direction']}, {test['parallel']} stream(s), {test['sock_type']}")
+        lines.append(_side(receiver, direction["receiver"]))
+        lines.append(_side(sender, direction["sender"]))
+        streams = (direction["receiver"] or direction["sender"] or {}).get("streams", [])
+        if len(streams) > 1:
+            for index, stream in enumerate(streams):
+                lines.append(
+                    f"    stream {index}: {human_bytes(stream['bytes']):>10}  "
+                    f"{gbits(stream['bits_per_second'])}"
+                )
+    latency = summary.get("latency")
+    if latency and latency.get("round_trips"):
+        lines.append(
+            f"latency, {latency['msg_size']}-byte messages: {latency['round_trips']} round trips, "
+            f"{latency['round_trips_per_second']:.0f}/s"
+        )
+        lines.append(
+            "  min {min_us:.1f}  p50 {p50_us:.1f}  p90 {p90_us:.1f}  p99 {p99_us:.1f}  "
+            "max {max_us:.1f}  mean {mean_us:.1f} (microseconds)".format(**latency)
+        )
+    cpu = summary["cpu"]
+    lines.append(f"cpu: client {_cpu(cpu['client'])}; server {_cpu(cpu['server'])}")
+    buffers = summary["buffers"]
+    lines.append(
+        f"buffers: buf-size {test['buf_size']}; client {_buffers(buffers['client'])}; "
+        f"server {_buffers(buffers['server'])}"
+    )
+    if "zerocopy" in summary:
+        z = summary["zerocopy"]
+        lines.append(
+            f"zerocopy: {z['sends']} sends, {z['completed']} completed, {z['copied']} copied"
+        )
+    return lines
+
+
+def show_summary(env: Env, summary: dict[str, Any]) -> None:
+    if env.json:
+        env.emit(summary)
+        return
+    if env.quiet:
+        return
+    for line in summary_lines(summary):
+        env.out.print(escape(line))
+
+
+def show_server_event(env: Env, record: dict[str, Any]) -> None:
+    if env.json:
+        env.emit(record)
+        return
+    event = record["event"]
+    if event == "test":
+        what = "latency" if record["mode"] == "latency" else record["direction"]
+        amount = f"{record['seconds']} s" if record["seconds"] else f"{record['nbytes']} bytes"
+        env.message(
+            f"test {record['test']} from {record['peer']}: {what}, {record['parallel']} "
+            f"stream(s), {record['sock_type']}, {amount}"
+        )
+    elif event == "test_done":
+        env.message(
+            f"test {record['test']} done: received {human_bytes(record['received_bytes'])}, "
+            f"sent {human_bytes(record['sent_bytes'])}"
+        )
+    elif event == "refused":
+        env.message(f"refused a client at {record['peer']}: {record['error']}")
+    elif event == "test_failed":
+        env.message(f"test {record['test']} with {record['peer']} failed: {record['error']}")
