@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -174,10 +175,8 @@ def throughput(
 
 
 def _spec_args(scope: dict[str, Any]) -> dict[str, Any]:
-    names = (
-        "seconds nbytes buf_size vsock_buffer_size parallel reverse bidir interval "
-        "sock_type zerocopy rcvlowat latency msg_size"
-    ).split()  # noqa: SIM905
+    """The command's arguments that make the test (the parameters of :func:`_spec`)."""
+    names = inspect.signature(_spec).parameters
     return {name: scope[name] for name in names}
 
 
