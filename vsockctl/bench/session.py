@@ -304,7 +304,6 @@ class ThroughputServer:
             )
             cpu = CpuClock()
             send_frame(control, Kind.START, {"test": test_id})
-            sampler.start()
             streams.run(
                 spec,
                 sending=spec.direction in ("reverse", "bidir"),
@@ -312,6 +311,7 @@ class ThroughputServer:
                 client=False,
                 limit=limit,
             )
+            sampler.start()
             try:
                 streams.wait()
             except BaseException:
@@ -399,7 +399,6 @@ def run_client(
         sampler = IntervalSampler(streams.counters(), spec.interval, on_interval)
         limit = Limit(spec.seconds, None if spec.nbytes is None else spec.nbytes // spec.parallel)
         cpu = CpuClock()
-        sampler.start()
         streams.run(
             spec,
             sending=spec.direction in ("send", "bidir"),
@@ -407,6 +406,7 @@ def run_client(
             client=True,
             limit=limit,
         )
+        sampler.start()
         try:
             streams.wait()
         except KeyboardInterrupt as exc:

@@ -1,0 +1,256 @@
+"""throughput/bench over real vsock (CID 1): byte counts, intervals, JSON keys, robustness.
+
+One server serves the whole module, one test after another, which is itself
+under test: garbage, a wrong version and an interrupted client must not stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.peers import LOCAL, run_vsockctl, vsockctl
+from vsockctl.bench import protocol
+from vsockctl.bench.schema import validate_interval, validate_summary
+from vsockctl.status import ExitStatus
+
+pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
+
+Record = dict[str, Any]
+
+
+def start_server(*extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    server = vsockctl(
+        "--json",
+        "throughput",
+        "server",
+        "--port",
+        "any",
+        *extra,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert server.stdout is not None
+    first = json.loads(server.stdout.readline())
+    assert first["event"] == "listening"
+    return server, int(first["port"])
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        server.kill()
+    server.wait(timeout=10)
+    for pipe in (server.stdout, server.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[int]:
+    proc, port = start_server()
+    yield port
+    assert proc.poll() is None, "the server died during the module"
+    stop(proc)
+
+
+def run_client(port: int, *args: str) -> tuple[subprocess.CompletedProcess[bytes], list[Record]]:
+    result = run_vsockctl("--json", "throughput", "client", f"1:{port}", *args)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    return result, records
+
+
+def summary_of(records: list[Record]) -> Record:
+    (summary,) = [r for r in records if r["event"] == "summary"]
+    assert validate_summary(summary) == []
+    return summary
+
+
+def interval_sum(intervals: list[Record], direction: str) -> int:
+    return sum(i[direction]["bytes"] for i in intervals)
+
+
+COMBINATIONS = [
+    ["--time", "1s"],
+    ["--time", "1s", "-P", "3"],
+    ["--time", "1s", "-R"],
+    ["--time", "1s", "--bidir", "-P", "2"],
+    ["--time", "1s", "--type", "seqpacket", "--buf-size", "64K"],
+    ["--time", "1s", "--type", "seqpacket", "-R"],
+    ["--bytes", "48M", "-P", "2", "--interval", "250ms"],
+    ["--time", "1s", "--rcvlowat", "64K", "--buf-size", "128K"],
+    ["--time", "1s", "--vsock-buffer-size", "default", "--interval", "0"],
+    ["--time", "1s", "--sockopt", "sndbuf=64K"],
+]
+
+
+@pytest.mark.parametrize("args", COMBINATIONS, ids=[" ".join(a) for a in COMBINATIONS])
+def test_both_ends_count_the_same_bytes(server: int, args: list[str]) -> None:
+    result, records = run_client(server, *args)
+    assert result.returncode == 0, result.stderr
+    summary = summary_of(records)
+    assert summary["complete"] and summary["errors"] == []
+    for record in records:
+        if record["event"] == "interval":
+            assert validate_interval(record) == []
+    for direction in summary["directions"]:
+        sender, receiver = direction["sender"], direction["receiver"]
+        assert sender["bytes"] == receiver["bytes"] > 0
+        assert receiver["bits_per_second"] > 0
+        if "-P" in args:
+            assert len(receiver["streams"]) == int(args[args.index("-P") + 1])
+    client_sent = sum(
+        d["sender"]["bytes"] for d in summary["directions"] if d["direction"][0] == "c"
+    )
+    client_received = sum(
+        d["receiver"]["bytes"] for d in summary["directions"] if d["direction"][0] == "s"
+    )
+    if "--interval" in args and args[args.index("--interval") + 1] == "0":
+        assert summary["intervals"] == []
+    else:
+        assert interval_sum(summary["intervals"], "sent") == client_sent
+        assert interval_sum(summary["intervals"], "received") == client_received
+        server_intervals = summary["server_intervals"]
+        assert interval_sum(server_intervals, "received") == client_sent
+        assert interval_sum(server_intervals, "sent") == client_received
+    if "--bytes" in args:
+        assert client_sent == 48 << 20
+    buffers = summary["buffers"]
+    expected = 262144 if "default" in args else 1 << 20
+    assert buffers["client"]["buffer-size"] == buffers["server"]["buffer-size"] == expected
+    if "--rcvlowat" in args:
+        assert buffers["server"]["rcvlowat"] == 65536
+
+
+def test_latency_mode_reports_percentiles(server: int) -> None:
+    result, records = run_client(server, "--latency", "--time", "1s", "--msg-size", "64")
+    assert result.returncode == 0, result.stderr
+    latency = summary_of(records)["latency"]
+    assert latency["round_trips"] > 10 and latency["msg_size"] == 64
+    assert latency["min_us"] <= latency["p50_us"] <= latency["p90_us"] <= latency["p99_us"]
+    assert latency["p99_us"] <= latency["max_us"]
+
+
+def test_human_report_has_the_headline(server: int) -> None:
+    result = run_vsockctl("throughput", "client", f"1:{server}", "--time", "1s")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert "receiver (server)" in text and "Gbit/s" in text and "cpu: client" in text
+
+
+def test_zerocopy_works_or_says_the_kernel_lacks_it(server: int) -> None:
+    result, records = run_client(server, "--zerocopy", "--time", "1s")
+    release = tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2])
+    if release >= (6, 7):
+        assert result.returncode == 0, result.stderr
+        zerocopy = summary_of(records)["zerocopy"]
+        assert zerocopy["completed"] == zerocopy["sends"] > 0
+    else:
+        assert result.returncode == ExitStatus.VSOCK_UNAVAILABLE
+        assert b"no MSG_ZEROCOPY on vsock" in result.stderr
+        assert result.stderr.count(b"\n") == 1
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as sock:
+        sock.settimeout(15)
+        sock.connect((LOCAL, port))
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        return reply
+
+
+def test_garbage_is_refused_and_the_server_stays_up(server: int) -> None:
+    reply = raw_exchange(server, os.urandom(4096))
+    kind, _ = protocol.decode_header(reply[: protocol.HEADER.size])
+    assert kind == protocol.Kind.REFUSE
+    assert "not a vsockctl throughput peer" in json.loads(reply[protocol.HEADER.size :])["error"]
+    result, _ = run_client(server, "--time", "0.5s")
+    assert result.returncode == 0, result.stderr
+
+
+def test_another_version_is_refused_by_name(server: int) -> None:
+    frame = protocol.encode(protocol.Kind.TEST, {"mode": "throughput"})
+    frame = frame[:4] + bytes([protocol.VERSION + 1]) + frame[5:]
+    reply = raw_exchange(server, frame)
+    error = json.loads(reply[protocol.HEADER.size :])["error"]
+    assert f"version {protocol.VERSION + 1}" in error and f"speaks {protocol.VERSION}" in error
+    bad_params = raw_exchange(server, protocol.encode(protocol.Kind.TEST, {"parallel": 0}))
+    assert "parallel must be" in json.loads(bad_params[protocol.HEADER.size :])["error"]
+    result, _ = run_client(server, "--time", "0.5s")
+    assert result.returncode == 0, result.stderr
+
+
+def test_client_ctrl_c_gives_partial_results_and_130(server: int) -> None:
+    client = vsockctl(
+        "throughput",
+        "client",
+        f"1:{server}",
+        "--time",
+        "30s",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(2.5)
+    client.send_signal(signal.SIGINT)
+    out, err = client.communicate(timeout=30)
+    assert client.returncode == ExitStatus.INTERRUPTED, err
+    assert b"partial results" in out and b"sender (client)" in out
+    assert err.decode().splitlines()[-1] == "vsockctl: interrupted"
+    assert b"Traceback" not in err
+    result, _ = run_client(server, "--time", "0.5s")
+    assert result.returncode == 0, result.stderr
+
+
+def test_server_vanishing_gives_connection_lost_with_partial_results() -> None:
+    proc, port = start_server()
+    try:
+        client = vsockctl(
+            "throughput",
+            "client",
+            f"1:{port}",
+            "--time",
+            "30s",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(2.5)
+        proc.kill()
+        out, err = client.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert client.returncode == ExitStatus.CONNECTION_LOST, err
+    assert b"partial results" in out
+    assert err.count(b"\n") == 1 and b"the peer went away" in err
+
+
+def test_server_ctrl_c_exits_130() -> None:
+    proc, _ = start_server()
+    try:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == ExitStatus.INTERRUPTED
+        assert proc.stderr is not None
+        assert proc.stderr.read().decode().splitlines()[-1] == "vsockctl: interrupted"
+    finally:
+        stop(proc)
+
+
+def test_bench_loopback_runs_both_ends() -> None:
+    result = run_vsockctl("--json", "bench", "--loopback", "--bytes", "32M")
+    assert result.returncode == 0, result.stderr
+    summary = summary_of([json.loads(line) for line in result.stdout.splitlines()])
+    (direction,) = summary["directions"]
+    assert direction["receiver"]["bytes"] == 32 << 20
