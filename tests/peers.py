@@ -21,7 +21,7 @@ from vsockctl.constants import VMADDR_CID_LOCAL
 from vsockctl.sockets import SocketType, accept, connect_with_retry, listen
 
 LOCAL = VMADDR_CID_LOCAL
-_next_port = [20000 + os.getpid() % 10000]
+_next_port = [10000 + (os.getpid() % 500) * 100]  # 100 ports per process (xdist workers)
 
 
 def free_port() -> int:

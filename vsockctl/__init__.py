@@ -6,8 +6,6 @@ script can ``from vsockctl import connect, parse_address``.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from vsockctl.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
 from vsockctl.errors import (
     DataMismatchError,
@@ -20,10 +18,18 @@ from vsockctl.sockets import SocketType, accept, connect, connect_with_retry, li
 from vsockctl.status import ExitStatus
 from vsockctl.system import SystemInfo, probe
 
-try:
-    __version__ = version("vsockctl")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> str:
+    """``__version__``, read from the package metadata on first use (importlib.metadata is slow)."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("vsockctl")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "0+unknown"
+    raise AttributeError(f"module 'vsockctl' has no attribute {name!r}")
+
 
 __all__ = [
     "AddressError",

@@ -17,8 +17,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from vsockctl.address import VsockAddress
 from vsockctl.constants import AF_VSOCK, NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY
 from vsockctl.errors import VsockError, VsockUnavailableError
@@ -212,6 +210,8 @@ def _pids(proc: Path) -> Iterator[int]:
 
 
 def _process_name(pid: int) -> str | None:
+    import psutil  # imported on first use: it is slow to load
+
     try:
         return psutil.Process(pid).name()
     except (psutil.Error, OSError):

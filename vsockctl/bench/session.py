@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import psutil
-
 from vsockctl.address import VsockAddress
 from vsockctl.constants import VMADDR_CID_ANY, VMADDR_PORT_ANY
 from vsockctl.errors import ProtocolError, VsockError
@@ -55,6 +53,8 @@ class CpuClock:
     """User and system CPU seconds of this process over a stretch of wall time."""
 
     def __init__(self) -> None:
+        import psutil  # imported on first use: it is slow to load
+
         self._process = psutil.Process()
         times = self._process.cpu_times()
         self._user, self._system = times.user, times.system

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from vsockctl import __version__
 from vsockctl.status import EXIT_STATUS_MEANINGS, ExitStatus
 
 from .env import Env, current_env
@@ -66,7 +65,7 @@ class VsockctlGroup(click.Group):
 @click.option("--json", "json_", is_flag=True, help="JSON output, one object per line.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but data and errors.")
 @click.option("-v", "--verbose", count=True, help="More detail; tracebacks of unexpected errors.")
-@click.version_option(__version__, "-V", "--version", prog_name="vsockctl")
+@click.version_option(None, "-V", "--version", package_name="vsockctl", prog_name="vsockctl")
 @click.pass_context
 def cli(ctx: click.Context, json_: bool, quiet: bool, verbose: int) -> None:
     """See, test and measure vsock (AF_VSOCK) between virtual machines and their hosts.

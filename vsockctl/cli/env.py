@@ -10,13 +10,15 @@ import json
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO, TextIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, TextIO
 
 import click
-from rich.console import Console
 
 from vsockctl.sockets import SocketFactory
 from vsockctl.system import ProbePaths
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 PIPE_WIDTH = 160
 
@@ -81,6 +83,8 @@ class Env:
     def out(self) -> Console:
         """A rich console on stdout, for a command's human-readable result."""
         if "out" not in self._consoles:
+            from rich.console import Console  # imported on first use: rich is slow to load
+
             tty = self.io.stdout_isatty
             self._consoles["out"] = Console(
                 file=sys.stdout,
@@ -95,6 +99,8 @@ class Env:
     def err(self) -> Console:
         """A rich console on stderr, for messages and progress."""
         if "err" not in self._consoles:
+            from rich.console import Console
+
             self._consoles["err"] = Console(
                 file=self.stderr, force_terminal=self.io.stderr_isatty, highlight=False
             )

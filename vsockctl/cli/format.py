@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
@@ -24,3 +29,20 @@ def human_seconds(ns: int) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.1f} ms"
     return f"{seconds:.2f} s"
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup made literal (rich reads ``\\[`` as a plain ``[``)."""
+    return text.replace("[", "\\[")
+
+
+def new_table(*columns: str, **kwargs: Any) -> Table:
+    """A rich table; rich is imported on first use, to keep the CLI's start quick."""
+    from rich.table import Table
+
+    kwargs.setdefault("box", None)
+    kwargs.setdefault("padding", (0, 2))
+    table = Table(**kwargs)
+    for column in columns:
+        table.add_column(column)
+    return table

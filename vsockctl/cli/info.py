@@ -12,7 +12,6 @@ Sample::
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 from vsockctl.status import ExitStatus
 from vsockctl.system import SystemInfo, describe_cid, findings, probe, to_dict
@@ -28,6 +27,8 @@ def _yes(flag: bool, yes: str = "yes", no: str = "no") -> str:
 
 def render(env: Env, info: SystemInfo) -> None:
     out = env.out
+    from rich.table import Table  # imported here: rich is slow to load
+
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
 from typing import Any
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from vsockctl.diag import VsockSocket, dump, with_owners
 from vsockctl.sockets import SocketType
 
 from .app import cli
 from .env import current_env
+from .format import escape, new_table
 from .options import CID, PORT, output_options
 
 
@@ -107,7 +111,7 @@ def ls_command(
             else "no listening or connected vsock sockets"
         )
         return
-    table = Table(box=None, padding=(0, 2))
+    table = new_table()
     for column in ("type", "state", "local", "peer", "shutdown", "inode", "process"):
         table.add_column(column)
     for sock in sockets:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
 import socket
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from vsockctl.errors import VsockError
 from vsockctl.sockets import SocketType, open_socket
@@ -24,6 +27,7 @@ from vsockctl.status import ExitStatus
 
 from .app import cli
 from .env import Env, current_env
+from .format import escape, new_table
 from .options import SOCKOPT, output_options, socket_type_option
 from .sockopt_view import applied_record, applied_table
 
@@ -91,7 +95,7 @@ def list_command(sock_type: SocketType) -> None:
                 }
             )
         return
-    table = Table(box=None, padding=(0, 2))
+    table = new_table()
     for column in ("option", "level", "no.", "C type", "default", "here", "Linux / VMware name"):
         table.add_column(column)
     for opt, state, err, _ in rows:
@@ -130,7 +134,7 @@ def get_command(names: tuple[str, ...], sock_type: SocketType) -> None:
     except SockOptError as exc:
         raise click.BadParameter(str(exc), param_hint="'NAME'") from exc
     failed = False
-    table = Table(box=None, padding=(0, 2))
+    table = new_table()
     for column in ("option", "value", "C type"):
         table.add_column(column)
     with open_socket(sock_type, env.socket_factory) as sock:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from rich.markup import escape
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.table import Table
+
+from typing import Any
 
 from vsockctl.sockopts import Applied, format_value
 
 from .env import Env
+from .format import escape, new_table
 
 
 def applied_record(applied: Applied) -> dict[str, Any]:
@@ -51,7 +54,7 @@ def report_applied(env: Env, applied: list[Applied]) -> None:
 
 
 def applied_table(applied: list[Applied]) -> Table:
-    table = Table(box=None, padding=(0, 2))
+    table = new_table()
     for column in ("option", "requested", "effective", "note"):
         table.add_column(column)
     for item in applied:

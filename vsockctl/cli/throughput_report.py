@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
-
 from .env import Env
-from .format import human_bytes
+from .format import escape, human_bytes
 
 
 def gbits(bits_per_second: float) -> str:

@@ -10,21 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING
 
 from vsockctl.transfer import TransferStats
 
 from .env import Env
 from .format import human_bytes, human_rate, human_seconds
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 class TransferDisplay:
@@ -34,6 +28,15 @@ class TransferDisplay:
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         if env.io.stderr_isatty and not env.quiet and not env.json:
+            from rich.progress import (  # only on a terminal: rich is slow to load
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TransferSpeedColumn,
+            )
+
             self.progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
