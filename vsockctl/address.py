@@ -57,6 +57,26 @@ class VsockAddress:
         return f"{format_cid(self.cid)}:{format_port(self.port)}"
 
 
+@dataclass(frozen=True)
+class UnixEndpoint:
+    """A hybrid vsock end on the host: a VMM's Unix socket standing for vsock ``port``.
+
+    The VMM does not say which guest CID is on the other side; ``cid`` is
+    ``VMADDR_CID_ANY`` unless known.
+    """
+
+    path: str
+    port: int
+    cid: int = VMADDR_CID_ANY
+    flags: int = 0
+
+    def __str__(self) -> str:
+        return f"unix:{self.path} port {self.port}"
+
+
+Endpoint = VsockAddress | UnixEndpoint
+
+
 def format_cid(cid: int) -> str:
     return "any" if cid == VMADDR_CID_ANY else str(cid)
 

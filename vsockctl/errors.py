@@ -12,7 +12,7 @@ import errno
 import os
 from dataclasses import dataclass
 
-from vsockctl.address import VsockAddress
+from vsockctl.address import Endpoint
 
 
 @dataclass(frozen=True)
@@ -149,15 +149,22 @@ class VsockError(OSError):
         self,
         err: int,
         operation: str,
-        address: VsockAddress | None = None,
+        address: Endpoint | None = None,
         detail: str | None = None,
+        target: str | None = None,
     ) -> None:
         super().__init__(err, detail or os.strerror(err))
         self.operation = operation
         self.address = address
+        self.target = target  # what was addressed when it is not a CID:port (a Unix socket)
+
+    @property
+    def where(self) -> str | None:
+        """The address or target, as text."""
+        return str(self.address) if self.address is not None else self.target
 
     @classmethod
-    def wrap(cls, exc: OSError, operation: str, address: VsockAddress | None = None) -> VsockError:
+    def wrap(cls, exc: OSError, operation: str, address: Endpoint | None = None) -> VsockError:
         """Re-raise-friendly copy of ``exc`` with the operation and address."""
         if isinstance(exc, VsockError):
             return exc
@@ -171,7 +178,7 @@ class VsockError(OSError):
         return explain(self.errno, self.operation)
 
     def __str__(self) -> str:
-        where = f" {self.address}" if self.address is not None else ""
+        where = f" {self.where}" if self.where is not None else ""
         return f"{self.operation}{where}: {self.strerror} ({self.meaning.name})"
 
 

@@ -6,6 +6,7 @@ timeout; a bounded pool keeps a range quick without flooding the peer.
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -13,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from vsockctl.address import VsockAddress
-from vsockctl.errors import VsockError, explain
-from vsockctl.sockets import SocketFactory, SocketType, connect
+from vsockctl.errors import ProtocolError, VsockError, explain
+from vsockctl.sockets import Opener, SocketFactory, SocketType, connect
 
 
 @dataclass
@@ -26,6 +27,11 @@ class ProbeResult:
     errno: int | None = None
     errno_name: str | None = None
     meaning: str | None = None
+    shown: str | None = None  # how to print the address, when not CID:port (hybrid vsock)
+
+    @property
+    def label(self) -> str:
+        return self.shown or str(self.address)
 
     @property
     def address(self) -> VsockAddress:
@@ -37,10 +43,14 @@ def probe_one(
     sock_type: SocketType = SocketType.STREAM,
     timeout: float = 2.0,
     factory: SocketFactory = socket.socket,
+    opener: Opener | None = None,
 ) -> ProbeResult:
     started = time.monotonic_ns()
     try:
-        connect(address, sock_type, timeout, factory=factory).close()
+        if opener is not None:
+            opener(address, timeout).close()
+        else:
+            connect(address, sock_type, timeout, factory=factory).close()
     except VsockError as exc:
         meaning = explain(exc.errno if exc.errno is not None else 0)
         return ProbeResult(
@@ -51,6 +61,11 @@ def probe_one(
             exc.errno,
             meaning.name,
             meaning.cause,
+        )
+    except ProtocolError as exc:  # hybrid vsock: the VMM answered something else than OK
+        elapsed = time.monotonic_ns() - started
+        return ProbeResult(
+            address.cid, address.port, False, elapsed, errno.EPROTO, "EPROTO", str(exc)
         )
     return ProbeResult(address.cid, address.port, True, time.monotonic_ns() - started)
 
@@ -63,11 +78,14 @@ def probe_ports(
     concurrency: int = 16,
     flags: int = 0,
     factory: SocketFactory = socket.socket,
+    opener: Opener | None = None,
 ) -> Iterator[ProbeResult]:
     """Probe each port, ``concurrency`` at a time; results come in port order."""
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(ports) or 1))) as pool:
         yield from pool.map(
-            lambda port: probe_one(VsockAddress(cid, port, flags), sock_type, timeout, factory),
+            lambda port: probe_one(
+                VsockAddress(cid, port, flags), sock_type, timeout, factory, opener
+            ),
             ports,
         )
 
@@ -81,6 +99,8 @@ def probe_with_retry(
     retry: int = 0,
     retry_delay: float = 1.0,
     factory: SocketFactory = socket.socket,
+    flags: int = 0,
+    opener: Opener | None = None,
 ) -> list[ProbeResult]:
     """Probe ``ports``, then try the ones that did not accept up to ``retry`` more times.
 
@@ -93,7 +113,9 @@ def probe_with_retry(
     for attempt in range(retry + 1):
         if attempt:
             time.sleep(retry_delay)
-        for result in probe_ports(cid, pending, sock_type, timeout, concurrency, 0, factory):
+        for result in probe_ports(
+            cid, pending, sock_type, timeout, concurrency, flags, factory, opener
+        ):
             results[result.port] = result
         pending = [port for port in pending if not results[port].open]
         if not pending:

@@ -7,17 +7,25 @@ operation and address, so callers can explain it.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 from collections.abc import Callable
 from enum import Enum
 
 from vsockctl import _libc
-from vsockctl.address import VsockAddress
-from vsockctl.constants import AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT
+from vsockctl.address import Endpoint, UnixEndpoint, VsockAddress
+from vsockctl.constants import (
+    AF_VSOCK,
+    SO_VM_SOCKETS_CONNECT_TIMEOUT,
+    VMADDR_CID_ANY,
+    VMADDR_PORT_ANY,
+)
 from vsockctl.errors import VsockError, VsockUnavailableError
 
 SocketFactory = Callable[..., socket.socket]
+# Opens a connected stream to an address some other way (hybrid vsock): address, timeout.
+Opener = Callable[[VsockAddress, "float | None"], socket.socket]
 
 
 class SocketType(Enum):
@@ -97,14 +105,28 @@ def bind(sock: socket.socket, address: VsockAddress) -> None:
         raise VsockError.wrap(exc, "bind", address) from exc
 
 
-def local_address(sock: socket.socket) -> VsockAddress:
+def local_address(sock: socket.socket) -> Endpoint:
+    """Where ``sock`` is bound: a CID:port, or for hybrid vsock the Unix socket it stands for."""
+    if sock.family == socket.AF_UNIX:
+        return _unix_endpoint(sock.getsockname())
     cid, port = sock.getsockname()
     return VsockAddress(cid, port)
 
 
-def peer_address(sock: socket.socket) -> VsockAddress:
+def peer_address(sock: socket.socket) -> Endpoint:
+    if sock.family == socket.AF_UNIX:
+        return _unix_endpoint(sock.getpeername())
     cid, port = sock.getpeername()
     return VsockAddress(cid, port)
+
+
+def _unix_endpoint(name: str | bytes) -> UnixEndpoint:
+    """A hybrid listener's path ``PATH_PORT`` read back as its Unix socket and vsock port."""
+    path = os.fsdecode(name) or "(unnamed)"
+    stem, _, port = path.rpartition("_")
+    if stem and port.isdigit():
+        return UnixEndpoint(stem, int(port), VMADDR_CID_ANY)
+    return UnixEndpoint(path, VMADDR_PORT_ANY)
 
 
 def listen(
@@ -128,12 +150,25 @@ def listen(
     return sock
 
 
-def accept(server: socket.socket) -> tuple[socket.socket, VsockAddress]:
-    """The next connection on a listening socket and its peer address."""
+def accept(server: socket.socket) -> tuple[socket.socket, Endpoint]:
+    """The next connection on a listening socket and its peer address.
+
+    On a hybrid vsock listener (a Unix socket) the peer is a guest the VMM
+    does not name: the listener's own endpoint stands for it.
+    """
     try:
-        conn, (cid, port) = server.accept()
+        conn, peer = server.accept()
     except OSError as exc:
-        raise VsockError.wrap(exc, "accept", local_address(server)) from exc
+        local = local_address(server)
+        raise VsockError.wrap(
+            exc, "accept", local if isinstance(local, VsockAddress) else None
+        ) from exc
+    if server.family == socket.AF_UNIX:
+        local = local_address(server)
+        return conn, UnixEndpoint(
+            local.path if isinstance(local, UnixEndpoint) else "?", local.port
+        )
+    cid, port = peer
     return conn, VsockAddress(cid, port)
 
 
@@ -189,11 +224,15 @@ def connect_with_retry(
     retry_delay: float = 1.0,
     factory: SocketFactory = socket.socket,
     sleep: Callable[[float], None] = time.sleep,
+    opener: Opener | None = None,
 ) -> socket.socket:
-    """:func:`connect`, tried again up to ``retries`` times while nothing listens yet."""
+    """:func:`connect` (or ``opener``), tried again up to ``retries`` times while nothing
+    listens yet."""
     attempt = 0
     while True:
         try:
+            if opener is not None:
+                return opener(address, timeout)
             return connect(address, sock_type, timeout, factory=factory)
         except VsockError as exc:
             if exc.errno not in RETRYABLE_CONNECT_ERRNOS or attempt >= retries:

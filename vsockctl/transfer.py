@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vsockctl.address import VsockAddress
+from vsockctl.address import Endpoint
 from vsockctl.errors import VsockError
 from vsockctl.streams import Sink, Source
 
@@ -115,7 +115,7 @@ def send_stream(
     chunk: int = DEFAULT_CHUNK,
     sha256: bool = False,
     progress: Progress | None = None,
-    address: VsockAddress | None = None,
+    address: Endpoint | None = None,
 ) -> None:
     """Send everything ``source`` gives; the caller decides about shutdown."""
     view = memoryview(bytearray(chunk))
@@ -145,7 +145,7 @@ def receive_stream(
     chunk: int = DEFAULT_CHUNK,
     sha256: bool = False,
     progress: Progress | None = None,
-    address: VsockAddress | None = None,
+    address: Endpoint | None = None,
 ) -> None:
     """Receive until the peer closes its side, writing everything to ``sink``.
 
@@ -189,7 +189,7 @@ def send_messages(
     count: int | None = None,
     sha256: bool = False,
     progress: Progress | None = None,
-    address: VsockAddress | None = None,
+    address: Endpoint | None = None,
 ) -> None:
     """Send ``source`` as messages of ``message_size`` bytes (the last may be shorter).
 
@@ -231,7 +231,7 @@ def receive_messages(
     buffer_size: int = MESSAGE_BUFFER,
     sha256: bool = False,
     progress: Progress | None = None,
-    address: VsockAddress | None = None,
+    address: Endpoint | None = None,
 ) -> None:
     """Receive whole messages until the peer closes, counting their sizes.
 
@@ -272,7 +272,7 @@ def receive_messages(
             stats.received_sha256 = digest.hexdigest()
 
 
-def drain(sock: socket.socket, stats: TransferStats, address: VsockAddress | None = None) -> None:
+def drain(sock: socket.socket, stats: TransferStats, address: Endpoint | None = None) -> None:
     """Read and count until the peer closes (a sender waiting for its receiver)."""
     view = memoryview(bytearray(64 * 1024))
     while True:
@@ -297,7 +297,7 @@ def relay(
     send_chunk: int = DEFAULT_CHUNK,
     recv_chunk: int = DEFAULT_CHUNK,
     progress: Progress | None = None,
-    address: VsockAddress | None = None,
+    address: Endpoint | None = None,
 ) -> None:
     """Both directions at once, like netcat: ``source`` to the peer, the peer to ``sink``.
 

@@ -14,15 +14,23 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from vsockctl.address import VsockAddress
+from vsockctl.address import Endpoint, VsockAddress
 from vsockctl.constants import VMADDR_CID_ANY, VMADDR_PORT_ANY
 from vsockctl.errors import ProtocolError, VsockError
-from vsockctl.sockets import SocketFactory, SocketType, accept, connect, listen, local_address
+from vsockctl.sockets import (
+    Opener,
+    SocketFactory,
+    SocketType,
+    accept,
+    connect,
+    listen,
+    local_address,
+)
 from vsockctl.sockopts import configured, get_option, lookup, parse_setting
 
 from . import protocol
@@ -205,19 +213,34 @@ def end_result(
     return result
 
 
+DataListener = Callable[[SocketType, int, SocketFactory], AbstractContextManager[socket.socket]]
+
+
+def vsock_data_listener(
+    sock_type: SocketType, backlog: int, factory: SocketFactory
+) -> AbstractContextManager[socket.socket]:
+    """A test's data listener: vsock, any CID, a port the kernel picks."""
+    return listen(
+        VsockAddress(VMADDR_CID_ANY, VMADDR_PORT_ANY), sock_type, backlog, factory=factory
+    )
+
+
 class ThroughputServer:
     """Serves tests one client after another, until stopped; a bad client only loses its test."""
 
     def __init__(
         self,
-        address: VsockAddress,
+        sock: socket.socket,
         factory: SocketFactory = socket.socket,
         on_event: Event = _ignore,
+        data_listener: DataListener | None = None,
     ) -> None:
-        self.address = address
+        """Serve on the listening ``sock``; ``data_listener`` makes each test's data listener
+        (a vsock one on any port by default; hybrid vsock gives its own)."""
+        self.sock = sock
         self.factory = factory
         self.on_event = on_event
-        self.sock = listen(address, SocketType.STREAM, 16, factory=factory)
+        self.data_listener = data_listener or vsock_data_listener
         self._ids = itertools.count(1)
 
     @property
@@ -236,7 +259,7 @@ class ThroughputServer:
                 self.serve_one(control, peer)
             served += 1
 
-    def serve_one(self, control: socket.socket, peer: VsockAddress) -> dict[str, Any] | None:
+    def serve_one(self, control: socket.socket, peer: Endpoint) -> dict[str, Any] | None:
         test_id = next(self._ids)
         control.settimeout(CONTROL_TIMEOUT)
         try:
@@ -254,27 +277,20 @@ class ThroughputServer:
             )
             return None
 
-    def _refuse(self, control: socket.socket, peer: VsockAddress, exc: BaseException) -> None:
+    def _refuse(self, control: socket.socket, peer: Endpoint, exc: BaseException) -> None:
         reason = str(exc)
         self.on_event({"event": "refused", "peer": str(peer), "error": reason})
         with contextlib.suppress(OSError):
             send_frame(control, Kind.REFUSE, {"error": reason})
 
     def _run(
-        self, control: socket.socket, peer: VsockAddress, spec: TestSpec, test_id: int
+        self, control: socket.socket, peer: Endpoint, spec: TestSpec, test_id: int
     ) -> dict[str, Any]:
         sock_type = SocketType(spec.sock_type)
         settings = [parse_setting(s) for s in buffer_settings(spec)]
         factory = configured(self.factory, settings, lambda applied: None)
         with ExitStack() as stack:
-            data = stack.enter_context(
-                listen(
-                    VsockAddress(VMADDR_CID_ANY, VMADDR_PORT_ANY),
-                    sock_type,
-                    spec.parallel,
-                    factory=factory,
-                )
-            )
+            data = stack.enter_context(self.data_listener(sock_type, spec.parallel, factory))
             data.settimeout(CONTROL_TIMEOUT)
             send_frame(
                 control,
@@ -352,11 +368,12 @@ def run_client(
     timeout: float = 5.0,
     on_interval: Event = _ignore,
     on_event: Event = _ignore,
-    connect_data: Callable[[int], socket.socket] | None = None,
+    opener: Opener | None = None,
 ) -> dict[str, Any]:
     """Run one test against the server at ``address``; the summary as a dictionary.
 
-    ``connect_data(port)`` opens a data connection (hybrid vsock replaces it).
+    ``opener`` opens the control and data connections instead of a vsock
+    connect (hybrid vsock).
     Raises ClientError (with partial results when there are any) when the
     server refuses, vanishes, or the user interrupts.
     """
@@ -365,14 +382,18 @@ def run_client(
     settings = [parse_setting(s) for s in buffer_settings(spec)]
     data_factory = configured(factory, settings, lambda applied: None)
 
-    def default_connect(port: int) -> socket.socket:
-        return connect(
-            VsockAddress(address.cid, port, address.flags), sock_type, timeout, factory=data_factory
-        )
+    def open_data(port: int) -> socket.socket:
+        data_address = VsockAddress(address.cid, port, address.flags)
+        if opener is not None:
+            return opener(data_address, timeout)
+        return connect(data_address, sock_type, timeout, factory=data_factory)
 
-    open_data = connect_data or default_connect
     with ExitStack() as stack:
-        control = stack.enter_context(connect(address, SocketType.STREAM, timeout, factory=factory))
+        control = stack.enter_context(
+            opener(address, timeout)
+            if opener is not None
+            else connect(address, SocketType.STREAM, timeout, factory=factory)
+        )
         control.settimeout(CONTROL_TIMEOUT)
         send_frame(control, Kind.TEST, spec.to_dict())
         _, accepted = recv_frame(control, Kind.ACCEPT)

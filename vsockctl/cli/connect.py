@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 from contextlib import ExitStack
 
 import click
 
-from vsockctl.address import AddressError, parse_probe_target
+from vsockctl.address import AddressError, UnixEndpoint, parse_port_list, parse_probe_target
+from vsockctl.constants import VMADDR_CID_ANY, VMADDR_FLAG_TO_HOST
 from vsockctl.errors import VsockError
 from vsockctl.probe import ProbeResult, probe_with_retry
 from vsockctl.sockets import SocketType, connect_with_retry, local_address
@@ -14,7 +16,7 @@ from vsockctl.status import ExitStatus, exit_status_for
 from vsockctl.transfer import MESSAGE_BUFFER, TransferStats, relay
 
 from .app import cli
-from .endpoints import announce_connection, open_sink, open_source
+from .endpoints import announce_connection, open_sink, open_source, opener, shown_peer
 from .env import Env, current_env
 from .format import human_seconds
 from .options import (
@@ -22,6 +24,7 @@ from .options import (
     PORT,
     connect_options,
     output_options,
+    peer_options,
     resolve_address,
     socket_type_option,
     sockopt_option,
@@ -41,10 +44,12 @@ def _probe(
     retry_delay: float,
 ) -> int:
     try:
-        if target is not None:
+        if env.uds is not None and target is not None:  # PORTS through the VMM
+            cid, ports = VMADDR_CID_ANY, parse_port_list(target.rpartition(":")[2])
+        elif target is not None:
             cid, ports = parse_probe_target(target)
-        elif cid is not None and port is not None:
-            ports = [port]
+        elif port is not None and (cid is not None or env.uds is not None):
+            cid, ports = (VMADDR_CID_ANY if cid is None else cid), [port]
         else:
             raise click.UsageError("give CID:PORTS, or both --cid and --port")
     except AddressError as exc:
@@ -52,12 +57,27 @@ def _probe(
 
     status = ExitStatus.OK
     results = probe_with_retry(
-        cid, ports, sock_type, timeout, concurrency, retry, retry_delay, env.socket_factory
+        cid,
+        ports,
+        sock_type,
+        timeout,
+        concurrency,
+        retry,
+        retry_delay,
+        env.socket_factory,
+        VMADDR_FLAG_TO_HOST if env.to_host else 0,
+        opener(env),
     )
     for result in results:
+        if env.uds is not None:
+            result.shown = str(UnixEndpoint(env.uds, result.port))
         if not result.open and status is ExitStatus.OK:
             err = result.errno if result.errno is not None else 0
-            status = exit_status_for(VsockError(err, "probe", result.address))
+            status = (
+                ExitStatus.PROTOCOL_ERROR
+                if err == errno.EPROTO
+                else exit_status_for(VsockError(err, "probe", result.address))
+            )
         _show_probe(env, result)
     return int(status)
 
@@ -67,7 +87,7 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
         env.emit(
             {
                 "event": "probe",
-                "address": str(result.address),
+                "address": result.label,
                 "cid": result.cid,
                 "port": result.port,
                 "open": result.open,
@@ -80,7 +100,7 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
     elif not env.quiet:
         state = "open" if result.open else f"closed  {result.errno_name}: {result.meaning}"
         env.stdout.write(
-            f"{result.address}  {state}  ({human_seconds(result.elapsed_ns)})\n".encode()
+            f"{result.label}  {state}  ({human_seconds(result.elapsed_ns)})\n".encode()
         )
         env.stdout.flush()
 
@@ -104,6 +124,7 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
     show_default=True,
     help="With --probe: ports tried at once.",
 )
+@peer_options
 @sockopt_option
 @output_options
 def connect(
@@ -143,11 +164,17 @@ def connect(
         )
     address = resolve_address(target, cid, port)
     sock = connect_with_retry(
-        address, sock_type, timeout, retry, retry_delay, factory=env.socket_factory
+        address,
+        sock_type,
+        timeout,
+        retry,
+        retry_delay,
+        factory=env.socket_factory,
+        opener=opener(env),
     )
     with ExitStack() as stack:
         stack.enter_context(sock)
-        announce_connection(env, "connected", address, local_address(sock))
+        announce_connection(env, "connected", shown_peer(env, address), local_address(sock))
         source = open_source(env, "-", stack)
         sink = open_sink(env, "-", stack)
         stats = TransferStats()

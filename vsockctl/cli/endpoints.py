@@ -6,9 +6,13 @@ import socket
 import threading
 from contextlib import ExitStack
 
-from vsockctl.address import VsockAddress
+import click
+
+from vsockctl.address import Endpoint, UnixEndpoint, VsockAddress
+from vsockctl.constants import VMADDR_PORT_ANY
 from vsockctl.errors import LocalIOError
-from vsockctl.sockets import local_address
+from vsockctl.hybrid import connect_hybrid, hybrid_listener
+from vsockctl.sockets import Opener, SocketType, listen, local_address
 from vsockctl.streams import Sink, Source, StreamSink, StreamSource
 from vsockctl.system import read_local_cid
 
@@ -58,7 +62,37 @@ class LockedSink:
             self.sink.flush()
 
 
-def announce_listening(env: Env, server: socket.socket, what: str) -> VsockAddress:
+def opener(env: Env) -> Opener | None:
+    """How connections open: through the VMM's Unix socket with --uds, else plain vsock."""
+    uds = env.uds
+    if uds is None:
+        return None
+
+    def open_hybrid(address: VsockAddress, timeout: float | None) -> socket.socket:
+        return connect_hybrid(uds, address.port, timeout)
+
+    return open_hybrid
+
+
+def shown_peer(env: Env, address: VsockAddress) -> Endpoint:
+    """``address`` as the user knows it (the Unix socket and port with --uds)."""
+    return UnixEndpoint(env.uds, address.port) if env.uds is not None else address
+
+
+def open_listener(
+    env: Env, stack: ExitStack, address: VsockAddress, sock_type: SocketType, backlog: int = 16
+) -> socket.socket:
+    """A listening socket: vsock, or with --uds the hybrid listener PATH_PORT."""
+    if env.uds is None:
+        return stack.enter_context(listen(address, sock_type, backlog, factory=env.socket_factory))
+    if sock_type is not SocketType.STREAM:
+        raise click.UsageError("hybrid vsock (--uds) carries streams only")
+    if address.port == VMADDR_PORT_ANY:
+        raise click.UsageError("with --uds, give a port number (the guest connects to CID 2 PORT)")
+    return stack.enter_context(hybrid_listener(env.uds, address.port, backlog))
+
+
+def announce_listening(env: Env, server: socket.socket, what: str) -> Endpoint:
     """Say where ``server`` listens (with the port the kernel picked) and the local CID."""
     bound = local_address(server)
     local_cid, _ = read_local_cid(env.probe_paths)
@@ -78,7 +112,7 @@ def announce_listening(env: Env, server: socket.socket, what: str) -> VsockAddre
     return bound
 
 
-def announce_connection(env: Env, event: str, peer: VsockAddress, local: VsockAddress) -> None:
+def announce_connection(env: Env, event: str, peer: Endpoint, local: Endpoint) -> None:
     if env.json:
         env.emit({"event": event, "peer": str(peer), "local": str(local)})
     elif env.verbose or event == "accepted":

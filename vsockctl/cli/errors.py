@@ -27,7 +27,7 @@ def describe(exc: BaseException) -> str:
         return "interrupted"
     if isinstance(exc, VsockError):
         meaning = exc.meaning
-        where = f" {exc.address}" if exc.address is not None else ""
+        where = f" {exc.where}" if exc.where is not None else ""
         line = f"{exc.operation}{where} failed: {meaning.cause} ({meaning.name})"
         return f"{line}; {meaning.hint}" if meaning.hint else line
     if isinstance(exc, LocalIOError):
@@ -73,7 +73,7 @@ def report(env: Env, exc: BaseException) -> ExitStatus:
             record.update(
                 errno_name=exc.meaning.name,
                 operation=exc.operation,
-                address=str(exc.address) if exc.address is not None else None,
+                address=exc.where,
             )
         with contextlib.suppress(OSError):  # stdout itself is gone; stderr had the line
             env.emit(record)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import click
 
+from vsockctl.hybrid import check_uds
 from vsockctl.status import ExitStatus
 from vsockctl.system import SystemInfo, describe_cid, findings, probe, to_dict
 
 from .app import cli
 from .env import Env, current_env
-from .options import output_options
+from .format import escape
+from .options import PORT, output_options
 
 
 def _yes(flag: bool, yes: str = "yes", no: str = "no") -> str:
@@ -80,9 +82,45 @@ def render(env: Env, info: SystemInfo) -> None:
             out.print(f"  - {note}")
 
 
+def _info_uds(env: Env, path: str, port: int | None) -> int:
+    result = check_uds(path, port)
+    if env.json:
+        env.emit({"event": "uds", **result})
+    elif not env.quiet:
+        if not result["exists"]:
+            state = "does not exist"
+        elif not result["socket"]:
+            state = "is not a Unix socket"
+        elif not result["accepting"]:
+            state = "is a Unix socket nobody accepts on (a VMM that is gone?)"
+        else:
+            state = "is a live Unix socket (a hybrid vsock VMM accepts on it)"
+        env.out.print(escape(f"{path} {state}"))
+        checked = result.get("port")
+        if isinstance(checked, dict):
+            answer = "OK: something listens there" if checked["open"] else checked["error"]
+            env.out.print(escape(f"CONNECT {checked['port']}: {answer}"))
+    if not result["accepting"]:
+        return int(ExitStatus.VSOCK_UNAVAILABLE)
+    checked = result.get("port")
+    if isinstance(checked, dict) and not checked["open"]:
+        return int(checked["status"])
+    return int(ExitStatus.OK)
+
+
 @cli.command(short_help="Is vsock here: transports, local CID, socket types.")
+@click.option(
+    "--uds",
+    metavar="PATH",
+    help="Instead: is PATH a live hybrid vsock socket (Firecracker, Cloud Hypervisor)?",
+)
+@click.option(
+    "--port",
+    type=PORT,
+    help="With --uds: also ask the VMM to connect to this guest port (CONNECT PORT).",
+)
 @output_options
-def info() -> None:
+def info(uds: str | None, port: int | None) -> None:
     """Is vsock here, which transports are loaded, what is my CID, which socket types work.
 
     Reads /sys/module, /dev/vsock (the local-CID ioctl) and creates and binds
@@ -91,13 +129,23 @@ def info() -> None:
     Exits 0 when vsock can carry data here (AF_VSOCK and at least one
     transport), 3 when it cannot.
 
+    With --uds PATH it looks at a hybrid vsock socket instead: whether PATH
+    is a Unix socket something accepts on (exit 0, else 3) and, with --port,
+    whether the VMM connects that guest port (exit 4 when it closes: nothing
+    listens there; 8 for a reply that is not OK).
+
     \b
     Examples:
       vsockctl info
       vsockctl info --json | jq .local_cid
       vsockctl -q info && echo "vsock works here"
+      vsockctl info --uds /run/firecracker/v.sock --port 52
     """
     env = current_env()
+    if uds is not None:
+        raise click.exceptions.Exit(_info_uds(env, uds, port))
+    if port is not None:
+        raise click.UsageError("--port goes with --uds")
     system = probe(env.probe_paths, env.socket_factory)
     if env.json:
         env.emit(to_dict(system))

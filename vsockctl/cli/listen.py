@@ -15,17 +15,31 @@ from contextlib import ExitStack
 
 import click
 
-from vsockctl.address import VsockAddress
+from vsockctl.address import Endpoint, VsockAddress
 from vsockctl.errors import VsockError
-from vsockctl.sockets import SocketType, accept, listen, local_address
+from vsockctl.sockets import SocketType, accept, local_address
 from vsockctl.streams import Sink, Source
 from vsockctl.transfer import MESSAGE_BUFFER, TransferStats, receive_messages, relay
 
 from .app import cli
-from .endpoints import LockedSink, announce_connection, announce_listening, open_sink, open_source
+from .endpoints import (
+    LockedSink,
+    announce_connection,
+    announce_listening,
+    open_listener,
+    open_sink,
+    open_source,
+)
 from .env import Env, current_env
 from .errors import describe
-from .options import CID, PORT, output_options, socket_type_option, sockopt_option
+from .options import (
+    CID,
+    PORT,
+    output_options,
+    socket_type_option,
+    sockopt_option,
+    uds_listen_option,
+)
 from .transfer_ui import report_stats
 
 
@@ -48,7 +62,7 @@ class Server:
         self.command = command
         self.keep_going = keep_going  # report a connection's error and serve the next
 
-    def handle(self, conn: socket.socket, peer: VsockAddress) -> None:
+    def handle(self, conn: socket.socket, peer: Endpoint) -> None:
         stats = TransferStats()
         try:
             with conn:
@@ -77,7 +91,7 @@ class Server:
             stats.finish()
             self._closed(peer, stats)
 
-    def _exec(self, conn: socket.socket, peer: VsockAddress) -> None:
+    def _exec(self, conn: socket.socket, peer: Endpoint) -> None:
         fd = conn.fileno()
         process = subprocess.run(
             ["/bin/sh", "-c", self.command or "true"], stdin=fd, stdout=fd, check=False
@@ -87,7 +101,7 @@ class Server:
         elif self.env.verbose:
             self.env.message(f"{peer}: command exited with {process.returncode}")
 
-    def _closed(self, peer: VsockAddress, stats: TransferStats) -> None:
+    def _closed(self, peer: Endpoint, stats: TransferStats) -> None:
         if self.env.json:
             self.env.emit({"event": "closed", "peer": str(peer), **stats.to_dict()})
         elif self.env.verbose:
@@ -125,6 +139,7 @@ class Server:
     metavar="CMD",
     help="Run CMD (with /bin/sh -c) per connection, the socket as its stdin and stdout.",
 )
+@uds_listen_option
 @sockopt_option
 @output_options
 def listen_command(
@@ -158,9 +173,7 @@ def listen_command(
         source = None
         if not keep_going and command is None:
             source = open_source(env, "-", stack)
-        server_sock = stack.enter_context(
-            listen(VsockAddress(cid, port), sock_type, factory=env.socket_factory)
-        )
+        server_sock = open_listener(env, stack, VsockAddress(cid, port), sock_type)
         what = "one client" if not keep_going else f"up to {max_clients} clients at once"
         announce_listening(env, server_sock, what)
         server = Server(
@@ -180,7 +193,7 @@ def listen_command(
             slots.acquire()
             conn, peer = accept(server_sock)
 
-            def serve(conn: socket.socket = conn, peer: VsockAddress = peer) -> None:
+            def serve(conn: socket.socket = conn, peer: Endpoint = peer) -> None:
                 try:
                     server.handle(conn, peer)
                 finally:

@@ -9,6 +9,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from vsockctl.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
+from vsockctl.constants import VMADDR_CID_ANY, VMADDR_FLAG_TO_HOST
 from vsockctl.sockets import SocketType
 from vsockctl.sockopts import OPTIONS, Setting, SockOptError, configured, parse_setting
 from vsockctl.units import UnitError, parse_duration, parse_size
@@ -185,7 +186,32 @@ def connect_options(func: F) -> F:
 
 
 def resolve_address(target: str | None, cid: int | None, port: int | None) -> VsockAddress:
-    """The peer from ``CID:PORT`` or from ``--cid``/``--port``, not both."""
+    """The peer from ``CID:PORT`` or from ``--cid``/``--port``, not both.
+
+    With ``--uds`` only the guest's port counts (``PORT``, or ``--port``); with
+    ``--to-host`` the address carries ``VMADDR_FLAG_TO_HOST``.
+    """
+    env = current_env()
+    if env.uds is not None:
+        if cid is not None:
+            raise click.UsageError("--uds takes the place of the CID; give only the port")
+        if target is not None:
+            if port is not None:
+                raise click.UsageError("give PORT or --port, not both")
+            try:
+                port = parse_port(target.rpartition(":")[2])
+            except AddressError as exc:
+                raise click.BadParameter(str(exc), param_hint="'PORT'") from exc
+        if port is None:
+            raise click.UsageError("with --uds, give the guest's port (PORT or --port)")
+        return VsockAddress(VMADDR_CID_ANY, port)
+    address = _resolve_vsock(target, cid, port)
+    if env.to_host:
+        return VsockAddress(address.cid, address.port, VMADDR_FLAG_TO_HOST)
+    return address
+
+
+def _resolve_vsock(target: str | None, cid: int | None, port: int | None) -> VsockAddress:
     if target is not None:
         if cid is not None or port is not None:
             raise click.UsageError("give CID:PORT or --cid/--port, not both")
@@ -222,6 +248,55 @@ class SockOptParam(click.ParamType[Setting]):
 
 
 SOCKOPT = SockOptParam()
+
+
+def peer_options(func: F) -> F:
+    """``--uds PATH`` (hybrid vsock) and ``--to-host`` for commands that connect."""
+
+    def set_uds(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            current_env().uds = value
+
+    def set_to_host(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            current_env().to_host = True
+
+    func = click.option(
+        "--to-host",
+        is_flag=True,
+        expose_value=False,
+        callback=set_to_host,
+        help="Set VMADDR_FLAG_TO_HOST: route to the host even where a host-side transport "
+        "is loaded (nested VMs; Linux 5.10+).",
+    )(func)
+    return click.option(
+        "--uds",
+        metavar="PATH",
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=set_uds,
+        help="Hybrid vsock (Firecracker, Cloud Hypervisor): connect through the VMM's Unix "
+        "socket PATH ('CONNECT PORT') instead of a CID; give only the guest's port.",
+    )(func)
+
+
+def uds_listen_option(func: F) -> F:
+    """``--uds PATH`` for commands that listen: a guest's CID 2 port P arrives on PATH_P."""
+
+    def set_uds(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            current_env().uds = value
+
+    return click.option(
+        "--uds",
+        metavar="PATH",
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=set_uds,
+        help="Hybrid vsock (Firecracker, Cloud Hypervisor): listen on the Unix socket "
+        "PATH_PORT, where the VMM delivers a guest's connections to CID 2 PORT. "
+        "The socket file is removed at exit.",
+    )(func)
 
 
 def sockopt_option(func: F) -> F:

@@ -8,13 +8,22 @@ import click
 
 from vsockctl.address import VsockAddress
 from vsockctl.errors import DataMismatchError
-from vsockctl.sockets import SocketType, accept, listen, local_address
+from vsockctl.sockets import SocketType, accept, local_address
 from vsockctl.transfer import TransferStats, receive_messages, receive_stream
 
 from .app import cli
-from .endpoints import announce_connection, announce_listening, open_sink
+from .endpoints import announce_connection, announce_listening, open_listener, open_sink
 from .env import current_env
-from .options import CID, DURATION, PORT, SIZE, output_options, socket_type_option, sockopt_option
+from .options import (
+    CID,
+    DURATION,
+    PORT,
+    SIZE,
+    output_options,
+    socket_type_option,
+    sockopt_option,
+    uds_listen_option,
+)
 from .transfer_ui import TransferDisplay, reporting
 
 
@@ -52,6 +61,7 @@ def _check_hex(ctx: click.Context, param: click.Parameter, value: str | None) ->
     show_default=True,
     help="Bytes per receive call (stream).",
 )
+@uds_listen_option
 @sockopt_option
 @output_options
 def recv(
@@ -84,9 +94,7 @@ def recv(
         raise click.UsageError("--buf-size must be at least 1 byte")
     with ExitStack() as stack:
         sink = open_sink(env, file, stack)
-        server = stack.enter_context(
-            listen(VsockAddress(cid, port), sock_type, 1, factory=env.socket_factory)
-        )
+        server = open_listener(env, stack, VsockAddress(cid, port), sock_type, 1)
         announce_listening(env, server, "waiting for one sender")
         if timeout is not None:
             server.settimeout(timeout)

@@ -12,7 +12,7 @@ from vsockctl.streams import PATTERNS, PatternSource, Source
 from vsockctl.transfer import TransferStats, drain, send_messages, send_stream
 
 from .app import cli
-from .endpoints import announce_connection, open_source
+from .endpoints import announce_connection, open_source, opener, shown_peer
 from .env import current_env
 from .options import (
     CID,
@@ -20,6 +20,7 @@ from .options import (
     SIZE,
     connect_options,
     output_options,
+    peer_options,
     resolve_address,
     socket_type_option,
     sockopt_option,
@@ -58,6 +59,7 @@ from .transfer_ui import TransferDisplay, reporting
     help="Bytes per read and send call.",
 )
 @connect_options
+@peer_options
 @sockopt_option
 @output_options
 def send(
@@ -105,10 +107,16 @@ def send(
         source = PatternSource(size, pattern) if size is not None else open_source(env, file, stack)
         sock = stack.enter_context(
             connect_with_retry(
-                address, sock_type, timeout, retry, retry_delay, factory=env.socket_factory
+                address,
+                sock_type,
+                timeout,
+                retry,
+                retry_delay,
+                factory=env.socket_factory,
+                opener=opener(env),
             )
         )
-        announce_connection(env, "connected", address, local_address(sock))
+        announce_connection(env, "connected", shown_peer(env, address), local_address(sock))
         stats = TransferStats()
         display = stack.enter_context(TransferDisplay(env, f"to {address}", source.total))
         with reporting(env, stats):

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import random
+import socket
 import subprocess
 import sys
+from contextlib import AbstractContextManager, ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +20,14 @@ from vsockctl.address import AddressError, VsockAddress, parse_address
 from vsockctl.bench.protocol import DEFAULT_PORT
 from vsockctl.bench.session import ClientError, ThroughputServer, run_client
 from vsockctl.bench.spec import TestSpec
-from vsockctl.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL
+from vsockctl.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL, VMADDR_FLAG_TO_HOST
 from vsockctl.errors import ProtocolError, VsockUnavailableError
-from vsockctl.sockets import SocketType, connect_with_retry
+from vsockctl.hybrid import hybrid_listener, listener_path
+from vsockctl.sockets import SocketFactory, SocketType, connect_with_retry
 from vsockctl.units import UnitError, parse_size
 
 from .app import cli
-from .endpoints import announce_listening
+from .endpoints import announce_listening, open_listener, opener
 from .env import Env, current_env
 from .options import (
     DURATION,
@@ -29,6 +35,8 @@ from .options import (
     SIZE,
     connect_options,
     output_options,
+    peer_options,
+    resolve_address,
     socket_type_option,
     sockopt_option,
 )
@@ -108,6 +116,7 @@ class BufferSizeParam(click.ParamType[int | None]):
     "--msg-size", type=SIZE, default="1", show_default=True, help="Message size with --latency."
 )
 @connect_options
+@peer_options
 @sockopt_option
 @output_options
 def throughput(
@@ -164,14 +173,25 @@ def throughput(
             raise click.UsageError("the server takes no CID; use --port")
         _run_server(env, DEFAULT_PORT if port is None else port, once)
         return
-    if role != "client" or target is None:
+    if role != "client" or (target is None and env.uds is None):
         raise click.UsageError("give 'server', 'client CID[:PORT]' or --loopback")
-    try:
-        address = parse_address(target, default_port=DEFAULT_PORT if port is None else port)
-    except AddressError as exc:
-        raise click.BadParameter(str(exc), param_hint="'CID[:PORT]'") from exc
+    address = _client_address(env, target, port)
     spec = _spec(**_spec_args(locals()))
     _run_client(env, address, spec, timeout, retry, retry_delay)
+
+
+def _client_address(env: Env, target: str | None, port: int | None) -> VsockAddress:
+    if env.uds is not None:  # only the port: the VMM's socket stands for the CID
+        if target is None and port is None:
+            port = DEFAULT_PORT
+        return resolve_address(target, None, port)
+    try:
+        address = parse_address(target or "", default_port=DEFAULT_PORT if port is None else port)
+    except AddressError as exc:
+        raise click.BadParameter(str(exc), param_hint="'CID[:PORT]'") from exc
+    if env.to_host:
+        return VsockAddress(address.cid, address.port, VMADDR_FLAG_TO_HOST)
+    return address
 
 
 def _spec_args(scope: dict[str, Any]) -> dict[str, Any]:
@@ -226,14 +246,31 @@ def _spec(
 
 
 def _run_server(env: Env, port: int, once: bool) -> None:
-    server = ThroughputServer(
-        VsockAddress(VMADDR_CID_ANY, port),
-        env.socket_factory,
-        lambda record: show_server_event(env, record),
-    )
-    with server.sock:
-        announce_listening(env, server.sock, "one test after another" if not once else "one test")
+    with ExitStack() as stack:
+        sock = open_listener(env, stack, VsockAddress(VMADDR_CID_ANY, port), SocketType.STREAM)
+        uds = env.uds
+        data_listener = None if uds is None else partial(_hybrid_data_listener, uds)
+        server = ThroughputServer(
+            sock,
+            env.socket_factory,
+            lambda record: show_server_event(env, record),
+            data_listener,
+        )
+        announce_listening(env, sock, "one test after another" if not once else "one test")
         server.serve(1 if once else None)
+
+
+def _hybrid_data_listener(
+    uds: str, sock_type: SocketType, backlog: int, factory: SocketFactory
+) -> AbstractContextManager[socket.socket]:
+    """A test's data listener for hybrid vsock: PATH_PORT on a port nobody uses."""
+    if sock_type is not SocketType.STREAM:
+        raise ProtocolError("hybrid vsock carries streams only")
+    for _ in range(100):
+        port = random.randint(1024, 65535)
+        if not os.path.lexists(listener_path(uds, port)):
+            return hybrid_listener(uds, port, backlog)
+    raise ProtocolError("no free PATH_PORT for the data connections")
 
 
 def _run_client(
@@ -241,7 +278,13 @@ def _run_client(
 ) -> None:
     if retry:  # wait for the server to come up, then let the test connect for real
         connect_with_retry(
-            address, SocketType.STREAM, timeout, retry, delay, factory=env.socket_factory
+            address,
+            SocketType.STREAM,
+            timeout,
+            retry,
+            delay,
+            factory=env.socket_factory,
+            opener=opener(env),
         ).close()
     try:
         summary = run_client(
@@ -251,6 +294,7 @@ def _run_client(
             timeout,
             on_interval=lambda record: show_interval(env, record),
             on_event=lambda record: env.emit(record) if env.json else None,
+            opener=opener(env),
         )
     except ClientError as exc:
         if exc.partial is not None:

@@ -1,0 +1,184 @@
+"""The host side of Firecracker / Cloud Hypervisor "hybrid vsock".
+
+These VMMs expose a guest's vsock device on the host as a Unix socket
+(``uds_path``), not through ``vhost_vsock``:
+
+- host to guest: connect to ``uds_path``, write ``CONNECT <port>\\n``, read
+  ``OK <host_port>\\n``; from then on the Unix socket carries the stream. When
+  nothing listens on that port in the guest, the VMM closes the connection
+  instead of answering.
+- guest to host: a guest connecting to CID 2 port P reaches the program
+  listening on the Unix socket ``<uds_path>_<P>``.
+
+Streams only. The sockets returned are plain Python sockets that the data
+path treats exactly like vsock ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import socket
+import stat
+from collections.abc import Iterator
+
+from vsockctl.address import UnixEndpoint
+from vsockctl.errors import LocalIOError, ProtocolError, VsockError, VsockUnavailableError
+from vsockctl.status import exit_status_for
+
+REPLY_MAX = 64  # "OK 4294967295\n" is 14 bytes; anything much longer is not a VMM talking
+_OK = re.compile(rb"^OK (\d{1,10})\n$")
+
+
+def listener_path(uds_path: str, port: int) -> str:
+    """Where the VMM looks for a host listener on ``port``: ``<uds_path>_<port>``."""
+    return f"{uds_path}_{port}"
+
+
+def _read_reply(sock: socket.socket) -> bytes:
+    """One line, a byte at a time, so nothing after the newline is consumed."""
+    data = bytearray()
+    while len(data) < REPLY_MAX:
+        byte = sock.recv(1)
+        if not byte:
+            return bytes(data)
+        data += byte
+        if byte == b"\n":
+            return bytes(data)
+    raise ProtocolError(
+        f"the VMM's reply to CONNECT is over {REPLY_MAX} bytes without a newline: "
+        f"{bytes(data)[:32]!r}..."
+    )
+
+
+def connect_hybrid(path: str, port: int, timeout: float | None = None) -> socket.socket:
+    """A stream to guest ``port`` through the VMM's Unix socket at ``path``.
+
+    Raises VsockError ECONNRESET when the VMM closes without ``OK`` (nothing
+    listens in the guest), ETIMEDOUT when it says nothing within ``timeout``,
+    ProtocolError for a malformed reply, VsockUnavailableError when there is
+    no socket at ``path``.
+    """
+    endpoint = UnixEndpoint(path, port)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise VsockUnavailableError(
+                f"there is no hybrid vsock socket at {path}",
+                "is the VM running, and is this the uds_path given to the VMM?",
+            ) from exc
+        except TimeoutError as exc:
+            raise VsockError(errno.ETIMEDOUT, "connect", endpoint) from exc
+        except OSError as exc:
+            if exc.errno == errno.ENOTSOCK:
+                raise VsockUnavailableError(
+                    f"{path} is not a Unix socket", "give the VMM's uds_path"
+                ) from exc
+            raise VsockError.wrap(exc, "connect", endpoint) from exc
+        try:
+            sock.sendall(f"CONNECT {port}\n".encode())
+            reply = _read_reply(sock)
+        except TimeoutError as exc:
+            raise VsockError(
+                errno.ETIMEDOUT, "handshake", endpoint, "no reply to CONNECT in time"
+            ) from exc
+        except OSError as exc:
+            if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+                reply = b""
+            else:
+                raise VsockError.wrap(exc, "handshake", endpoint) from exc
+        if not reply:
+            raise VsockError(errno.ECONNRESET, "connect", endpoint, "the VMM closed without OK")
+        if not _OK.match(reply):
+            if not reply.endswith(b"\n"):
+                raise ProtocolError(
+                    f"the VMM closed in the middle of its reply to CONNECT {port}: {reply!r}"
+                )
+            raise ProtocolError(
+                f"unexpected reply to CONNECT {port} from {path}: {reply!r} (expected 'OK <port>')"
+            )
+        sock.settimeout(None)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _stale(path: str) -> bool:
+    """Whether the socket file at ``path`` has nobody accepting on it."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return True
+        except OSError:
+            return False
+        return False
+
+
+@contextlib.contextmanager
+def hybrid_listener(uds_path: str, port: int, backlog: int = 16) -> Iterator[socket.socket]:
+    """Listen on ``<uds_path>_<port>`` for connections a guest opens to CID 2 ``port``.
+
+    A stale socket file (nobody accepting) is replaced; a live one is
+    EADDRINUSE; a file that is not a socket is left alone and refused. The
+    socket file is removed on exit, if it is still ours.
+    """
+    path = listener_path(uds_path, port)
+    endpoint = UnixEndpoint(uds_path, port)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None:
+        if not stat.S_ISSOCK(mode):
+            raise LocalIOError(
+                errno.EEXIST,
+                "listening on",
+                path,
+                "it exists and is not a socket; not replacing it",
+            )
+        if not _stale(path):
+            raise VsockError(errno.EADDRINUSE, "listen", endpoint, "another program listens there")
+        os.unlink(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EACCES, errno.EROFS, errno.ENOTDIR):
+                raise LocalIOError.wrap(exc, "listening on", path) from exc
+            raise VsockError.wrap(exc, "listen", endpoint) from exc
+        inode = os.stat(path).st_ino
+        try:
+            sock.listen(backlog)
+            yield sock
+        finally:
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == inode:  # not replaced by someone else meanwhile
+                    os.unlink(path)
+
+
+def check_uds(path: str, port: int | None = None, timeout: float = 2.0) -> dict[str, object]:
+    """Is ``path`` a live hybrid vsock socket? With ``port``, does CONNECT get an OK?"""
+    result: dict[str, object] = {"path": path, "exists": os.path.lexists(path)}
+    if not result["exists"]:
+        return {**result, "socket": False, "accepting": False}
+    result["socket"] = stat.S_ISSOCK(os.lstat(path).st_mode)
+    if not result["socket"]:
+        return {**result, "accepting": False}
+    result["accepting"] = not _stale(path)
+    if port is not None and result["accepting"]:
+        try:
+            connect_hybrid(path, port, timeout).close()
+            result["port"] = {"port": port, "open": True}
+        except (VsockError, ProtocolError, VsockUnavailableError) as exc:
+            status = exit_status_for(exc)
+            result["port"] = {"port": port, "open": False, "error": str(exc), "status": int(status)}
+    return result
