@@ -192,6 +192,8 @@ def resolve_address(target: str | None, cid: int | None, port: int | None) -> Vs
     ``--to-host`` the address carries ``VMADDR_FLAG_TO_HOST``.
     """
     env = current_env()
+    if env.uds is not None and env.to_host:
+        raise click.UsageError("--to-host is for vsock addresses; --uds goes through a VMM")
     if env.uds is not None:
         if cid is not None:
             raise click.UsageError("--uds takes the place of the CID; give only the port")

@@ -1,0 +1,186 @@
+"""Hybrid vsock with one half real: FakeVmm relays between Unix sockets and real vsock on CID 1.
+
+Also VMADDR_FLAG_TO_HOST reaching the kernel, seen through strace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fake_vmm import FakeVmm, forward_guest_to_host
+from tests.peers import LOCAL, free_port, process, recv_all, run_vsockctl, vsockctl
+from vsockctl.address import VsockAddress
+from vsockctl.hybrid import listener_path
+from vsockctl.sockets import accept, listen
+
+pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="vsk", dir="/tmp") as name:
+        yield Path(name)
+
+
+def vsock_guest(port: int) -> socket.socket | None:
+    """The guest side of the fake VMM: a real vsock connection on CID 1."""
+    sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    try:
+        sock.connect((LOCAL, port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def test_send_through_the_vmm_to_a_vsock_receiver(short_dir: Path) -> None:
+    data = os.urandom(8 << 20)
+    src = short_dir / "src.bin"
+    src.write_bytes(data)
+    port = str(free_port())
+    with (
+        process(
+            [sys.executable, "-m", "vsockctl", "recv", "--port", port],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as receiver,
+        FakeVmm(short_dir / "v.sock", vsock_guest),
+    ):
+        sent = run_vsockctl(
+            "send",
+            "--uds",
+            str(short_dir / "v.sock"),
+            "--port",
+            port,
+            str(src),
+            "--retry",
+            "100",
+            "--retry-delay",
+            "50ms",
+        )
+        out, err = receiver.communicate(timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    assert receiver.returncode == 0, err
+    assert out == data
+
+
+def test_guest_connection_reaches_listen_uds(short_dir: Path) -> None:
+    uds, host_port = short_dir / "v.sock", 7000
+    with (
+        process(
+            [
+                sys.executable,
+                "-m",
+                "vsockctl",
+                "listen",
+                "--uds",
+                str(uds),
+                "--port",
+                str(host_port),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as listener,
+        listen(VsockAddress(LOCAL, 0xFFFFFFFF)) as guest_view,
+    ):
+        assert listener.stderr is not None
+        assert b"listening on unix:" in listener.stderr.readline()
+        forward_guest_to_host(guest_view, listener_path(str(uds), host_port))
+        guest_port = guest_view.getsockname()[1]
+        # The "guest" sends over real vsock; the fake VMM carries it to PATH_7000.
+        sent = run_vsockctl("send", "--to", f"1:{guest_port}", input=b"hello from the guest")
+        out, err = listener.communicate(timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    assert listener.returncode == 0, err
+    assert out == b"hello from the guest"
+    assert not Path(listener_path(str(uds), host_port)).exists()
+
+
+def test_throughput_client_through_the_vmm(short_dir: Path) -> None:
+    server = vsockctl(
+        "--json",
+        "throughput",
+        "server",
+        "--port",
+        "any",
+        "--once",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        port = json.loads(server.stdout.readline())["port"]
+        with FakeVmm(short_dir / "v.sock", vsock_guest):
+            result = run_vsockctl(
+                "--json",
+                "throughput",
+                "client",
+                "--uds",
+                str(short_dir / "v.sock"),
+                "--port",
+                str(port),
+                "--bytes",
+                "32M",
+            )
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.communicate()
+    assert result.returncode == 0, result.stderr
+    (direction,) = json.loads(result.stdout.splitlines()[-1])["directions"]
+    assert direction["receiver"]["bytes"] == 32 << 20
+
+
+def test_to_host_flag_reaches_the_kernel(short_dir: Path) -> None:
+    trace = short_dir / "strace.out"
+    with listen(VsockAddress(LOCAL, 0xFFFFFFFF)) as server:
+        port = server.getsockname()[1]
+        received: list[bytes] = []
+
+        def serve() -> None:
+            conn, _ = accept(server)
+            with conn:
+                received.append(recv_all(conn))
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        result = subprocess.run(
+            [
+                "strace",
+                "-f",
+                "-e",
+                "trace=connect",
+                "-o",
+                str(trace),
+                sys.executable,
+                "-m",
+                "vsockctl",
+                "send",
+                "--to-host",
+                "--to",
+                f"1:{port}",
+                "--size",
+                "1K",
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        thread.join(30)
+    assert result.returncode == 0, result.stderr
+    assert received == [bytes(1024)]  # the socket carried on as a normal socket
+    calls = [line for line in trace.read_text().splitlines() if "AF_VSOCK" in line]
+    assert calls, trace.read_text()
+    assert all("svm_flags=VMADDR_FLAG_TO_HOST" in line for line in calls), calls
+    assert all(f"svm_port={port}" in line for line in calls)
