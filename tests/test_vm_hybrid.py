@@ -45,13 +45,12 @@ def vsock_guest(port: int) -> socket.socket | None:
 
 def test_send_through_the_vmm_to_a_vsock_receiver(short_dir: Path) -> None:
     data = os.urandom(8 << 20)
-    src = short_dir / "src.bin"
+    src, out = short_dir / "src.bin", short_dir / "out.bin"
     src.write_bytes(data)
     port = str(free_port())
     with (
         process(
-            [sys.executable, "-m", "vsockctl", "recv", "--port", port],
-            stdout=subprocess.PIPE,
+            [sys.executable, "-m", "vsockctl", "recv", "--port", port, str(out)],
             stderr=subprocess.PIPE,
         ) as receiver,
         FakeVmm(short_dir / "v.sock", vsock_guest),
@@ -68,10 +67,10 @@ def test_send_through_the_vmm_to_a_vsock_receiver(short_dir: Path) -> None:
             "--retry-delay",
             "50ms",
         )
-        out, err = receiver.communicate(timeout=60)
+        _, err = receiver.communicate(timeout=60)
     assert sent.returncode == 0, sent.stderr
     assert receiver.returncode == 0, err
-    assert out == data
+    assert out.read_bytes() == data
 
 
 def test_guest_connection_reaches_listen_uds(short_dir: Path) -> None:

@@ -17,8 +17,8 @@ most 64 KiB. On a seqpacket connection a frame is one message.
    server, the reverse, or both) for the time or byte count asked.
    A sender ends its stream with a write shutdown.
 5. Each end sends ``RESULT`` (its counters, intervals, CPU use, buffer sizes)
-   on the control connection, client first; the server then waits for the
-   next client.
+   on the control connection and reads the other's; the server then waits
+   for the next client.
 """
 
 from __future__ import annotations

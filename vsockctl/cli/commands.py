@@ -2,4 +2,14 @@
 
 from __future__ import annotations
 
-from . import connect, info, listen, ls, recv, send, sockopt, throughput  # noqa: F401
+from . import (  # noqa: F401
+    completion,
+    connect,
+    info,
+    listen,
+    ls,
+    recv,
+    send,
+    sockopt,
+    throughput,
+)
