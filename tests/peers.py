@@ -7,6 +7,7 @@ marked ``vsock``, which run in the VM tier.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -143,3 +144,29 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def start_throughput_server(*extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``vsockctl throughput server`` (JSON events on stdout), once it says where it listens."""
+    server = vsockctl(
+        "--json",
+        "throughput",
+        "server",
+        *(extra or ("--port", "any")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert server.stdout is not None
+    first = json.loads(server.stdout.readline())
+    assert first["event"] == "listening", first
+    return server, int(first["port"])
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` if it still runs, reap it, close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()

@@ -18,7 +18,13 @@ import pytest
 
 from tests.conftest import Invoke
 from tests.fake_vmm import FakeVmm, unix_guest
-from tests.peers import process, recv_all, run_vsockctl, vsockctl
+from tests.peers import (
+    process,
+    recv_all,
+    run_vsockctl,
+    start_throughput_server,
+    stop_process,
+)
 from vsockctl.errors import ProtocolError, VsockError, VsockUnavailableError
 from vsockctl.hybrid import check_uds, connect_hybrid, hybrid_listener, listener_path
 from vsockctl.status import ExitStatus, exit_status_for
@@ -249,21 +255,8 @@ def test_throughput_over_hybrid_vsock_both_halves(short_dir: Path) -> None:
             return None
         return sock
 
-    server = vsockctl(
-        "--json",
-        "throughput",
-        "server",
-        "--uds",
-        str(server_uds),
-        "--port",
-        "5201",
-        "--once",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    server, _ = start_throughput_server("--uds", str(server_uds), "--port", "5201", "--once")
     try:
-        assert server.stdout is not None
-        assert json.loads(server.stdout.readline())["event"] == "listening"
         with FakeVmm(short_dir / "v.sock", to_server):
             result = run_vsockctl(
                 "--json",
@@ -280,9 +273,7 @@ def test_throughput_over_hybrid_vsock_both_halves(short_dir: Path) -> None:
             )
         assert server.wait(timeout=30) == 0
     finally:
-        if server.poll() is None:
-            server.kill()
-        server.communicate()
+        stop_process(server)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.splitlines()[-1])
     (direction,) = summary["directions"]

@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from tests.fake_vmm import FakeVmm, forward_guest_to_host
-from tests.peers import LOCAL, free_port, process, recv_all, run_vsockctl, vsockctl
+from tests.peers import (
+    LOCAL,
+    free_port,
+    process,
+    recv_all,
+    run_vsockctl,
+    start_throughput_server,
+    stop_process,
+)
 from vsockctl.address import VsockAddress
 from vsockctl.hybrid import listener_path
 from vsockctl.sockets import accept, listen
@@ -107,19 +115,8 @@ def test_guest_connection_reaches_listen_uds(short_dir: Path) -> None:
 
 
 def test_throughput_client_through_the_vmm(short_dir: Path) -> None:
-    server = vsockctl(
-        "--json",
-        "throughput",
-        "server",
-        "--port",
-        "any",
-        "--once",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    server, port = start_throughput_server("--port", "any", "--once")
     try:
-        assert server.stdout is not None
-        port = json.loads(server.stdout.readline())["port"]
         with FakeVmm(short_dir / "v.sock", vsock_guest):
             result = run_vsockctl(
                 "--json",
@@ -134,9 +131,7 @@ def test_throughput_client_through_the_vmm(short_dir: Path) -> None:
             )
         assert server.wait(timeout=30) == 0
     finally:
-        if server.poll() is None:
-            server.kill()
-        server.communicate()
+        stop_process(server)
     assert result.returncode == 0, result.stderr
     (direction,) = json.loads(result.stdout.splitlines()[-1])["directions"]
     assert direction["receiver"]["bytes"] == 32 << 20

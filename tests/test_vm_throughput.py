@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.peers import LOCAL, run_vsockctl, vsockctl
+from tests.peers import (
+    LOCAL,
+    run_vsockctl,
+    start_throughput_server,
+    stop_process,
+    vsockctl,
+)
 from vsockctl.bench import protocol
 from vsockctl.bench.schema import validate_interval, validate_summary
 from vsockctl.status import ExitStatus
@@ -27,38 +33,12 @@ pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
 Record = dict[str, Any]
 
 
-def start_server(*extra: str) -> tuple[subprocess.Popen[bytes], int]:
-    server = vsockctl(
-        "--json",
-        "throughput",
-        "server",
-        "--port",
-        "any",
-        *extra,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert server.stdout is not None
-    first = json.loads(server.stdout.readline())
-    assert first["event"] == "listening"
-    return server, int(first["port"])
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        server.kill()
-    server.wait(timeout=10)
-    for pipe in (server.stdout, server.stderr):
-        if pipe is not None:
-            pipe.close()
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    proc, port = start_server()
+    proc, port = start_throughput_server()
     yield port
     assert proc.poll() is None, "the server died during the module"
-    stop(proc)
+    stop_process(proc)
 
 
 def run_client(port: int, *args: str) -> tuple[subprocess.CompletedProcess[bytes], list[Record]]:
@@ -233,26 +213,26 @@ def test_client_ctrl_c_gives_partial_results_and_130(server: int) -> None:
 
 
 def test_server_vanishing_gives_connection_lost_with_partial_results() -> None:
-    proc, port = start_server()
+    proc, port = start_throughput_server()
     try:
         client = started_client(port)
         proc.kill()
         _, err = partial_summary(client)
     finally:
-        stop(proc)
+        stop_process(proc)
     assert client.returncode == ExitStatus.CONNECTION_LOST, err
     assert err.count(b"\n") == 1 and b"the peer went away" in err
 
 
 def test_server_ctrl_c_exits_130() -> None:
-    proc, _ = start_server()
+    proc, _ = start_throughput_server()
     try:
         proc.send_signal(signal.SIGINT)  # it is up: it said where it listens
         assert proc.wait(timeout=20) == ExitStatus.INTERRUPTED
         assert proc.stderr is not None
         assert proc.stderr.read().decode().splitlines()[-1] == "vsockctl: interrupted"
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 def test_bench_loopback_runs_both_ends() -> None:

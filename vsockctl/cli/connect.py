@@ -11,12 +11,17 @@ from vsockctl.address import AddressError, UnixEndpoint, parse_port_list, parse_
 from vsockctl.constants import VMADDR_CID_ANY, VMADDR_FLAG_TO_HOST
 from vsockctl.errors import VsockError
 from vsockctl.probe import ProbeResult, probe_with_retry
-from vsockctl.sockets import SocketType, connect_with_retry, local_address
+from vsockctl.sockets import SocketType
 from vsockctl.status import ExitStatus, exit_status_for
 from vsockctl.transfer import MESSAGE_BUFFER, TransferStats, relay
 
 from .app import cli
-from .endpoints import announce_connection, open_sink, open_source, opener, shown_peer
+from .endpoints import (
+    open_connection,
+    open_sink,
+    open_source,
+    opener,
+)
 from .env import Env, current_env
 from .format import human_seconds
 from .options import (
@@ -163,18 +168,10 @@ def connect(
             _probe(env, target, cid, port, sock_type, timeout, concurrency, retry, retry_delay)
         )
     address = resolve_address(target, cid, port)
-    sock = connect_with_retry(
-        address,
-        sock_type,
-        timeout,
-        retry,
-        retry_delay,
-        factory=env.socket_factory,
-        opener=opener(env),
-    )
     with ExitStack() as stack:
-        stack.enter_context(sock)
-        announce_connection(env, "connected", shown_peer(env, address), local_address(sock))
+        sock = stack.enter_context(
+            open_connection(env, address, sock_type, timeout, retry, retry_delay)
+        )
         source = open_source(env, "-", stack)
         sink = open_sink(env, "-", stack)
         stats = TransferStats()

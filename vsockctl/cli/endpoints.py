@@ -12,7 +12,7 @@ from vsockctl.address import Endpoint, UnixEndpoint, VsockAddress
 from vsockctl.constants import VMADDR_PORT_ANY
 from vsockctl.errors import LocalIOError
 from vsockctl.hybrid import connect_hybrid, hybrid_listener
-from vsockctl.sockets import Opener, SocketType, listen, local_address
+from vsockctl.sockets import Opener, SocketType, connect_with_retry, listen, local_address
 from vsockctl.streams import Sink, Source, StreamSink, StreamSource
 from vsockctl.system import read_local_cid
 
@@ -72,6 +72,30 @@ def opener(env: Env) -> Opener | None:
         return connect_hybrid(uds, address.port, timeout)
 
     return open_hybrid
+
+
+def open_connection(
+    env: Env,
+    address: VsockAddress,
+    sock_type: SocketType,
+    timeout: float | None,
+    retry: int,
+    retry_delay: float,
+    announce: bool = True,
+) -> socket.socket:
+    """Connect (through the VMM with --uds), retrying while nothing listens; say so."""
+    sock = connect_with_retry(
+        address,
+        sock_type,
+        timeout,
+        retry,
+        retry_delay,
+        factory=env.socket_factory,
+        opener=opener(env),
+    )
+    if announce:
+        announce_connection(env, "connected", shown_peer(env, address), local_address(sock))
+    return sock
 
 
 def shown_peer(env: Env, address: VsockAddress) -> Endpoint:

@@ -175,7 +175,7 @@ def _extra_sections(name: str) -> list[str]:
 def render(command: click.Command, name: str, parent: click.Context | None = None) -> str:
     """The roff source of the page ``name`` for ``command``."""
     info_name = name.replace("-", " ")
-    ctx = click.Context(command, info_name=info_name, parent=parent)
+    ctx = click.Context(command, info_name=info_name, parent=parent, **command.context_settings)
     paragraphs, examples = _split_help(command.help or "")
     summary = command.get_short_help_str(limit=200).rstrip(".")
     from importlib.metadata import version
@@ -231,7 +231,7 @@ def render(command: click.Command, name: str, parent: click.Context | None = Non
 
 def pages() -> dict[str, str]:
     """File name -> roff source, for vsockctl(1) and each command."""
-    root = click.Context(cli, info_name="vsockctl")
+    root = click.Context(cli, info_name="vsockctl", **cli.context_settings)
     result = {"vsockctl.1": render(cli, "vsockctl")}
     for name in _commands():
         result[f"vsockctl-{name}.1"] = render(cli.commands[name], f"vsockctl-{name}", root)

@@ -255,10 +255,6 @@ SOCKOPT = SockOptParam()
 def peer_options(func: F) -> F:
     """``--uds PATH`` (hybrid vsock) and ``--to-host`` for commands that connect."""
 
-    def set_uds(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-        if value is not None:
-            current_env().uds = value
-
     def set_to_host(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         if value:
             current_env().to_host = True
@@ -271,20 +267,23 @@ def peer_options(func: F) -> F:
         help="Set VMADDR_FLAG_TO_HOST: route to the host even where a host-side transport "
         "is loaded (nested VMs; Linux 5.10+).",
     )(func)
-    return click.option(
-        "--uds",
-        metavar="PATH",
-        type=click.Path(dir_okay=False),
-        expose_value=False,
-        callback=set_uds,
-        help="Hybrid vsock (Firecracker, Cloud Hypervisor): connect through the VMM's Unix "
-        "socket PATH ('CONNECT PORT') instead of a CID; give only the guest's port.",
+    return _uds_option(
+        "Hybrid vsock (Firecracker, Cloud Hypervisor): connect through the VMM's Unix "
+        "socket PATH ('CONNECT PORT') instead of a CID; give only the guest's port."
     )(func)
 
 
 def uds_listen_option(func: F) -> F:
     """``--uds PATH`` for commands that listen: a guest's CID 2 port P arrives on PATH_P."""
 
+    return _uds_option(
+        "Hybrid vsock (Firecracker, Cloud Hypervisor): listen on the Unix socket "
+        "PATH_PORT, where the VMM delivers a guest's connections to CID 2 PORT. "
+        "The socket file is removed at exit."
+    )(func)
+
+
+def _uds_option(help_text: str) -> Callable[[F], F]:
     def set_uds(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
         if value is not None:
             current_env().uds = value
@@ -295,10 +294,8 @@ def uds_listen_option(func: F) -> F:
         type=click.Path(dir_okay=False),
         expose_value=False,
         callback=set_uds,
-        help="Hybrid vsock (Firecracker, Cloud Hypervisor): listen on the Unix socket "
-        "PATH_PORT, where the VMM delivers a guest's connections to CID 2 PORT. "
-        "The socket file is removed at exit.",
-    )(func)
+        help=help_text,
+    )
 
 
 def sockopt_option(func: F) -> F:

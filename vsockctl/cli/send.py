@@ -7,12 +7,12 @@ from contextlib import ExitStack
 
 import click
 
-from vsockctl.sockets import SocketType, connect_with_retry, local_address
+from vsockctl.sockets import SocketType
 from vsockctl.streams import PATTERNS, PatternSource, Source
 from vsockctl.transfer import TransferStats, drain, send_messages, send_stream
 
 from .app import cli
-from .endpoints import announce_connection, open_source, opener, shown_peer
+from .endpoints import open_connection, open_source
 from .env import current_env
 from .options import (
     CID,
@@ -106,17 +106,8 @@ def send(
         source: Source
         source = PatternSource(size, pattern) if size is not None else open_source(env, file, stack)
         sock = stack.enter_context(
-            connect_with_retry(
-                address,
-                sock_type,
-                timeout,
-                retry,
-                retry_delay,
-                factory=env.socket_factory,
-                opener=opener(env),
-            )
+            open_connection(env, address, sock_type, timeout, retry, retry_delay)
         )
-        announce_connection(env, "connected", shown_peer(env, address), local_address(sock))
         stats = TransferStats()
         display = stack.enter_context(TransferDisplay(env, f"to {address}", source.total))
         with reporting(env, stats):

@@ -23,11 +23,11 @@ from vsockctl.bench.spec import TestSpec
 from vsockctl.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL, VMADDR_FLAG_TO_HOST
 from vsockctl.errors import ProtocolError, VsockUnavailableError
 from vsockctl.hybrid import hybrid_listener, listener_path
-from vsockctl.sockets import SocketFactory, SocketType, connect_with_retry
+from vsockctl.sockets import SocketFactory, SocketType
 from vsockctl.units import UnitError, parse_size
 
 from .app import cli
-from .endpoints import announce_listening, open_listener, opener
+from .endpoints import announce_listening, open_connection, open_listener, opener
 from .env import Env, current_env
 from .options import (
     DURATION,
@@ -277,14 +277,8 @@ def _run_client(
     env: Env, address: VsockAddress, spec: TestSpec, timeout: float, retry: int, delay: float
 ) -> None:
     if retry:  # wait for the server to come up, then let the test connect for real
-        connect_with_retry(
-            address,
-            SocketType.STREAM,
-            timeout,
-            retry,
-            delay,
-            factory=env.socket_factory,
-            opener=opener(env),
+        open_connection(
+            env, address, SocketType.STREAM, timeout, retry, delay, announce=False
         ).close()
     try:
         summary = run_client(
