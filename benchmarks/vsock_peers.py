@@ -194,7 +194,7 @@ def run_send_recv(size: int, buf: int, vsock_buf: int | None) -> float:
             f"buffer-size={vsock_buf}",
         ]
     receiver = subprocess.Popen(
-        [*VSOCKCTL, "--json", "recv", "--port", str(port), "-o", "/dev/null", *opts],
+        [*VSOCKCTL, "--json", "recv", "--port", str(port), "/dev/null", *opts],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -313,7 +313,14 @@ def main() -> int:
     parser.add_argument("--size", default="512M", help="bytes per run (default 512M)")
     parser.add_argument("--runs", type=int, default=3, help="runs per tool (default 3)")
     parser.add_argument("--latency-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--only",
+        choices=["throughput", "latency", "memory"],
+        action="append",
+        help="run only these parts (repeatable; default: all)",
+    )
     args = parser.parse_args()
+    parts = set(args.only or ["throughput", "latency", "memory"])
     size = parse_size(args.size)
     source = Path("/tmp/vsock_peers.data")
     with source.open("wb") as f:
@@ -322,7 +329,7 @@ def main() -> int:
             f.write(block)
     print(f"vsock peers, {args.runs} runs of {size >> 20} MiB each, CID {CID}")
     print("  figures: min / median / max receiver goodput; ratios of the median")
-    for buf, vsock_buf in ((128 << 10, None), (1 << 20, 1 << 20)):
+    for buf, vsock_buf in ((128 << 10, None), (1 << 20, 1 << 20)) if "throughput" in parts else ():
         label = f"buffers {buf >> 10} KiB, vsock buffer {(vsock_buf or 262144) >> 10} KiB"
         print(f"\n{label}")
         tools: dict[str, Callable[[int, int, int | None], float]] = {
@@ -348,12 +355,21 @@ def main() -> int:
             if figures:
                 print(row(name, figures, floors))
 
-    print(f"\nlatency, 1-byte ping-pong, {args.latency_seconds:g} s per run")
+    if "latency" in parts:
+        latency(args.runs, args.latency_seconds)
+    if "memory" in parts:
+        memory()
+    source.unlink()
+    return 0
+
+
+def latency(runs: int, seconds: float) -> None:
+    print(f"\nlatency, 1-byte ping-pong, {seconds:g} s per run")
     bare_rates, our_rates = [], []
-    for _ in range(args.runs):
+    for _ in range(runs):
         port = free_port()
         echo = start_ready([sys.executable, __file__, "bare-echo", str(port), "1"])
-        bare_rates.append(bare_ping(port, 1, args.latency_seconds))
+        bare_rates.append(bare_ping(port, 1, seconds))
         echo.wait(timeout=30)
         out = subprocess.run(
             [
@@ -365,7 +381,7 @@ def main() -> int:
                 "--msg-size",
                 "1",
                 "--time",
-                f"{args.latency_seconds}s",
+                f"{seconds}s",
                 "--interval",
                 "0",
             ],
@@ -386,15 +402,15 @@ def main() -> int:
             f"{max(rates):8.0f} round trips/s  {statistics.median(rates) / bare_median:5.2f}x bare"
         )
 
-    print("\nmemory: vsockctl bench --loopback for 20 s")
-    long = subprocess.Popen(
-        [*VSOCKCTL, "-q", "bench", "--loopback", "--time", "20s"],
-    )
-    _, _, usage = os.wait4(long.pid, 0)
-    long.returncode = 0
-    print(f"  client peak RSS {usage.ru_maxrss / 1024:.1f} MiB")
-    source.unlink()
-    return 0
+
+def memory() -> None:
+    """Peak RSS of the client over a short and a long run: flat means the same."""
+    print("\nmemory: vsockctl bench --loopback, client peak RSS")
+    for seconds in (2, 30):
+        run = subprocess.Popen([*VSOCKCTL, "-q", "bench", "--loopback", "--time", f"{seconds}s"])
+        _, status, usage = os.wait4(run.pid, 0)
+        run.returncode = os.waitstatus_to_exitcode(status)
+        print(f"  {seconds:>3} s run: {usage.ru_maxrss / 1024:.1f} MiB (exit {run.returncode})")
 
 
 def dispatch() -> int:
