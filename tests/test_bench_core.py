@@ -6,6 +6,7 @@ the VM tier.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import socket
@@ -26,6 +27,8 @@ from vsockctl.bench.pumps import (
     send_loop,
 )
 from vsockctl.bench.spec import TestSpec as Spec  # not a pytest class
+from vsockctl.cli.env import Env, Streams
+from vsockctl.cli.throughput_report import LiveDisplay
 from vsockctl.errors import ProtocolError
 
 
@@ -128,3 +131,18 @@ def test_ping_and_echo_loops_measure_round_trips() -> None:
         server.join(10)
     assert histogram.summary()["round_trips"] == 500
     assert ping.bytes == echo.bytes == 64 * 500
+
+
+def test_live_display_only_on_a_terminal() -> None:
+    record = {"start": 0.0, "end": 1.0, "sent": {"bytes": 125_000_000, "streams": [1]}}
+    piped = Env(streams=Streams(io.BytesIO(), io.BytesIO(), io.StringIO()))
+    with LiveDisplay(piped, 10.0, None) as live:
+        live.interval(record)
+        assert live.progress is None
+    stderr = io.StringIO()
+    tty = Env(streams=Streams(io.BytesIO(), io.BytesIO(), stderr, stderr_isatty=True))
+    with LiveDisplay(tty, 10.0, None) as live:
+        live.interval(record)
+        task = live.progress.tasks[0]
+        assert task.completed == 1.0 and task.total == 10.0
+        assert task.fields["rate"].strip() == "1.00 Gbit/s"

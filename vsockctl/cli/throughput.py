@@ -40,7 +40,7 @@ from .options import (
     socket_type_option,
     sockopt_option,
 )
-from .throughput_report import show_interval, show_server_event, show_summary
+from .throughput_report import LiveDisplay, show_interval, show_server_event, show_summary
 
 
 class BufferSizeParam(click.ParamType[int | None]):
@@ -280,16 +280,22 @@ def _run_client(
         open_connection(
             env, address, SocketType.STREAM, timeout, retry, delay, announce=False
         ).close()
+
+    def on_interval(record: dict[str, Any]) -> None:
+        show_interval(env, record)
+        live.interval(record)
+
     try:
-        summary = run_client(
-            address,
-            spec,
-            env.socket_factory,
-            timeout,
-            on_interval=lambda record: show_interval(env, record),
-            on_event=lambda record: env.emit(record) if env.json else None,
-            opener=opener(env),
-        )
+        with LiveDisplay(env, spec.seconds, spec.nbytes) as live:
+            summary = run_client(
+                address,
+                spec,
+                env.socket_factory,
+                timeout,
+                on_interval=on_interval,
+                on_event=lambda record: env.emit(record) if env.json else None,
+                opener=opener(env),
+            )
     except ClientError as exc:
         if exc.partial is not None:
             show_summary(env, exc.partial)

@@ -130,3 +130,45 @@ def show_server_event(env: Env, record: dict[str, Any]) -> None:
         env.message(f"refused a client at {record['peer']}: {record['error']}")
     elif event == "test_failed":
         env.message(f"test {record['test']} with {record['peer']} failed: {record['error']}")
+
+
+class LiveDisplay:
+    """On a terminal: a transient bar on stderr with the test's progress and the last
+    interval's rate. Elsewhere (pipes, --json, -q): nothing."""
+
+    def __init__(self, env: Env, seconds: float | None, nbytes: int | None) -> None:
+        self.env = env
+        self.progress: Any = None
+        self.by_time = seconds is not None
+        self.total = seconds if seconds is not None else nbytes
+        self.moved = 0
+
+    def __enter__(self) -> LiveDisplay:
+        env = self.env
+        if env.io.stderr_isatty and not env.quiet and not env.json:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                console=env.err,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("throughput", total=self.total, rate="")
+        return self
+
+    def interval(self, record: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        seconds = max(record["end"] - record["start"], 1e-9)
+        moved = sum(record[d]["bytes"] for d in ("sent", "received") if record.get(d))
+        self.moved += moved
+        done = record["end"] if self.by_time else self.moved
+        self.progress.update(self.task, completed=done, rate=gbits(moved * 8 / seconds))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
