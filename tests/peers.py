@@ -59,12 +59,7 @@ def process(args: Sequence[str], **kwargs: object) -> Iterator[subprocess.Popen[
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        stop_process(proc)
 
 
 def recv_all(sock: socket.socket, bufsize: int = 256 * 1024) -> bytes:
