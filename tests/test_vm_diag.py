@@ -12,9 +12,12 @@ from typing import Any
 
 import psutil
 import pytest
+from click.testing import CliRunner, Result
 
 from tests.peers import LOCAL, free_port, process, run_vsockctl
 from vsockctl.address import VsockAddress
+from vsockctl.cli import cli
+from vsockctl.cli.env import Env
 from vsockctl.diag import dump
 from vsockctl.sockets import SocketType, accept, connect, listen
 
@@ -23,9 +26,14 @@ pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
 Record = dict[str, Any]
 
 
+def in_process(*args: str) -> Result:
+    """vsockctl ARGS run in this process (a new interpreter costs seconds under TCG)."""
+    return CliRunner().invoke(cli, list(args), obj=Env(), catch_exceptions=False)
+
+
 def ls(*args: str) -> list[Record]:
-    result = run_vsockctl("--json", "ls", *args)
-    assert result.returncode == 0, result.stderr
+    result = in_process("--json", "ls", *args)
+    assert result.exit_code == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
@@ -99,9 +107,9 @@ def test_our_seqpacket_pair_is_named_seqpacket_with_our_pid() -> None:
 def test_ls_table_and_filters() -> None:
     with listen(VsockAddress(LOCAL, 0xFFFFFFFF)) as server:
         port = server.getsockname()[1]
-        table = run_vsockctl("ls", "--listening")
-        assert table.returncode == 0
-        line = next(x for x in table.stdout.decode().splitlines() if f":{port} " in x + " ")
+        table = in_process("ls", "--listening")
+        assert table.exit_code == 0
+        line = next(x for x in table.stdout.splitlines() if f":{port} " in x + " ")
         assert line.split()[:2] == ["stream", "listen"]
         assert ls("--port", str(port), "--type", "seqpacket") == []
         assert ls("--cid", "12345") == []
@@ -111,22 +119,22 @@ def test_ls_table_and_filters() -> None:
 
 def test_sockopt_set_reads_back_and_reports_clamping() -> None:
     for sock_type in ("stream", "seqpacket"):
-        result = run_vsockctl(
+        result = in_process(
             "--json", "sockopt", "set", "-t", sock_type, "buffer-max-size=2M", "buffer-size=1M"
         )
-        assert result.returncode == 0, result.stderr
+        assert result.exit_code == 0, result.stderr
         records = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
         assert records["buffer-size"]["effective"] == 1048576
         assert not records["buffer-size"]["changed"]
-    clamped = run_vsockctl("--json", "sockopt", "set", "buffer-size=1M")
+    clamped = in_process("--json", "sockopt", "set", "buffer-size=1M")
     (record,) = map(json.loads, clamped.stdout.splitlines())
     assert record["changed"] and record["effective"] == 262144 and "clamped" in record["note"]
 
 
 def test_every_listed_option_reads_or_reports_its_errno() -> None:
     for sock_type in ("stream", "seqpacket"):
-        result = run_vsockctl("--json", "sockopt", "list", "-t", sock_type)
-        assert result.returncode == 0, result.stderr
+        result = in_process("--json", "sockopt", "list", "-t", sock_type)
+        assert result.exit_code == 0, result.stderr
         for record in map(json.loads, result.stdout.splitlines()):
             assert record["handled"] or record["errno_name"] == "ENOPROTOOPT", record
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -93,7 +94,13 @@ def test_loopback_bench_examples(tmp_path: Path) -> None:
         line = localise(line)
         if "--latency" in line:
             line += " --time 2s"
-        result = shell(line, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        result = shell(line + " --json", tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = result.communicate(timeout=120)
         assert result.returncode == 0, (line, err)
-        assert b"receiver (server)" in out or b"round trips" in out
+        summary = json.loads(out.splitlines()[-1])
+        assert summary["event"] == "summary" and summary["complete"], summary
+        if "--bytes 64M" in line:
+            (direction,) = summary["directions"]
+            assert direction["receiver"]["bytes"] == direction["sender"]["bytes"] == 64 << 20
+        else:
+            assert summary["latency"]["round_trips"] > 0

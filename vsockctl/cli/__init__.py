@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from . import commands  # noqa: F401  (registers the commands)
-from .app import cli, main
+from .app import cli, main  # commands load on demand (app.COMMAND_MODULES)
 
 __all__ = ["cli", "main"]

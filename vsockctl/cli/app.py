@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import click
@@ -18,8 +19,38 @@ EXIT_STATUS_HELP = "\n".join(
 )
 
 
+# Each command's module, imported when the command is asked for: a vsockctl run
+# loads only what it uses (startup time is most of a short command's time).
+COMMAND_MODULES = {
+    "bench": "throughput",
+    "completion": "completion",
+    "connect": "connect",
+    "info": "info",
+    "listen": "listen",
+    "ls": "ls",
+    "recv": "recv",
+    "send": "send",
+    "sockopt": "sockopt",
+    "throughput": "throughput",
+}
+
+
 class VsockctlGroup(click.Group):
     """A click group whose errors are one line each, with vsockctl's exit statuses."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"vsockctl.cli.{COMMAND_MODULES[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
+
+    def load_all(self) -> MutableMapping[str, click.Command]:
+        """Every command, imported (for the man pages and the tests)."""
+        for module in set(COMMAND_MODULES.values()):
+            importlib.import_module(f"vsockctl.cli.{module}")
+        return self.commands
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

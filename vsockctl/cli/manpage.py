@@ -116,7 +116,7 @@ def _see_also(name: str) -> list[str]:
 
 
 def _commands() -> list[str]:
-    return sorted(name for name in cli.commands if name != "bench")
+    return sorted(name for name in cli.load_all() if name != "bench")
 
 
 def _extra_sections(name: str) -> list[str]:
@@ -204,7 +204,10 @@ def render(command: click.Command, name: str, parent: click.Context | None = Non
         lines += [".SH COMMANDS"]
         for sub_name in sorted(command.commands):
             sub = command.commands[sub_name]
-            lines += [".TP", f"\\fB{roff(sub_name)}\\fR", roff(sub.get_short_help_str(limit=200))]
+            text = sub.get_short_help_str(limit=200)
+            if sub_name == "bench":
+                text = "The same command as throughput, under the name iperf users reach for."
+            lines += [".TP", f"\\fB{roff(sub_name)}\\fR", roff(text)]
     lines += [".SH OPTIONS", *_options(command, ctx)]
     if isinstance(command, click.Group) and name != "vsockctl":
         for sub_name in sorted(command.commands):
@@ -231,10 +234,11 @@ def render(command: click.Command, name: str, parent: click.Context | None = Non
 
 def pages() -> dict[str, str]:
     """File name -> roff source, for vsockctl(1) and each command."""
+    cli.load_all()  # commands load on demand; the pages need every one
     root = click.Context(cli, info_name="vsockctl", **cli.context_settings)
     result = {"vsockctl.1": render(cli, "vsockctl")}
     for name in _commands():
-        result[f"vsockctl-{name}.1"] = render(cli.commands[name], f"vsockctl-{name}", root)
+        result[f"vsockctl-{name}.1"] = render(cli.load_all()[name], f"vsockctl-{name}", root)
     return result
 
 
