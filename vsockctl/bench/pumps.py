@@ -109,39 +109,90 @@ def send_loop(
     limit: Limit,
     zerocopy: ZeroCopyStats | None = None,
 ) -> None:
-    """Send ``buf`` over and over until the limit; then shut down writing."""
+    """Send ``buf`` over and over until the limit; then shut down writing.
+
+    Per call the loop does what a bare ``sendall`` loop does plus one counter
+    update (the interval sampler reads it) and, in time mode, one clock read;
+    everything else happens every ``CHECK_EVERY`` calls.
+    """
+    now = time.monotonic_ns
+    counter.first_ns = counter.last_ns = now()
+    try:
+        if zerocopy is not None:
+            _send_zerocopy(sock, buf, counter, limit, zerocopy)
+        elif limit.nbytes is not None:
+            _send_bytes(sock, buf, counter, limit.nbytes, limit.stop)
+        else:
+            _send_time(sock, buf, counter, limit.seconds or 0.0, limit.stop)
+        counter.last_ns = now()
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        counter.last_ns = now()
+        counter.fail(exc)
+
+
+CHECK_EVERY = 64  # calls between looks at the stop flag (Ctrl-C also shuts the socket)
+
+
+def _send_time(
+    sock: socket.socket, buf: memoryview, counter: Counter, seconds: float, stop: threading.Event
+) -> None:
+    sendall, now, size = sock.sendall, time.monotonic_ns, len(buf)
+    deadline = now() + int(seconds * 1e9)
+    calls = 0
+    while True:
+        sendall(buf)
+        counter.bytes += size
+        calls += 1
+        if now() >= deadline or (not calls % CHECK_EVERY and stop.is_set()):
+            break
+    counter.calls = calls
+
+
+def _send_bytes(
+    sock: socket.socket, buf: memoryview, counter: Counter, nbytes: int, stop: threading.Event
+) -> None:
+    sendall, size = sock.sendall, len(buf)
+    left, calls = nbytes, 0
+    while left >= size:
+        sendall(buf)
+        counter.bytes += size
+        left -= size
+        calls += 1
+        if not calls % CHECK_EVERY and stop.is_set():
+            counter.calls = calls
+            return
+    if left:
+        sendall(buf[:left])
+        counter.bytes += left
+        calls += 1
+    counter.calls = calls
+
+
+def _send_zerocopy(
+    sock: socket.socket, buf: memoryview, counter: Counter, limit: Limit, stats: ZeroCopyStats
+) -> None:
+    """MSG_ZEROCOPY sends, reading completions from the error queue as they come."""
     deadline = None if limit.seconds is None else time.monotonic_ns() + int(limit.seconds * 1e9)
     left = limit.nbytes
     size = len(buf)
-    flags = MSG_ZEROCOPY if zerocopy is not None else 0
-    sendall = sock.sendall
-    now = time.monotonic_ns
-    stop = limit.stop
-    counter.first_ns = counter.last_ns = now()
-    try:
-        while not stop.is_set():
-            if left is not None:
-                if left <= 0:
-                    break
-                chunk = buf if left >= size else buf[:left]
-                left -= len(chunk)
-            else:
-                chunk = buf
-            sendall(chunk, flags)
-            counter.bytes += len(chunk)
-            counter.calls += 1
-            counter.last_ns = now()
-            if deadline is not None and counter.last_ns >= deadline:
+    while not limit.stop.is_set():
+        if left is not None:
+            if left <= 0:
                 break
-            if zerocopy is not None:
-                zerocopy.sends += 1
-                if zerocopy.sends - zerocopy.completed > 64:
-                    _drain_completions(sock, zerocopy)
-        if zerocopy is not None:
-            _wait_completions(sock, zerocopy)
-        sock.shutdown(socket.SHUT_WR)
-    except OSError as exc:
-        counter.fail(exc)
+            chunk = buf if left >= size else buf[:left]
+            left -= len(chunk)
+        else:
+            chunk = buf
+        sock.sendall(chunk, MSG_ZEROCOPY)
+        counter.bytes += len(chunk)
+        counter.calls += 1
+        stats.sends += 1
+        if stats.sends - stats.completed > 64:
+            _drain_completions(sock, stats)
+        if deadline is not None and time.monotonic_ns() >= deadline:
+            break
+    _wait_completions(sock, stats)
 
 
 def _wait_completions(sock: socket.socket, stats: ZeroCopyStats, timeout: float = 5.0) -> None:
@@ -153,19 +204,25 @@ def _wait_completions(sock: socket.socket, stats: ZeroCopyStats, timeout: float 
 
 
 def recv_loop(sock: socket.socket, buf: memoryview, counter: Counter) -> None:
-    """Receive into ``buf`` until the peer shuts down writing (or the connection breaks)."""
-    recv_into = sock.recv_into
-    now = time.monotonic_ns
+    """Receive into ``buf`` until the peer shuts down writing (or the connection breaks).
+
+    The last byte's time is taken at the end of the stream: the sender shuts
+    down right after its last byte, so the difference is one wakeup.
+    """
+    recv_into, now = sock.recv_into, time.monotonic_ns
+    calls = 0
     try:
         n = recv_into(buf)
-        counter.first_ns = counter.last_ns = now()
+        counter.first_ns = now()
         while n:
             counter.bytes += n
-            counter.calls += 1
-            counter.last_ns = now()
+            calls += 1
             n = recv_into(buf)
     except OSError as exc:
         counter.fail(exc)
+    if counter.first_ns:
+        counter.last_ns = now()
+    counter.calls = calls
 
 
 def _describe(exc: OSError) -> str:
