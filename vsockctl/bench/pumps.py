@@ -129,6 +129,9 @@ def send_loop(
     except OSError as exc:
         counter.last_ns = now()
         counter.fail(exc)
+    except BaseException:  # Ctrl-C, when the loop runs on the main thread
+        counter.last_ns = now()
+        raise
 
 
 CHECK_EVERY = 64  # calls between looks at the stop flag (Ctrl-C also shuts the socket)
@@ -220,9 +223,10 @@ def recv_loop(sock: socket.socket, buf: memoryview, counter: Counter) -> None:
             n = recv_into(buf)
     except OSError as exc:
         counter.fail(exc)
-    if counter.first_ns:
-        counter.last_ns = now()
-    counter.calls = calls
+    finally:  # Ctrl-C too, when the loop runs on the main thread
+        if counter.first_ns:
+            counter.last_ns = now()
+        counter.calls = calls
 
 
 def _describe(exc: OSError) -> str:

@@ -115,11 +115,12 @@ class Streams:
     zerocopy: ZeroCopyStats | None = None
     histogram: Histogram | None = None
     threads: list[threading.Thread] = field(default_factory=list)
+    targets: list[Callable[[], None]] = field(default_factory=list)
 
     def run(
         self, spec: TestSpec, sending: bool, receiving: bool, client: bool, limit: Limit
     ) -> None:
-        """Start a thread per stream and direction."""
+        """Prepare a loop per stream and direction; :meth:`wait` runs them."""
         buf = memoryview(bytearray(b"\xa5" * spec.buf_size))
         if spec.zerocopy and sending:
             self.zerocopy = ZeroCopyStats()
@@ -147,12 +148,19 @@ class Streams:
                 self._start(partial(recv_loop, sock, rbuf, counter))
 
     def _start(self, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, daemon=True)
-        thread.start()
-        self.threads.append(thread)
+        self.targets.append(target)
 
     def wait(self) -> None:
-        """Join the threads in small steps, so Ctrl-C reaches the main thread."""
+        """Run the loops: one stream in one direction runs right here (no thread to hand
+        the GIL to and fro, as in a bare loop); several run a thread each, joined in
+        small steps so Ctrl-C reaches this thread."""
+        if len(self.targets) == 1:
+            self.targets[0]()
+            return
+        for target in self.targets:
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self.threads.append(thread)
         for thread in self.threads:
             while thread.is_alive():
                 thread.join(0.1)
