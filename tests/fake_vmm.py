@@ -124,19 +124,20 @@ class FakeVmm:
         self.close()
 
 
+def connect_or_none(family: int, address: str | tuple[int, int]) -> socket.socket | None:
+    """A stream connected to ``address``, or None when nothing accepts there."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
 def unix_guest(directory: Path) -> GuestConnect:
     """A guest whose port P is the Unix socket ``directory/guest_P`` (host-tier tests)."""
-
-    def connect(port: int) -> socket.socket | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(directory / f"guest_{port}"))
-        except OSError:
-            sock.close()
-            return None
-        return sock
-
-    return connect
+    return lambda port: connect_or_none(socket.AF_UNIX, str(directory / f"guest_{port}"))
 
 
 def forward_guest_to_host(listener: socket.socket, host_path: str) -> threading.Thread:
@@ -149,11 +150,8 @@ def forward_guest_to_host(listener: socket.socket, host_path: str) -> threading.
                 guest, _ = listener.accept()
             except OSError:
                 return
-            host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                host.connect(host_path)
-            except OSError:
-                host.close()
+            host = connect_or_none(socket.AF_UNIX, host_path)
+            if host is None:
                 guest.close()
                 continue
             relay(guest, host)

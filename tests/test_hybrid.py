@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Invoke
-from tests.fake_vmm import FakeVmm, unix_guest
+from tests.fake_vmm import FakeVmm, connect_or_none, unix_guest
 from tests.peers import (
     process,
     recv_all,
@@ -247,13 +247,7 @@ def test_throughput_over_hybrid_vsock_both_halves(short_dir: Path) -> None:
     server_uds = short_dir / "srv"
 
     def to_server(port: int) -> socket.socket | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(listener_path(str(server_uds), port))
-        except OSError:
-            sock.close()
-            return None
-        return sock
+        return connect_or_none(socket.AF_UNIX, listener_path(str(server_uds), port))
 
     server, _ = start_throughput_server("--uds", str(server_uds), "--port", "5201", "--once")
     try:

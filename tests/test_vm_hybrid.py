@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_vmm import FakeVmm, forward_guest_to_host
+from tests.fake_vmm import FakeVmm, connect_or_none, forward_guest_to_host
 from tests.peers import (
     LOCAL,
     free_port,
@@ -42,13 +42,7 @@ def short_dir() -> Iterator[Path]:
 
 def vsock_guest(port: int) -> socket.socket | None:
     """The guest side of the fake VMM: a real vsock connection on CID 1."""
-    sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-    try:
-        sock.connect((LOCAL, port))
-    except OSError:
-        sock.close()
-        return None
-    return sock
+    return connect_or_none(socket.AF_VSOCK, (LOCAL, port))
 
 
 def test_send_through_the_vmm_to_a_vsock_receiver(short_dir: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import random
@@ -125,22 +124,10 @@ def throughput(
     port: int | None,
     loopback: bool,
     once: bool,
-    seconds: float | None,
-    nbytes: int | None,
-    buf_size: int,
-    vsock_buffer_size: int | None,
-    parallel: int,
-    reverse: bool,
-    bidir: bool,
-    interval: float,
-    sock_type: SocketType,
-    zerocopy: bool,
-    rcvlowat: int | None,
-    latency: bool,
-    msg_size: int,
     timeout: float,
     retry: int,
     retry_delay: float,
+    **test_options: Any,
 ) -> None:
     """Measure vsock throughput (or latency) between a server and a client.
 
@@ -166,7 +153,7 @@ def throughput(
     if loopback:
         if role is not None or target is not None:
             raise click.UsageError("--loopback runs both ends itself; give no role or CID")
-        _run_loopback(env, _spec(**_spec_args(locals())), timeout, retry, retry_delay)
+        _run_loopback(env, _spec(**test_options), timeout, retry, retry_delay)
         return
     if role == "server":
         if target is not None:
@@ -176,8 +163,7 @@ def throughput(
     if role != "client" or (target is None and env.uds is None):
         raise click.UsageError("give 'server', 'client CID[:PORT]' or --loopback")
     address = _client_address(env, target, port)
-    spec = _spec(**_spec_args(locals()))
-    _run_client(env, address, spec, timeout, retry, retry_delay)
+    _run_client(env, address, _spec(**test_options), timeout, retry, retry_delay)
 
 
 def _client_address(env: Env, target: str | None, port: int | None) -> VsockAddress:
@@ -194,13 +180,7 @@ def _client_address(env: Env, target: str | None, port: int | None) -> VsockAddr
     return address
 
 
-def _spec_args(scope: dict[str, Any]) -> dict[str, Any]:
-    """The command's arguments that make the test (the parameters of :func:`_spec`)."""
-    names = inspect.signature(_spec).parameters
-    return {name: scope[name] for name in names}
-
-
-def _spec(
+def _spec(  # the options that make the test: the rest of the command's parameters
     seconds: float | None,
     nbytes: int | None,
     buf_size: int,
