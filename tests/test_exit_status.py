@@ -33,7 +33,9 @@ def test_codes_are_stable() -> None:
         "DATA_MISMATCH": 6,
         "CONNECTION_LOST": 7,
         "PROTOCOL_ERROR": 8,
+        "HANGUP": 129,
         "INTERRUPTED": 130,
+        "TERMINATED": 143,
     }
     assert set(EXIT_STATUS_MEANINGS) == set(ExitStatus)
 

@@ -201,12 +201,23 @@ def partial_summary(client: subprocess.Popen[bytes]) -> tuple[Record, bytes]:
     return summary, err
 
 
-def test_client_ctrl_c_gives_partial_results_and_130(server: int) -> None:
+STOPS = [
+    pytest.param(signal.SIGINT, ExitStatus.INTERRUPTED, "vsockctl: interrupted", id="SIGINT"),
+    pytest.param(
+        signal.SIGTERM, ExitStatus.TERMINATED, "vsockctl: terminated by SIGTERM", id="SIGTERM"
+    ),
+]
+
+
+@pytest.mark.parametrize(("signum", "status", "last_line"), STOPS)
+def test_client_stopped_gives_partial_results(
+    server: int, signum: int, status: ExitStatus, last_line: str
+) -> None:
     client = started_client(server)
-    client.send_signal(signal.SIGINT)
+    client.send_signal(signum)
     _, err = partial_summary(client)
-    assert client.returncode == ExitStatus.INTERRUPTED, err
-    assert err.decode().splitlines()[-1] == "vsockctl: interrupted"
+    assert client.returncode == status, err
+    assert err.decode().splitlines()[-1] == last_line
     assert b"Traceback" not in err
     result, _ = run_client(server, "--time", "0.5s")
     assert result.returncode == 0, result.stderr
@@ -224,13 +235,16 @@ def test_server_vanishing_gives_connection_lost_with_partial_results() -> None:
     assert err.count(b"\n") == 1 and b"the peer went away" in err
 
 
-def test_server_ctrl_c_exits_130() -> None:
+@pytest.mark.parametrize(("signum", "status", "last_line"), STOPS)
+def test_server_stopped_exits_with_the_signal(
+    signum: int, status: ExitStatus, last_line: str
+) -> None:
     proc, _ = start_throughput_server()
     try:
-        proc.send_signal(signal.SIGINT)  # it is up: it said where it listens
-        assert proc.wait(timeout=20) == ExitStatus.INTERRUPTED
+        proc.send_signal(signum)  # it is up: it said where it listens
+        assert proc.wait(timeout=20) == status
         assert proc.stderr is not None
-        assert proc.stderr.read().decode().splitlines()[-1] == "vsockctl: interrupted"
+        assert proc.stderr.read().decode().splitlines()[-1] == last_line
     finally:
         stop_process(proc)
 

@@ -330,7 +330,18 @@ def test_closed_stdout_is_one_line_not_a_traceback() -> None:
     assert "Traceback" not in text and "Exception ignored" not in text
 
 
-def test_ctrl_c_flushes_what_arrived_and_reports_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "status", "last_line"),
+    [
+        (signal.SIGINT, ExitStatus.INTERRUPTED, "vsockctl: interrupted"),
+        (signal.SIGTERM, ExitStatus.TERMINATED, "vsockctl: terminated by SIGTERM"),
+        (signal.SIGHUP, ExitStatus.HANGUP, "vsockctl: terminated by SIGHUP"),
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
+def test_a_stop_signal_flushes_what_arrived_and_reports_it(
+    tmp_path: Path, signum: int, status: ExitStatus, last_line: str
+) -> None:
     out = tmp_path / "partial.bin"
     port = free_port()
     with (
@@ -341,12 +352,12 @@ def test_ctrl_c_flushes_what_arrived_and_reports_it(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while (not out.exists() or out.stat().st_size < 1 << 20) and time.monotonic() < deadline:
             time.sleep(0.05)
-        receiver.send_signal(signal.SIGINT)
+        receiver.send_signal(signum)
         _, err = receiver.communicate(timeout=30)
-    assert receiver.returncode == ExitStatus.INTERRUPTED
+    assert receiver.returncode == status
     lines = err.decode().splitlines()
     assert lines[-2].startswith("partial: received 1.0 MiB (1048576 bytes)")
-    assert lines[-1] == "vsockctl: interrupted"
+    assert lines[-1] == last_line
     assert out.read_bytes() == b"q" * (1 << 20)
 
 

@@ -124,7 +124,9 @@ def _stale(path: str) -> bool:
 
 
 @contextlib.contextmanager
-def hybrid_listener(uds_path: str, port: int, backlog: int = 16) -> Iterator[socket.socket]:
+def hybrid_listener(
+    uds_path: str, port: int, backlog: int = socket.SOMAXCONN
+) -> Iterator[socket.socket]:
     """Listen on ``<uds_path>_<port>`` for connections a guest opens to CID 2 ``port``.
 
     A stale socket file (nobody accepting) is replaced; a live one is

@@ -132,7 +132,7 @@ def _unix_endpoint(name: str | bytes) -> UnixEndpoint:
 def listen(
     address: VsockAddress,
     sock_type: SocketType = SocketType.STREAM,
-    backlog: int = 128,
+    backlog: int = socket.SOMAXCONN,
     factory: SocketFactory = socket.socket,
 ) -> socket.socket:
     """A socket bound to ``address``, listening when the type has connections."""

@@ -6,6 +6,7 @@ import errno
 from enum import IntEnum
 
 from vsockctl.errors import DataMismatchError, ProtocolError, VsockError, VsockUnavailableError
+from vsockctl.signals import Terminated
 
 
 class ExitStatus(IntEnum):
@@ -20,7 +21,9 @@ class ExitStatus(IntEnum):
     DATA_MISMATCH = 6  # received data differ from what was expected
     CONNECTION_LOST = 7  # the peer went away in the middle
     PROTOCOL_ERROR = 8  # the peer answered, but not in the expected protocol
+    HANGUP = 129  # SIGHUP (128 + 1): the terminal went away
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    TERMINATED = 143  # SIGTERM (128 + 15): systemd, timeout(1), kill
 
 
 EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
@@ -33,7 +36,9 @@ EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.DATA_MISMATCH: "data mismatch: size or checksum differ from what was expected",
     ExitStatus.CONNECTION_LOST: "connection lost: the peer went away during the transfer",
     ExitStatus.PROTOCOL_ERROR: "protocol error: the peer answered in an unexpected way",
+    ExitStatus.HANGUP: "hung up (SIGHUP); handled as Ctrl-C is",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitStatus.TERMINATED: "terminated (SIGTERM: systemd, timeout); handled as Ctrl-C is",
 }
 
 _UNAVAILABLE_ERRNOS = {errno.EAFNOSUPPORT, errno.ENODEV, errno.ENETUNREACH, errno.ESOCKTNOSUPPORT}
@@ -44,6 +49,8 @@ _CONNECTING = {"connect", "probe", "handshake"}
 
 def exit_status_for(exc: BaseException) -> ExitStatus:
     """The exit status that best describes ``exc``."""
+    if isinstance(exc, Terminated):
+        return ExitStatus(128 + exc.signum)
     if isinstance(exc, KeyboardInterrupt):
         return ExitStatus.INTERRUPTED
     if isinstance(exc, DataMismatchError):

@@ -16,13 +16,17 @@ import hashlib
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vsockctl.address import Endpoint
 from vsockctl.errors import VsockError
+from vsockctl.signals import stop_after_loop
 from vsockctl.streams import Sink, Source
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Digest
 
 DEFAULT_CHUNK = 256 * 1024
 MESSAGE_BUFFER = 1024 * 1024  # receive buffer for seqpacket messages
@@ -107,6 +111,38 @@ def _flush_quietly(sink: Sink) -> None:
         sink.flush()
 
 
+@contextlib.contextmanager
+def _sending(stats: TransferStats, sha256: bool) -> Iterator[Digest | None]:
+    """Around a send loop: the digest of what went out, stored in ``stats`` at the end."""
+    digest = hashlib.sha256() if sha256 else None
+    try:
+        yield digest
+    finally:
+        if digest is not None:
+            stats.sent_sha256 = digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _receiving(
+    sock: socket.socket, sink: Sink, stats: TransferStats, sha256: bool
+) -> Iterator[Digest | None]:
+    """Around a receive loop: the digest of what came in, the sink flushed however the
+    loop ends, and a stop signal (Ctrl-C, SIGTERM) ending the loop after the bytes in
+    hand rather than dropping them."""
+    digest = hashlib.sha256() if sha256 else None
+    try:
+        with stop_after_loop(sock):
+            yield digest
+    except BaseException:
+        _flush_quietly(sink)
+        raise
+    else:
+        sink.flush()
+    finally:
+        if digest is not None:
+            stats.received_sha256 = digest.hexdigest()
+
+
 def send_stream(
     sock: socket.socket,
     source: Source,
@@ -119,9 +155,8 @@ def send_stream(
 ) -> None:
     """Send everything ``source`` gives; the caller decides about shutdown."""
     view = memoryview(bytearray(chunk))
-    digest = hashlib.sha256() if sha256 else None
     tick = _Ticker(progress, stats)
-    try:
+    with _sending(stats, sha256) as digest:
         while n := source.readinto(view):
             data = view[:n]
             if digest is not None:
@@ -132,9 +167,6 @@ def send_stream(
                 raise VsockError.wrap(exc, "send", address) from exc
             stats.sent_bytes += n
             tick()
-    finally:
-        if digest is not None:
-            stats.sent_sha256 = digest.hexdigest()
 
 
 def receive_stream(
@@ -152,9 +184,8 @@ def receive_stream(
     Whatever arrived is flushed to the sink even when this ends in an error.
     """
     view = memoryview(bytearray(chunk))
-    digest = hashlib.sha256() if sha256 else None
     tick = _Ticker(progress, stats)
-    try:
+    with _receiving(sock, sink, stats, sha256) as digest:
         while True:
             try:
                 n = sock.recv_into(view)
@@ -170,14 +201,6 @@ def receive_stream(
                 digest.update(data)
             stats.received_bytes += n
             tick()
-    except BaseException:
-        _flush_quietly(sink)
-        raise
-    else:
-        sink.flush()
-    finally:
-        if digest is not None:
-            stats.received_sha256 = digest.hexdigest()
 
 
 def send_messages(
@@ -197,9 +220,8 @@ def send_messages(
     ``send``: on seqpacket the receiver gets exactly these boundaries.
     """
     view = memoryview(bytearray(message_size))
-    digest = hashlib.sha256() if sha256 else None
     tick = _Ticker(progress, stats)
-    try:
+    with _sending(stats, sha256) as digest:
         while count is None or stats.sent_messages < count:
             filled = 0
             while filled < message_size and (n := source.readinto(view[filled:])):
@@ -218,9 +240,6 @@ def send_messages(
             stats.sent_bytes += sent
             stats.sent_messages += 1
             tick()
-    finally:
-        if digest is not None:
-            stats.sent_sha256 = digest.hexdigest()
 
 
 def receive_messages(
@@ -239,9 +258,8 @@ def receive_messages(
     gives its real length); the part that fitted is written.
     """
     view = memoryview(bytearray(buffer_size))
-    digest = hashlib.sha256() if sha256 else None
     tick = _Ticker(progress, stats)
-    try:
+    with _receiving(sock, sink, stats, sha256) as digest:
         while True:
             try:
                 size = sock.recv_into(view, 0, socket.MSG_TRUNC)
@@ -262,14 +280,6 @@ def receive_messages(
             stats.received_messages += 1
             stats.message_sizes[size] = stats.message_sizes.get(size, 0) + 1
             tick()
-    except BaseException:
-        _flush_quietly(sink)
-        raise
-    else:
-        sink.flush()
-    finally:
-        if digest is not None:
-            stats.received_sha256 = digest.hexdigest()
 
 
 def drain(sock: socket.socket, stats: TransferStats, address: Endpoint | None = None) -> None:

@@ -9,10 +9,11 @@ from typing import Any
 
 import click
 
-from vsockctl.status import EXIT_STATUS_MEANINGS, ExitStatus
+from vsockctl.signals import stop_signals_raise
+from vsockctl.status import EXIT_STATUS_MEANINGS, ExitStatus, exit_status_for
 
 from .env import Env, current_env
-from .errors import report
+from .errors import describe, report
 
 EXIT_STATUS_HELP = "\n".join(
     f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_STATUS_MEANINGS.items()
@@ -70,7 +71,8 @@ class VsockctlGroup(click.Group):
         **extra: Any,
     ) -> Any:
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with stop_signals_raise():  # SIGTERM and SIGHUP end a command as Ctrl-C does
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             status = result if isinstance(result, int) else 0
         except click.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx is not None else "vsockctl"
@@ -79,9 +81,12 @@ class VsockctlGroup(click.Group):
         except click.ClickException as exc:
             click.echo(f"vsockctl: {exc.format_message()}", err=True)
             status = exc.exit_code
-        except click.Abort:
-            click.echo("vsockctl: interrupted", err=True)
-            status = ExitStatus.INTERRUPTED
+        except click.Abort as exc:  # Ctrl-C or a stop signal before the command ran
+            stop = exc.__cause__ or exc.__context__
+            if not isinstance(stop, KeyboardInterrupt):
+                stop = KeyboardInterrupt()
+            click.echo(f"vsockctl: {describe(stop)}", err=True)
+            status = exit_status_for(stop)
         if standalone_mode:
             sys.exit(int(status))
         return status

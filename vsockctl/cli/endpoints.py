@@ -104,9 +104,17 @@ def shown_peer(env: Env, address: VsockAddress) -> Endpoint:
 
 
 def open_listener(
-    env: Env, stack: ExitStack, address: VsockAddress, sock_type: SocketType, backlog: int = 16
+    env: Env,
+    stack: ExitStack,
+    address: VsockAddress,
+    sock_type: SocketType,
+    backlog: int = socket.SOMAXCONN,
 ) -> socket.socket:
-    """A listening socket: vsock, or with --uds the hybrid listener PATH_PORT."""
+    """A listening socket: vsock, or with --uds the hybrid listener PATH_PORT.
+
+    The backlog defaults to SOMAXCONN: a burst of clients queues until accepted
+    (vsock resets a connection that finds the accept queue full).
+    """
     if env.uds is None:
         return stack.enter_context(listen(address, sock_type, backlog, factory=env.socket_factory))
     if sock_type is not SocketType.STREAM:

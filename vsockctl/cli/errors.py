@@ -16,6 +16,7 @@ from vsockctl.errors import (
     VsockError,
     VsockUnavailableError,
 )
+from vsockctl.signals import Terminated
 from vsockctl.status import ExitStatus, exit_status_for
 
 from .env import Env
@@ -23,6 +24,8 @@ from .env import Env
 
 def describe(exc: BaseException) -> str:
     """One line that says what went wrong, what it means on vsock, and what to try."""
+    if isinstance(exc, Terminated):
+        return f"terminated by {exc.name}"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     if isinstance(exc, VsockError):

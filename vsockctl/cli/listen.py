@@ -8,9 +8,11 @@ Sample (stderr)::
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
+import time
 from contextlib import ExitStack
 
 import click
@@ -42,6 +44,8 @@ from .options import (
 )
 from .transfer_ui import report_stats
 
+STOP_GRACE = 2.0  # seconds the clients being served get to close when the server stops
+
 
 class Server:
     """Serves connections one way: relay, receive-only, or a command per connection."""
@@ -61,9 +65,14 @@ class Server:
         self.source = source
         self.command = command
         self.keep_going = keep_going  # report a connection's error and serve the next
+        self._lock = threading.Lock()
+        self._live: set[socket.socket] = set()  # connections being served
+        self._children: set[subprocess.Popen[bytes]] = set()  # --exec commands running
 
     def handle(self, conn: socket.socket, peer: Endpoint) -> None:
         stats = TransferStats()
+        with self._lock:
+            self._live.add(conn)
         try:
             with conn:
                 announce_connection(self.env, "accepted", peer, local_address(conn))
@@ -88,18 +97,42 @@ class Server:
                 raise
             self.env.stderr.write(f"vsockctl: {peer}: {describe(exc)}\n")
         finally:
+            with self._lock:
+                self._live.discard(conn)
             stats.finish()
             self._closed(peer, stats)
 
+    def stop(self, threads: list[threading.Thread]) -> None:
+        """End every connection still being served, so each reports how it closed."""
+        with self._lock:
+            for conn in self._live:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            for child in self._children:
+                child.terminate()
+        deadline = time.monotonic() + STOP_GRACE
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+
     def _exec(self, conn: socket.socket, peer: Endpoint) -> None:
         fd = conn.fileno()
-        process = subprocess.run(
-            ["/bin/sh", "-c", self.command or "true"], stdin=fd, stdout=fd, check=False
-        )
+        with subprocess.Popen(
+            ["/bin/sh", "-c", self.command or "true"], stdin=fd, stdout=fd
+        ) as child:
+            with self._lock:
+                self._children.add(child)
+            try:
+                returncode = child.wait()
+            except BaseException:  # Ctrl-C, SIGTERM: the command goes with us
+                child.terminate()
+                raise
+            finally:
+                with self._lock:
+                    self._children.discard(child)
         if self.env.json:
-            self.env.emit({"event": "exec", "peer": str(peer), "returncode": process.returncode})
+            self.env.emit({"event": "exec", "peer": str(peer), "returncode": returncode})
         elif self.env.verbose:
-            self.env.message(f"{peer}: command exited with {process.returncode}")
+            self.env.message(f"{peer}: command exited with {returncode}")
 
     def _closed(self, peer: Endpoint, stats: TransferStats) -> None:
         if self.env.json:
@@ -173,7 +206,9 @@ def listen_command(
         source = None
         if not keep_going and command is None:
             source = open_source(env, "-", stack)
-        server_sock = open_listener(env, stack, VsockAddress(cid, port), sock_type)
+        server_sock = open_listener(
+            env, stack, VsockAddress(cid, port), sock_type, max(max_clients, socket.SOMAXCONN)
+        )
         what = "one client" if not keep_going else f"up to {max_clients} clients at once"
         announce_listening(env, server_sock, what)
         server = Server(
@@ -188,7 +223,14 @@ def listen_command(
             conn, peer = accept(server_sock)
             server.handle(conn, peer)
             return
-        slots = threading.BoundedSemaphore(max_clients)
+        _serve_forever(server, server_sock, max_clients)
+
+
+def _serve_forever(server: Server, server_sock: socket.socket, max_clients: int) -> None:
+    """Accept and serve until stopped: here with one client at a time, else a thread each."""
+    slots = threading.BoundedSemaphore(max_clients)
+    threads: list[threading.Thread] = []
+    try:
         while True:
             slots.acquire()
             conn, peer = accept(server_sock)
@@ -201,5 +243,10 @@ def listen_command(
 
             if max_clients == 1:
                 serve()
-            else:
-                threading.Thread(target=serve, daemon=True).start()
+                continue
+            threads = [t for t in threads if t.is_alive()]
+            thread = threading.Thread(target=serve, daemon=True)
+            thread.start()
+            threads.append(thread)
+    finally:  # Ctrl-C, SIGTERM: the clients being served get their closed lines too
+        server.stop(threads)
