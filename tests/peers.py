@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 from vsockctl.address import VsockAddress
 from vsockctl.constants import VMADDR_CID_LOCAL
@@ -155,6 +156,16 @@ def start_throughput_server(*extra: str) -> tuple[subprocess.Popen[bytes], int]:
     first = json.loads(server.stdout.readline())
     assert first["event"] == "listening", first
     return server, int(first["port"])
+
+
+def read_until_listening(stream: IO[bytes] | None) -> dict[str, Any]:
+    """The ``listening`` record of a ``--json`` command, past the ``sockopt`` ones before it."""
+    assert stream is not None
+    while line := stream.readline():
+        record: dict[str, Any] = json.loads(line)
+        if record["event"] == "listening":
+            return record
+    raise AssertionError("the command ended without listening")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

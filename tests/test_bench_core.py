@@ -35,11 +35,14 @@ from vsockctl.errors import ProtocolError
 def test_frames_round_trip_over_a_socket() -> None:
     a, b = socket.socketpair()
     with a, b:
-        protocol.send_frame(a, protocol.Kind.TEST, {"parallel": 2})
-        assert protocol.recv_frame(b, protocol.Kind.TEST) == (protocol.Kind.TEST, {"parallel": 2})
-        protocol.send_frame(a, protocol.Kind.REFUSE, {"error": "busy"})
+        protocol.send_frame(a, protocol.FrameKind.TEST, {"parallel": 2})
+        assert protocol.recv_frame(b, protocol.FrameKind.TEST) == (
+            protocol.FrameKind.TEST,
+            {"parallel": 2},
+        )
+        protocol.send_frame(a, protocol.FrameKind.REFUSE, {"error": "busy"})
         with pytest.raises(ProtocolError, match="the peer refused: busy"):
-            protocol.recv_frame(b, protocol.Kind.ACCEPT)
+            protocol.recv_frame(b, protocol.FrameKind.ACCEPT)
         a.close()
         with pytest.raises(EOFError):
             protocol.recv_frame(b)
@@ -66,7 +69,7 @@ def test_random_headers_are_accepted_only_when_valid(header: bytes) -> None:
     except ProtocolError:
         return
     assert header[:4] == protocol.MAGIC and header[4] == protocol.VERSION
-    assert kind in protocol.Kind and length <= protocol.MAX_PAYLOAD
+    assert kind in protocol.FrameKind and length <= protocol.MAX_PAYLOAD
 
 
 @pytest.mark.parametrize(

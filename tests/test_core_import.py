@@ -43,3 +43,19 @@ def test_version_comes_from_metadata() -> None:
     from importlib.metadata import version
 
     assert vsockctl.__version__ == version("vsockctl")
+
+
+def test_every_public_name_keeps_its_meaning_after_every_import() -> None:
+    """No submodule shares a name with what the package root exports (``vsockctl.probe``
+    was both ``system.probe`` and, once imported, a module)."""
+    code = (
+        "import importlib, pkgutil, vsockctl\n"
+        "before = {n: getattr(vsockctl, n) for n in vsockctl.__all__ if n != '__version__'}\n"
+        "for m in pkgutil.walk_packages(vsockctl.__path__, 'vsockctl.'):\n"
+        "    if m.name != 'vsockctl.__main__': importlib.import_module(m.name)\n"
+        "print(sorted(n for n, v in before.items() if getattr(vsockctl, n) is not v))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"

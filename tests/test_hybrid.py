@@ -111,9 +111,24 @@ def test_nothing_listening_in_the_guest_is_a_reset(short_dir: Path) -> None:
 def test_no_socket_file_is_unavailable(short_dir: Path) -> None:
     with pytest.raises(VsockUnavailableError, match="no hybrid vsock socket"):
         connect_hybrid(str(short_dir / "missing.sock"), 52)
-    (short_dir / "plain").write_text("x")
-    with pytest.raises((VsockUnavailableError, VsockError)):
-        connect_hybrid(str(short_dir / "plain"), 52)
+
+
+def test_a_path_no_vmm_serves_is_unavailable_not_refused(short_dir: Path, invoke: Invoke) -> None:
+    """A regular file, or a socket file nobody accepts on: no VMM there (exit 3, as
+    ``info --uds`` says), not a guest port refusing (exit 4)."""
+    plain = short_dir / "plain"
+    plain.write_text("x")
+    with pytest.raises(VsockUnavailableError, match="is not a Unix socket"):
+        connect_hybrid(str(plain), 52)
+    dead = short_dir / "dead.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(dead))  # bound, never listening: what a VMM that died leaves
+    with pytest.raises(VsockUnavailableError, match="nothing accepts"):
+        connect_hybrid(str(dead), 52)
+    for path in (plain, dead):
+        result = invoke(["connect", "--uds", str(path), "52"], input=b"")
+        assert result.exit_code == ExitStatus.VSOCK_UNAVAILABLE, result.stderr
+        assert result.stderr.count("\n") == 1
 
 
 def test_cli_send_through_the_vmm_is_byte_exact(short_dir: Path, tmp_path: Path) -> None:
@@ -238,11 +253,14 @@ def test_info_uds_tells_live_from_dead(short_dir: Path, invoke: Invoke) -> None:
     assert check_uds(str(uds))["accepting"] is False
 
 
-def test_throughput_over_hybrid_vsock_both_halves(short_dir: Path) -> None:
+@pytest.mark.parametrize("retry", [[], ["--retry", "3"]], ids=["", "retry"])
+def test_throughput_over_hybrid_vsock_both_halves(short_dir: Path, retry: list[str]) -> None:
     """Client --uds -> FakeVmm -> (guest side) -> server --uds listening on PATH_PORT.
 
     The fake's guest side connects to the server's PATH_PORT sockets, so both
     the host-initiated (CONNECT) and guest-initiated (PATH_PORT) halves run.
+    With --retry, the connection that finds the server carries the test: a
+    --once server has only the one.
     """
     server_uds = short_dir / "srv"
 
@@ -264,6 +282,7 @@ def test_throughput_over_hybrid_vsock_both_halves(short_dir: Path) -> None:
                 "2",
                 "--vsock-buffer-size",
                 "default",
+                *retry,
             )
         assert server.wait(timeout=30) == 0
     finally:

@@ -192,10 +192,12 @@ def test_bad_sockopt_input_is_one_line_and_exit_2(invoke: Invoke, args: list[str
 
 def test_sockopt_on_a_listener_shows_effective_values_with_v(invoke: Invoke) -> None:
     # Binding and listening are allowed here; nothing connects, so recv times out.
-    args = ["recv", "--port", "any", "--timeout", "50ms", "-v", "--sockopt", "buffer-size=1M"]
+    args = ["recv", "--port", "any", "--timeout", "50ms", "-v", "--sockopt", "buffer-size=2M"]
     result = invoke(args)
     assert result.exit_code == ExitStatus.TIMED_OUT
-    assert "sockopt buffer-size: requested 1M, effective 262144 (256K) (clamped" in result.stderr
+    # recv's default buffer-max-size (1M) stays, and clamps the size asked for
+    assert "sockopt buffer-max-size: requested 1M, effective 1048576 (1M)\n" in result.stderr
+    assert "sockopt buffer-size: requested 2M, effective 1048576 (1M) (clamped" in result.stderr
     as_json = invoke(["--json", *args[:-3], "--sockopt", "buffer-max-size=1M"])
     # recv's stdout carries data, so its events go to stderr.
     events = [json.loads(line) for line in as_json.stderr.splitlines() if line.startswith("{")]

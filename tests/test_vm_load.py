@@ -26,13 +26,14 @@ from tests.peers import (
     free_port,
     pattern,
     process,
+    read_until_listening,
     recv_all,
     start_throughput_server,
     stop_process,
 )
 from vsockctl.address import VsockAddress
-from vsockctl.bench.session import run_client
 from vsockctl.bench import spec as bench_spec
+from vsockctl.bench.session import run_client
 from vsockctl.sockets import connect
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(300)]
@@ -85,8 +86,7 @@ def test_a_burst_of_100_clients_is_served_in_relay_mode(tmp_path: Path) -> None:
     with process(
         vsockctl_args(*args, "-o", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as server:
-        assert server.stdout is not None
-        assert json.loads(server.stdout.readline())["event"] == "listening"
+        read_until_listening(server.stdout)
         assert burst(port, send_and_read) == [b""] * BURST
         server.send_signal(signal.SIGTERM)
         events, _ = server.communicate(timeout=60)
@@ -129,8 +129,7 @@ def test_listen_k_keeps_its_fds_over_1000_connections() -> None:
         vsockctl_args("--json", "listen", "--port", str(port), "-k", "-o", "/dev/null"),
         stdout=subprocess.PIPE,
     ) as server:
-        assert server.stdout is not None
-        server.stdout.readline()  # listening
+        read_until_listening(server.stdout)
 
         def one() -> None:
             with connect(VsockAddress(LOCAL, port), timeout=10) as sock:

@@ -153,19 +153,19 @@ def raw_exchange(port: int, data: bytes) -> bytes:
 def test_garbage_is_refused_and_the_server_stays_up(server: int) -> None:
     reply = raw_exchange(server, os.urandom(4096))
     kind, _ = protocol.decode_header(reply[: protocol.HEADER.size])
-    assert kind == protocol.Kind.REFUSE
+    assert kind == protocol.FrameKind.REFUSE
     assert "not a vsockctl throughput peer" in json.loads(reply[protocol.HEADER.size :])["error"]
     result, _ = run_client(server, "--time", "0.5s")
     assert result.returncode == 0, result.stderr
 
 
 def test_another_version_is_refused_by_name(server: int) -> None:
-    frame = protocol.encode(protocol.Kind.TEST, {"mode": "throughput"})
+    frame = protocol.encode(protocol.FrameKind.TEST, {"mode": "throughput"})
     frame = frame[:4] + bytes([protocol.VERSION + 1]) + frame[5:]
     reply = raw_exchange(server, frame)
     error = json.loads(reply[protocol.HEADER.size :])["error"]
     assert f"version {protocol.VERSION + 1}" in error and f"speaks {protocol.VERSION}" in error
-    bad_params = raw_exchange(server, protocol.encode(protocol.Kind.TEST, {"parallel": 0}))
+    bad_params = raw_exchange(server, protocol.encode(protocol.FrameKind.TEST, {"parallel": 0}))
     assert "parallel must be" in json.loads(bad_params[protocol.HEADER.size :])["error"]
     result, _ = run_client(server, "--time", "0.5s")
     assert result.returncode == 0, result.stderr

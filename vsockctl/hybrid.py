@@ -75,10 +75,11 @@ def connect_hybrid(path: str, port: int, timeout: float | None = None) -> socket
         except TimeoutError as exc:
             raise VsockError(errno.ETIMEDOUT, "connect", endpoint) from exc
         except OSError as exc:
-            if exc.errno == errno.ENOTSOCK:
-                raise VsockUnavailableError(
-                    f"{path} is not a Unix socket", "give the VMM's uds_path"
-                ) from exc
+            # Linux answers ECONNREFUSED both for a file that is no socket and for a
+            # socket nobody accepts on: either way no VMM is there (a guest port that
+            # refuses shows later, as a close without OK).
+            if exc.errno in (errno.ECONNREFUSED, errno.ENOTSOCK):
+                raise _no_vmm(path) from exc
             raise VsockError.wrap(exc, "connect", endpoint) from exc
         try:
             sock.sendall(f"CONNECT {port}\n".encode())
@@ -107,6 +108,19 @@ def connect_hybrid(path: str, port: int, timeout: float | None = None) -> socket
     except BaseException:
         sock.close()
         raise
+
+
+def _no_vmm(path: str) -> VsockUnavailableError:
+    """Why nothing answered at ``path``: not a socket at all, or a socket no VMM serves."""
+    try:
+        is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        is_socket = False
+    if not is_socket:
+        return VsockUnavailableError(f"{path} is not a Unix socket", "give the VMM's uds_path")
+    return VsockUnavailableError(
+        f"nothing accepts on {path}", "is the VM running? a VMM that exited leaves its socket"
+    )
 
 
 def _stale(path: str) -> bool:

@@ -434,28 +434,38 @@ def _read_back(sock: socket.socket, setting: Setting) -> Applied:
 
 
 def configured(
-    factory: SocketFactory, settings: Sequence[Setting], report: Reporter
+    factory: SocketFactory,
+    settings: Sequence[Setting],
+    report: Reporter,
+    defaults: Sequence[Setting] = (),
 ) -> SocketFactory:
     """A socket factory whose sockets get ``settings`` applied (strictly) as they are made.
 
-    ``report`` hears what the kernel made of them, once: retries and probes
-    make many sockets with the same result.
+    ``defaults`` apply too, unless ``settings`` name the same option; the
+    kernel may refuse a default (it is then left as the kernel had it), but
+    not a setting. ``report`` hears what the kernel made of them, once:
+    retries and probes make many sockets with the same result.
     """
+    named = {s.option.name for s in settings}
+    wanted = [*(d for d in defaults if d.option.name not in named), *settings]
     reported = False
 
     def make(*args: Any, **kwargs: Any) -> socket.socket:
         nonlocal reported
         sock = factory(*args, **kwargs)
-        if sock.family != AF_VSOCK or not settings:
+        if sock.family != AF_VSOCK or not wanted:
             return sock
         try:
-            applied = apply(sock, settings)
+            applied = apply(sock, wanted, strict=False)
+            refused = next((a for a in applied if a.error and a.setting in settings), None)
+            if refused is not None and refused.error is not None:
+                raise refused.error
         except BaseException:
             sock.close()
             raise
         if not reported:
             reported = True
-            report(applied)
+            report([a for a in applied if a.error is None or a.setting in settings])
         return sock
 
     return make

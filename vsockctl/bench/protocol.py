@@ -38,7 +38,7 @@ MAX_PAYLOAD = 64 * 1024
 DEFAULT_PORT = 5201  # iperf's, as people expect
 
 
-class Kind(IntEnum):
+class FrameKind(IntEnum):
     TEST = 1
     ACCEPT = 2
     REFUSE = 3
@@ -58,14 +58,14 @@ class VersionMismatch(ProtocolError):
         self.version = version
 
 
-def encode(kind: Kind, payload: dict[str, Any]) -> bytes:
+def encode(kind: FrameKind, payload: dict[str, Any]) -> bytes:
     body = json.dumps(payload, separators=(",", ":")).encode()
     if len(body) > MAX_PAYLOAD:
         raise ValueError(f"control payload of {len(body)} bytes is over {MAX_PAYLOAD}")
     return HEADER.pack(MAGIC, VERSION, kind, 0, len(body)) + body
 
 
-def send_frame(sock: socket.socket, kind: Kind, payload: dict[str, Any]) -> None:
+def send_frame(sock: socket.socket, kind: FrameKind, payload: dict[str, Any]) -> None:
     sock.sendall(encode(kind, payload))
 
 
@@ -83,7 +83,7 @@ def _recv_exactly(sock: socket.socket, size: int, what: str) -> bytes:
     return bytes(buf)
 
 
-def decode_header(header: bytes) -> tuple[Kind, int]:
+def decode_header(header: bytes) -> tuple[FrameKind, int]:
     """The kind and payload length from a header; ProtocolError for anything else."""
     magic, version, kind, _, length = HEADER.unpack(header)
     if magic != MAGIC:
@@ -94,7 +94,7 @@ def decode_header(header: bytes) -> tuple[Kind, int]:
     if version != VERSION:
         raise VersionMismatch(version)
     try:
-        frame_kind = Kind(kind)
+        frame_kind = FrameKind(kind)
     except ValueError:
         raise ProtocolError(f"unknown control frame kind {kind}") from None
     if length > MAX_PAYLOAD:
@@ -113,8 +113,8 @@ def decode_payload(body: bytes) -> dict[str, Any]:
 
 
 def recv_frame(
-    sock: socket.socket, expect: Kind | None = None, message: bool = False
-) -> tuple[Kind, dict[str, Any]]:
+    sock: socket.socket, expect: FrameKind | None = None, message: bool = False
+) -> tuple[FrameKind, dict[str, Any]]:
     """One frame; ``message`` for seqpacket (the frame is one message).
 
     A ``REFUSE`` when something else was expected raises ProtocolError with
@@ -135,7 +135,7 @@ def recv_frame(
         body = _recv_exactly(sock, length, "control frame")
     payload = decode_payload(body)
     if expect is not None and kind != expect:
-        if kind == Kind.REFUSE:
+        if kind == FrameKind.REFUSE:
             raise ProtocolError(f"the peer refused: {payload.get('error', 'no reason given')}")
         raise ProtocolError(f"expected a {expect.name} frame, got {kind.name}")
     return kind, payload

@@ -28,13 +28,14 @@ from vsockctl.sockets import (
     SocketType,
     accept,
     connect,
+    connect_with_retry,
     listen,
     local_address,
 )
 from vsockctl.sockopts import configured, get_option, lookup, parse_setting
 
 from . import protocol
-from .protocol import Kind, recv_frame, send_frame
+from .protocol import FrameKind, recv_frame, send_frame
 from .pumps import (
     Counter,
     Histogram,
@@ -106,7 +107,7 @@ def _prepare_stream(sock: socket.socket, spec: TestSpec, sending: bool) -> None:
 
 
 @dataclass
-class Streams:
+class DataStreams:
     """The data connections of one end and its counters per direction."""
 
     socks: list[socket.socket]
@@ -204,7 +205,7 @@ def direction_totals(counters: list[Counter]) -> dict[str, Any]:
 
 
 def end_result(
-    streams: Streams, sampler: IntervalSampler, cpu: dict[str, float], buffers: dict[str, Any]
+    streams: DataStreams, sampler: IntervalSampler, cpu: dict[str, float], buffers: dict[str, Any]
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
         "sent": direction_totals(streams.sent),
@@ -271,7 +272,7 @@ class ThroughputServer:
         test_id = next(self._ids)
         control.settimeout(CONTROL_TIMEOUT)
         try:
-            _, payload = recv_frame(control, Kind.TEST)
+            _, payload = recv_frame(control, FrameKind.TEST)
             spec = TestSpec.from_dict(payload)
         except (ProtocolError, EOFError, OSError) as exc:
             self._refuse(control, peer, exc)
@@ -289,7 +290,7 @@ class ThroughputServer:
         reason = str(exc)
         self.on_event({"event": "refused", "peer": str(peer), "error": reason})
         with contextlib.suppress(OSError):
-            send_frame(control, Kind.REFUSE, {"error": reason})
+            send_frame(control, FrameKind.REFUSE, {"error": reason})
 
     def _run(
         self, control: socket.socket, peer: Endpoint, spec: TestSpec, test_id: int
@@ -302,7 +303,7 @@ class ThroughputServer:
             data.settimeout(CONTROL_TIMEOUT)
             send_frame(
                 control,
-                Kind.ACCEPT,
+                FrameKind.ACCEPT,
                 {
                     "test": test_id,
                     "data_port": local_address(data).port,
@@ -314,20 +315,22 @@ class ThroughputServer:
                 conn, _ = accept(data)
                 stack.enter_context(conn)
                 conn.settimeout(CONTROL_TIMEOUT)
-                _, hello = recv_frame(conn, Kind.STREAM, message=sock_type is SocketType.SEQPACKET)
+                _, hello = recv_frame(
+                    conn, FrameKind.STREAM, message=sock_type is SocketType.SEQPACKET
+                )
                 if hello.get("test") != test_id:
                     raise ProtocolError(f"data connection {index} belongs to another test")
                 conn.settimeout(None)
                 _prepare_stream(conn, spec, sending=spec.direction != "send")
                 socks.append(conn)
-            streams = Streams(socks)
+            streams = DataStreams(socks)
             buffers = effective_buffers(socks[0])
             sampler = IntervalSampler(streams.counters(), spec.interval)
             limit = Limit(
                 spec.seconds, None if spec.nbytes is None else spec.nbytes // spec.parallel
             )
             cpu = CpuClock()
-            send_frame(control, Kind.START, {"test": test_id})
+            send_frame(control, FrameKind.START, {"test": test_id})
             streams.run(
                 spec,
                 sending=spec.direction in ("reverse", "bidir"),
@@ -345,9 +348,9 @@ class ThroughputServer:
             sampler.finish()
             result = end_result(streams, sampler, cpu.read(), buffers)
             control.settimeout(CONTROL_TIMEOUT + (spec.seconds or 0))
-            send_frame(control, Kind.RESULT, result)
+            send_frame(control, FrameKind.RESULT, result)
             with contextlib.suppress(EOFError):
-                recv_frame(control, Kind.RESULT)
+                recv_frame(control, FrameKind.RESULT)
         self.on_event(
             {
                 "event": "test_done",
@@ -377,11 +380,16 @@ def run_client(
     on_interval: Event = _ignore,
     on_event: Event = _ignore,
     opener: Opener | None = None,
+    *,
+    retries: int = 0,
+    retry_delay: float = 1.0,
 ) -> dict[str, Any]:
     """Run one test against the server at ``address``; the summary as a dictionary.
 
     ``opener`` opens the control and data connections instead of a vsock
-    connect (hybrid vsock).
+    connect (hybrid vsock). The control connection is tried ``retries`` more
+    times while nothing listens (a server still starting); the connection
+    that succeeds carries the test, so a ``--once`` server is not used up.
     Raises ClientError (with partial results when there are any) when the
     server refuses, vanishes, or the user interrupts.
     """
@@ -398,23 +406,29 @@ def run_client(
 
     with ExitStack() as stack:
         control = stack.enter_context(
-            opener(address, timeout)
-            if opener is not None
-            else connect(address, SocketType.STREAM, timeout, factory=factory)
+            connect_with_retry(
+                address,
+                SocketType.STREAM,
+                timeout,
+                retries,
+                retry_delay,
+                factory=factory,
+                opener=opener,
+            )
         )
         control.settimeout(CONTROL_TIMEOUT)
-        send_frame(control, Kind.TEST, spec.to_dict())
-        _, accepted = recv_frame(control, Kind.ACCEPT)
+        send_frame(control, FrameKind.TEST, spec.to_dict())
+        _, accepted = recv_frame(control, FrameKind.ACCEPT)
         test_id, data_port = accepted["test"], accepted["data_port"]
         socks = []
         for index in range(spec.parallel):
             sock = stack.enter_context(open_data(data_port))
-            send_frame(sock, Kind.STREAM, {"test": test_id, "stream": index})
+            send_frame(sock, FrameKind.STREAM, {"test": test_id, "stream": index})
             _prepare_stream(sock, spec, sending=spec.direction != "reverse")
             socks.append(sock)
         control.settimeout(CONTROL_TIMEOUT)
-        recv_frame(control, Kind.START)
-        streams = Streams(socks)
+        recv_frame(control, FrameKind.START)
+        streams = DataStreams(socks)
         buffers = effective_buffers(socks[0])
         on_event(
             {
@@ -449,8 +463,8 @@ def run_client(
         failed = next((c for c in streams.sent + streams.received if c.errno), None)
         try:
             control.settimeout(CONTROL_TIMEOUT + (spec.seconds or 0))
-            send_frame(control, Kind.RESULT, ours)
-            _, theirs = recv_frame(control, Kind.RESULT)
+            send_frame(control, FrameKind.RESULT, ours)
+            _, theirs = recv_frame(control, FrameKind.RESULT)
         except (OSError, EOFError, ProtocolError) as exc:
             cause: BaseException = exc
             if failed is not None and failed.errno is not None:

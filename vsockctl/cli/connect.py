@@ -10,10 +10,10 @@ import click
 from vsockctl.address import AddressError, UnixEndpoint, parse_port_list, parse_probe_target
 from vsockctl.constants import VMADDR_CID_ANY, VMADDR_FLAG_TO_HOST
 from vsockctl.errors import VsockError
-from vsockctl.probe import ProbeResult, probe_with_retry
+from vsockctl.portscan import ProbeResult, probe_with_retry
 from vsockctl.sockets import SocketType
 from vsockctl.status import ExitStatus, exit_status_for
-from vsockctl.transfer import MESSAGE_BUFFER, TransferStats, relay
+from vsockctl.transfer import DEFAULT_CHUNK, MESSAGE_BUFFER, TransferStats, relay
 
 from .app import cli
 from .endpoints import (
@@ -32,7 +32,7 @@ from .options import (
     peer_options,
     resolve_address,
     socket_type_option,
-    sockopt_option,
+    transfer_sockopt_option,
 )
 from .transfer_ui import reporting
 
@@ -130,7 +130,7 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
     help="With --probe: ports tried at once.",
 )
 @peer_options
-@sockopt_option
+@transfer_sockopt_option
 @output_options
 def connect(
     target: str | None,
@@ -183,7 +183,7 @@ def connect(
                 sink,
                 stats,
                 source_interactive=env.io.stdin_isatty,
-                send_chunk=64 * 1024 if seqpacket else 256 * 1024,
-                recv_chunk=MESSAGE_BUFFER if seqpacket else 256 * 1024,
+                send_chunk=64 * 1024 if seqpacket else DEFAULT_CHUNK,
+                recv_chunk=MESSAGE_BUFFER if seqpacket else DEFAULT_CHUNK,
                 address=address,
             )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 from contextlib import ExitStack
+from typing import BinaryIO
 
 import click
 
@@ -37,12 +39,24 @@ def open_sink(env: Env, path: str | None, stack: ExitStack) -> Sink:
     """
     if path is None or path == "-":
         env.events_to_stderr = True
-        return StreamSink(env.stdout, "stdout")
+        return StreamSink(_unbuffered(env.stdout, stack), "stdout")
     try:
         stream = stack.enter_context(open(path, "wb", buffering=0))  # noqa: SIM115 (closed by the stack)
     except OSError as exc:
         raise LocalIOError.wrap(exc, "writing", path) from exc
     return StreamSink(stream, path)
+
+
+def _unbuffered(stream: BinaryIO, stack: ExitStack) -> BinaryIO:
+    """``stream``'s file descriptor written directly: received chunks are large, and a
+    buffered writer would only copy them once more (a stream with no descriptor, as
+    under a test runner, stays as it is)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return stream
+    stream.flush()
+    return stack.enter_context(open(fd, "wb", buffering=0, closefd=False))
 
 
 class LockedSink:

@@ -21,7 +21,7 @@ from vsockctl.address import Endpoint, VsockAddress
 from vsockctl.errors import VsockError
 from vsockctl.sockets import SocketType, accept, local_address
 from vsockctl.streams import Sink, Source
-from vsockctl.transfer import MESSAGE_BUFFER, TransferStats, receive_messages, relay
+from vsockctl.transfer import DEFAULT_CHUNK, MESSAGE_BUFFER, TransferStats, receive_messages, relay
 
 from .app import cli
 from .endpoints import (
@@ -39,7 +39,7 @@ from .options import (
     PORT,
     output_options,
     socket_type_option,
-    sockopt_option,
+    transfer_sockopt_option,
     uds_listen_option,
 )
 from .transfer_ui import report_stats
@@ -88,8 +88,8 @@ class Server:
                         self.sink,
                         stats,
                         source_interactive=self.env.io.stdin_isatty,
-                        send_chunk=64 * 1024 if seqpacket else 256 * 1024,
-                        recv_chunk=MESSAGE_BUFFER if seqpacket else 256 * 1024,
+                        send_chunk=64 * 1024 if seqpacket else DEFAULT_CHUNK,
+                        recv_chunk=MESSAGE_BUFFER if seqpacket else DEFAULT_CHUNK,
                         address=peer,
                     )
         except (VsockError, OSError) as exc:
@@ -173,7 +173,7 @@ class Server:
     help="Run CMD (with /bin/sh -c) per connection, the socket as its stdin and stdout.",
 )
 @uds_listen_option
-@sockopt_option
+@transfer_sockopt_option
 @output_options
 def listen_command(
     port: int,

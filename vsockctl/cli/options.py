@@ -12,7 +12,8 @@ from vsockctl.address import AddressError, VsockAddress, parse_address, parse_ci
 from vsockctl.constants import VMADDR_CID_ANY, VMADDR_FLAG_TO_HOST
 from vsockctl.sockets import SocketType
 from vsockctl.sockopts import OPTIONS, Setting, SockOptError, configured, parse_setting
-from vsockctl.units import UnitError, parse_duration, parse_size
+from vsockctl.transfer import DEFAULT_CHUNK
+from vsockctl.units import UnitError, format_size, parse_duration, parse_size
 
 from .env import current_env
 from .sockopt_view import report_applied
@@ -300,14 +301,37 @@ def _uds_option(help_text: str) -> Callable[[F], F]:
 
 def sockopt_option(func: F) -> F:
     """``--sockopt NAME=VALUE`` (repeatable): options set on each vsock socket before use."""
+    return _sockopt_option(())(func)
 
+
+# send, recv, listen and connect move bytes with a 1 MiB vsock buffer unless told
+# otherwise: the kernel's 256 KiB default holds back a Python loop by about a
+# quarter (benchmarks/vsock_peers.py); throughput has --vsock-buffer-size instead.
+TRANSFER_BUFFER_DEFAULTS = (
+    parse_setting(f"buffer-max-size={format_size(DEFAULT_CHUNK)}"),
+    parse_setting(f"buffer-size={format_size(DEFAULT_CHUNK)}"),
+)
+
+
+def transfer_sockopt_option(func: F) -> F:
+    """``--sockopt`` for commands that move bytes, over a default 1 MiB vsock buffer."""
+    return _sockopt_option(TRANSFER_BUFFER_DEFAULTS)(func)
+
+
+def _sockopt_option(defaults: tuple[Setting, ...]) -> Callable[[F], F]:
     def install(ctx: click.Context, param: click.Parameter, value: tuple[Setting, ...]) -> None:
-        if value:
-            env = current_env()
-            env.socket_factory = configured(
-                env.socket_factory, value, lambda applied: report_applied(env, applied)
-            )
+        if ctx.resilient_parsing or not (value or defaults):
+            return
+        env = current_env()
+        env.socket_factory = configured(
+            env.socket_factory, value, lambda applied: report_applied(env, applied), defaults
+        )
 
+    default_note = (
+        f" Default here: buffer-max-size and buffer-size {format_size(DEFAULT_CHUNK)}."
+        if defaults
+        else ""
+    )
     return click.option(
         "--sockopt",
         type=SOCKOPT,
@@ -317,5 +341,5 @@ def sockopt_option(func: F) -> F:
         help="Set a socket option before connecting or listening, for example "
         "buffer-max-size=2M or buffer-size=1M (repeatable; limits are set before the "
         "size). 'vsockctl sockopt list' names them all; -v and --json show the "
-        "effective values. connect-timeout comes from --timeout.",
-    )(func)
+        f"effective values. connect-timeout comes from --timeout.{default_note}",
+    )

@@ -21,7 +21,7 @@ from .options import (
     SIZE,
     output_options,
     socket_type_option,
-    sockopt_option,
+    transfer_sockopt_option,
     uds_listen_option,
 )
 from .transfer_ui import TransferDisplay, reporting
@@ -57,12 +57,12 @@ def _check_hex(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option(
     "--buf-size",
     type=SIZE,
-    default="256K",
+    default="1M",
     show_default=True,
     help="Bytes per receive call (stream).",
 )
 @uds_listen_option
-@sockopt_option
+@transfer_sockopt_option
 @output_options
 def recv(
     file: str | None,

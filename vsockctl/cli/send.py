@@ -23,7 +23,7 @@ from .options import (
     peer_options,
     resolve_address,
     socket_type_option,
-    sockopt_option,
+    transfer_sockopt_option,
 )
 from .transfer_ui import TransferDisplay, reporting
 
@@ -54,13 +54,13 @@ from .transfer_ui import TransferDisplay, reporting
 @click.option(
     "--buf-size",
     type=SIZE,
-    default="256K",
+    default="1M",
     show_default=True,
     help="Bytes per read and send call.",
 )
 @connect_options
 @peer_options
-@sockopt_option
+@transfer_sockopt_option
 @output_options
 def send(
     file: str | None,

@@ -26,7 +26,7 @@ from vsockctl.sockets import SocketFactory, SocketType
 from vsockctl.units import UnitError, parse_size
 
 from .app import cli
-from .endpoints import announce_listening, open_connection, open_listener, opener
+from .endpoints import announce_listening, open_listener, opener
 from .env import Env, current_env
 from .options import (
     DURATION,
@@ -256,11 +256,6 @@ def _hybrid_data_listener(
 def _run_client(
     env: Env, address: VsockAddress, spec: TestSpec, timeout: float, retry: int, delay: float
 ) -> None:
-    if retry:  # wait for the server to come up, then let the test connect for real
-        open_connection(
-            env, address, SocketType.STREAM, timeout, retry, delay, announce=False
-        ).close()
-
     def on_interval(record: dict[str, Any]) -> None:
         show_interval(env, record)
         live.interval(record)
@@ -275,6 +270,8 @@ def _run_client(
                 on_interval=on_interval,
                 on_event=lambda record: env.emit(record) if env.json else None,
                 opener=opener(env),
+                retries=retry,
+                retry_delay=delay,
             )
     except ClientError as exc:
         if exc.partial is not None:

@@ -1,0 +1,166 @@
+"""Soak and leaks: long-running servers after many clients, and after minutes of them.
+
+Runs where vsock carries data over CID 1 (inside the test VM):
+
+    scripts/vmrun 'python benchmarks/soak.py'                  # 10 minutes of soak
+    scripts/vmrun 'python benchmarks/soak.py --seconds 60 --connections 1000'
+
+Two parts, each printing what it measured:
+
+- connections: ``listen -k`` and ``throughput server`` serve N connections one
+  after another; their open file descriptors and resident memory after the
+  first 10 and after all N.
+- soak: a ``throughput server`` for SECONDS, one client looping short tests
+  while another sends garbage; tests served, garbage refused, fds and RSS at
+  the start and at the end, and tracebacks in its output (must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from vsockctl.address import VsockAddress
+from vsockctl.bench.session import ClientError, run_client
+from vsockctl.bench.spec import TestSpec
+from vsockctl.constants import VMADDR_CID_LOCAL
+from vsockctl.sockets import connect
+
+VSOCKCTL = [sys.executable, "-m", "vsockctl"]
+SHORT_TEST = TestSpec(seconds=None, nbytes=256 * 1024, interval=0)
+
+
+def footprint(pid: int) -> tuple[int, float]:
+    """Open fds and resident MiB of ``pid``."""
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    with open(f"/proc/{pid}/status") as status:
+        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return fds, rss / 1024
+
+
+def start(*args: str) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [*VSOCKCTL, "--json", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # sockopt records (the default vsock buffer) come first
+        record = json.loads(line)
+        if record["event"] == "listening":
+            return proc, int(record["port"])
+    raise RuntimeError(f"vsockctl {' '.join(args)} did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=60)
+
+
+def exchange(port: int, data: bytes) -> None:
+    with connect(VsockAddress(VMADDR_CID_LOCAL, port), timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+
+
+def connections(name: str, args: list[str], count: int, one: Callable[[int], None]) -> None:
+    proc, port = start(*args)
+    try:
+        for done in range(1, count + 1):
+            one(port)
+            if done == 10:
+                first = footprint(proc.pid)
+        last = footprint(proc.pid)
+    finally:
+        stop(proc)
+    print(
+        f"  {name:<18} after 10: {first[0]:3d} fds {first[1]:6.1f} MiB   "
+        f"after {count}: {last[0]:3d} fds {last[1]:6.1f} MiB   "
+        f"growth {last[0] - first[0]:+d} fds {last[1] - first[1]:+.1f} MiB"
+    )
+
+
+def short_test(port: int) -> None:
+    run_client(VsockAddress(VMADDR_CID_LOCAL, port), SHORT_TEST)
+
+
+def soak(seconds: float) -> int:
+    proc, port = start("throughput", "server", "--port", "any")
+    address = VsockAddress(VMADDR_CID_LOCAL, port)
+    deadline = time.monotonic() + seconds
+    tally = {"tests": 0, "test_errors": 0, "garbage": 0}
+
+    def tests() -> None:
+        while time.monotonic() < deadline:
+            try:
+                run_client(address, SHORT_TEST)
+                tally["tests"] += 1
+            except (ClientError, OSError):
+                tally["test_errors"] += 1
+
+    def garbage() -> None:
+        rng = random.Random(1)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                exchange(port, rng.randbytes(rng.randint(1, 4096)))
+            tally["garbage"] += 1
+
+    time.sleep(0.5)
+    start_fds, start_rss = footprint(proc.pid)
+    workers = [threading.Thread(target=tests), threading.Thread(target=garbage)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    end_fds, end_rss = footprint(proc.pid)
+    alive = proc.poll() is None
+    out, err = stop(proc)
+    events = [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]
+    served = sum(1 for e in events if e["event"] == "test_done")
+    refused = sum(1 for e in events if e["event"] == "refused")
+    tracebacks = (out + err).count(b"Traceback")
+    print(f"soak: throughput server for {seconds:.0f} s")
+    ok, failed = tally["tests"], tally["test_errors"]
+    print(f"  tests served:     {served} (the client saw {ok} complete, {failed} failed)")
+    print(f"  garbage refused:  {refused} of {tally['garbage']} garbage connections")
+    print(f"  fds:              {start_fds} at the start, {end_fds} at the end")
+    print(f"  RSS:              {start_rss:.1f} MiB at the start, {end_rss:.1f} MiB at the end")
+    print(f"  tracebacks:       {tracebacks}")
+    print(f"  server alive at the end: {alive}; exit status after SIGTERM: {proc.returncode}")
+    return 0 if alive and tracebacks == 0 and served == tally["tests"] else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=600, help="soak length (default 600)")
+    parser.add_argument("--connections", type=int, default=1000, help="per server (default 1000)")
+    args = parser.parse_args()
+    print(f"connections: {args.connections} one after another")
+    payload = b"x" * 1000
+    connections(
+        "listen -k",
+        ["listen", "--port", "any", "-k", "-o", "/dev/null"],
+        args.connections,
+        lambda port: exchange(port, payload),
+    )
+    connections(
+        "throughput server",
+        ["throughput", "server", "--port", "any"],
+        args.connections // 2,  # each test is two connections: control and data
+        short_test,
+    )
+    return soak(args.seconds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
