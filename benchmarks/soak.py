@@ -31,9 +31,10 @@ import time
 from collections.abc import Callable
 
 from vsockctl.address import VsockAddress
-from vsockctl.bench.session import ClientError, run_client
+from vsockctl.bench.client import ClientError, run_client
 from vsockctl.bench.spec import TestSpec
 from vsockctl.constants import VMADDR_CID_LOCAL
+from vsockctl.route import Route
 from vsockctl.sockets import connect
 
 VSOCKCTL = [sys.executable, "-m", "vsockctl"]
@@ -91,19 +92,19 @@ def connections(name: str, args: list[str], count: int, one: Callable[[int], Non
 
 
 def short_test(port: int) -> None:
-    run_client(VsockAddress(VMADDR_CID_LOCAL, port), SHORT_TEST)
+    run_client(Route(VsockAddress(VMADDR_CID_LOCAL, port)), SHORT_TEST)
 
 
 def soak(seconds: float) -> int:
     proc, port = start("throughput", "server", "--port", "any")
-    address = VsockAddress(VMADDR_CID_LOCAL, port)
+    route = Route(VsockAddress(VMADDR_CID_LOCAL, port))
     deadline = time.monotonic() + seconds
     tally = {"tests": 0, "test_errors": 0, "garbage": 0}
 
     def tests() -> None:
         while time.monotonic() < deadline:
             try:
-                run_client(address, SHORT_TEST)
+                run_client(route, SHORT_TEST)
                 tally["tests"] += 1
             except (ClientError, OSError):
                 tally["test_errors"] += 1

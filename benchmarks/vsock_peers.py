@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -54,7 +54,9 @@ def set_vsock_buffer(sock: socket.socket, size: int | None) -> None:
         sock.setsockopt(socket.AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE, size)
 
 
-def bare_receive(port: int, buf_size: int, vsock_buf: int | None) -> None:
+def bare_receive(port: int, buf_size: int, vsock_buf: int | None, out: str | None) -> None:
+    """recv_into one buffer; with ``out``, each chunk written to that file."""
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) if out else None
     with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as server:
         set_vsock_buffer(server, vsock_buf)
         server.bind((socket.VMADDR_CID_ANY, port))
@@ -66,22 +68,32 @@ def bare_receive(port: int, buf_size: int, vsock_buf: int | None) -> None:
             total = n = conn.recv_into(buf)
             started = time.monotonic()
             while n:
+                if fd is not None:
+                    os.write(fd, buf[:n])
                 n = conn.recv_into(buf)
                 total += n
             elapsed = time.monotonic() - started
+    if fd is not None:
+        os.close(fd)
     print(json.dumps({"bytes": total, "seconds": elapsed}), flush=True)
 
 
-def bare_send(port: int, buf_size: int, vsock_buf: int | None, size: int) -> None:
+def bare_send(port: int, buf_size: int, vsock_buf: int | None, size: int, src: str | None) -> None:
+    """sendall of one buffer; with ``src``, the buffer is read from that file each time."""
     with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as sock:
         set_vsock_buffer(sock, vsock_buf)
         sock.connect((CID, port))
         buf = memoryview(bytearray(buf_size))
-        left = size
-        while left:
-            chunk = buf if left >= buf_size else buf[:left]
-            sock.sendall(chunk)
-            left -= len(chunk)
+        if src is not None:
+            with open(src, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    sock.sendall(buf[:n])
+        else:
+            left = size
+            while left:
+                chunk = buf if left >= buf_size else buf[:left]
+                sock.sendall(chunk)
+                left -= len(chunk)
         sock.shutdown(socket.SHUT_WR)
         sock.recv(1)
 
@@ -147,14 +159,18 @@ def wait_listening(port: int, deadline: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def run_bare(size: int, buf: int, vsock_buf: int | None) -> float:
+def run_bare(
+    size: int, buf: int, vsock_buf: int | None, src: Path | None = None, out: Path | None = None
+) -> float:
     port = free_port()
     me = [sys.executable, __file__]
     extra = ["--vsock-buf", str(vsock_buf)] if vsock_buf else []
-    receiver = start_ready([*me, "bare-recv", str(port), str(buf), *extra])
-    subprocess.run([*me, "bare-send", str(port), str(buf), str(size), *extra], check=True)
-    out, _ = receiver.communicate(timeout=600)
-    result = json.loads(out.strip().splitlines()[-1])
+    sink = ["--file", str(out)] if out else []
+    source = ["--file", str(src)] if src else []
+    receiver = start_ready([*me, "bare-recv", str(port), str(buf), *extra, *sink])
+    subprocess.run([*me, "bare-send", str(port), str(buf), str(size), *extra, *source], check=True)
+    printed, _ = receiver.communicate(timeout=600)
+    result = json.loads(printed.strip().splitlines()[-1])
     return float(result["bytes"] / result["seconds"])
 
 
@@ -218,6 +234,38 @@ def run_send_recv(size: int, buf: int, vsock_buf: int | None) -> float:
     out, _ = receiver.communicate(timeout=600)
     stats = [json.loads(x) for x in out.splitlines() if '"stats"' in x][-1]
     return float(stats["received_bytes"] / (stats["elapsed_ns"] / 1e9))
+
+
+def run_send_recv_defaults(size: int, src: Path | None = None, out: Path | None = None) -> float:
+    """``send`` to ``recv`` with no flags at all: generated data (or ``src``) to stdout
+    redirected to /dev/null (or to the file ``out``)."""
+    port = free_port()
+    with open(out or os.devnull, "wb") as sink:
+        receiver = subprocess.Popen(
+            [*VSOCKCTL, "--json", "recv", "--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        what = [str(src)] if src else ["--size", str(size)]
+        retry = ["--retry", "100", "--retry-delay", "50ms"]
+        subprocess.run(
+            [*VSOCKCTL, "-q", "send", "--to", f"{CID}:{port}", *what, *retry], check=True
+        )
+        _, err = receiver.communicate(timeout=600)
+    stats = [json.loads(x) for x in err.splitlines() if '"stats"' in x][-1]
+    return float(stats["received_bytes"] / (stats["elapsed_ns"] / 1e9))
+
+
+def run_bench_defaults(size: int) -> float:
+    out = subprocess.run(
+        [*VSOCKCTL, "--json", "bench", "--loopback", "--bytes", str(size), "--interval", "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    summary = json.loads(out.strip().splitlines()[-1])
+    return float(summary["directions"][0]["receiver"]["bytes_per_second"])
 
 
 def run_socat(size: int, buf: int, vsock_buf: int | None, *, source: Path) -> float:
@@ -315,12 +363,12 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=5.0)
     parser.add_argument(
         "--only",
-        choices=["throughput", "latency", "memory"],
+        choices=["throughput", "defaults", "latency", "memory"],
         action="append",
         help="run only these parts (repeatable; default: all)",
     )
     args = parser.parse_args()
-    parts = set(args.only or ["throughput", "latency", "memory"])
+    parts = set(args.only or ["throughput", "defaults", "latency", "memory"])
     size = parse_size(args.size)
     source = Path("/tmp/vsock_peers.data")
     with source.open("wb") as f:
@@ -355,12 +403,54 @@ def main() -> int:
             if figures:
                 print(row(name, figures, floors))
 
+    if "defaults" in parts:
+        defaults(args.runs, size, source)
     if "latency" in parts:
         latency(args.runs, args.latency_seconds)
     if "memory" in parts:
         memory()
     source.unlink()
     return 0
+
+
+def defaults(runs: int, size: int, source: Path) -> None:
+    """vsockctl with no flags at all, against the bare loop at its best (1 MiB / 1 MiB)."""
+    best = partial(run_bare, size, 1 << 20, 1 << 20)
+    print("\nno flags: vsockctl's defaults against the bare loop at 1 MiB calls, 1 MiB buffer")
+    generated = {
+        "bare python loop": best,
+        "socat -b 1M": partial(run_socat, size, 1 << 20, None, source=source),
+        "send --size | recv >null": partial(run_send_recv_defaults, size),
+        "bench": partial(run_bench_defaults, size),
+    }
+    _table(runs, generated, "bare python loop", "socat -b 1M")
+    # A file in the page cache into a file: /tmp holds both, so a smaller size.
+    file_size = min(size, 256 << 20)
+    src, out = source.with_name("file_src.data"), source.with_name("file_out.data")
+    subprocess.run(["head", "-c", str(file_size), str(source)], stdout=src.open("wb"), check=True)
+    src.read_bytes()  # into the page cache
+    print(f"\na {file_size >> 20} MiB file in the page cache into a file")
+    files = {
+        "bare loop: read + sendall": partial(
+            run_bare, file_size, 1 << 20, 1 << 20, src=src, out=out
+        ),
+        "socat -b 1M": partial(run_socat, file_size, 1 << 20, None, source=src),
+        "send FILE | recv FILE": partial(run_send_recv_defaults, file_size, src=src, out=out),
+    }
+    _table(runs, files, "bare loop: read + sendall", "socat -b 1M")
+    src.unlink()
+    out.unlink(missing_ok=True)
+
+
+def _table(runs: int, tools: Mapping[str, Callable[[], float]], bare: str, socat: str) -> None:
+    results = {name: measure(name, runs, func) for name, func in tools.items()}
+    floors = {
+        "bare": statistics.median(results[bare] or [0]),
+        "socat": statistics.median(results[socat] or [0]),
+    }
+    for name, figures in results.items():
+        if figures:
+            print(row(name, figures, floors))
 
 
 def latency(runs: int, seconds: float) -> None:
@@ -421,11 +511,12 @@ def dispatch() -> int:
         parser.add_argument("size", type=int)
         parser.add_argument("total", type=int, nargs="?")
         parser.add_argument("--vsock-buf", type=int)
+        parser.add_argument("--file")
         a = parser.parse_args()
         if a.mode == "bare-recv":
-            bare_receive(a.port, a.size, a.vsock_buf)
+            bare_receive(a.port, a.size, a.vsock_buf, a.file)
         elif a.mode == "bare-send":
-            bare_send(a.port, a.size, a.vsock_buf, a.total)
+            bare_send(a.port, a.size, a.vsock_buf, a.total, a.file)
         else:
             bare_echo(a.port, a.size)
         return 0

@@ -226,3 +226,16 @@ def test_file_source_knows_its_size(tmp_path: Path) -> None:
     with os.fdopen(read_end, "rb") as pipe_in:
         assert StreamSource(pipe_in, "pipe").total is None
     os.close(write_end)
+
+
+@pytest.mark.parametrize("pattern", ["zero", "counter"])
+def test_a_pattern_in_an_unchanged_buffer_is_not_written_again(pattern: str) -> None:
+    source = PatternSource(5 * 4096, pattern)
+    view = memoryview(bytearray(4096))
+    assert source.readinto(view) == 4096
+    first = bytes(view)
+    view[0] = 0xEE  # a change the source cannot see: proof it did not write again
+    assert source.readinto(view) == 4096
+    assert view[0] == 0xEE and bytes(view[1:]) == first[1:]
+    other = memoryview(bytearray(4096))  # another buffer is filled
+    assert source.readinto(other) == 4096 and bytes(other) == first

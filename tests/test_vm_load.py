@@ -33,7 +33,8 @@ from tests.peers import (
 )
 from vsockctl.address import VsockAddress
 from vsockctl.bench import spec as bench_spec
-from vsockctl.bench.session import run_client
+from vsockctl.bench.client import run_client
+from vsockctl.route import Route
 from vsockctl.sockets import connect
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(300)]
@@ -149,7 +150,7 @@ def test_throughput_server_keeps_its_fds_over_1000_connections() -> None:
     try:
 
         def one() -> None:  # a short real test, and a connection sending garbage
-            summary = run_client(VsockAddress(LOCAL, port), spec)
+            summary = run_client(Route(VsockAddress(LOCAL, port)), spec)
             assert summary["directions"][0]["receiver"]["bytes"] == 1024
             with connect(VsockAddress(LOCAL, port), timeout=10) as sock:
                 sock.sendall(garbage)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from vsockctl.address import VsockAddress
 from vsockctl.errors import ProtocolError, VsockError, explain
-from vsockctl.sockets import Opener, SocketFactory, SocketType, connect
+from vsockctl.route import Route
+from vsockctl.sockets import SocketFactory, SocketType
 
 
 @dataclass
@@ -39,70 +40,71 @@ class ProbeResult:
 
 
 def probe_one(
-    address: VsockAddress,
+    route: Route,
+    *,
     sock_type: SocketType = SocketType.STREAM,
     timeout: float = 2.0,
     factory: SocketFactory = socket.socket,
-    opener: Opener | None = None,
 ) -> ProbeResult:
+    """One connection attempt along ``route``, closed at once."""
+    address = route.address
+    shown = None if route.uds is None else str(route.shown)
     started = time.monotonic_ns()
     try:
-        if opener is not None:
-            opener(address, timeout).close()
-        else:
-            connect(address, sock_type, timeout, factory=factory).close()
+        route.connect(sock_type, timeout, factory=factory).close()
     except VsockError as exc:
         meaning = explain(exc.errno if exc.errno is not None else 0)
+        elapsed = time.monotonic_ns() - started
         return ProbeResult(
             address.cid,
             address.port,
             False,
-            time.monotonic_ns() - started,
+            elapsed,
             exc.errno,
             meaning.name,
             meaning.cause,
+            shown,
         )
     except ProtocolError as exc:  # hybrid vsock: the VMM answered something else than OK
         elapsed = time.monotonic_ns() - started
         return ProbeResult(
-            address.cid, address.port, False, elapsed, errno.EPROTO, "EPROTO", str(exc)
+            address.cid, address.port, False, elapsed, errno.EPROTO, "EPROTO", str(exc), shown
         )
-    return ProbeResult(address.cid, address.port, True, time.monotonic_ns() - started)
+    elapsed = time.monotonic_ns() - started
+    return ProbeResult(address.cid, address.port, True, elapsed, shown=shown)
 
 
 def probe_ports(
-    cid: int,
+    route: Route,
     ports: Sequence[int],
+    *,
     sock_type: SocketType = SocketType.STREAM,
     timeout: float = 2.0,
     concurrency: int = 16,
-    flags: int = 0,
     factory: SocketFactory = socket.socket,
-    opener: Opener | None = None,
 ) -> Iterator[ProbeResult]:
-    """Probe each port, ``concurrency`` at a time; results come in port order."""
+    """Probe each port of ``route``, ``concurrency`` at a time; results come in port order."""
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(ports) or 1))) as pool:
         yield from pool.map(
             lambda port: probe_one(
-                VsockAddress(cid, port, flags), sock_type, timeout, factory, opener
+                route.with_port(port), sock_type=sock_type, timeout=timeout, factory=factory
             ),
             ports,
         )
 
 
 def probe_with_retry(
-    cid: int,
+    route: Route,
     ports: Sequence[int],
+    *,
     sock_type: SocketType = SocketType.STREAM,
     timeout: float = 2.0,
     concurrency: int = 16,
-    retry: int = 0,
+    retries: int = 0,
     retry_delay: float = 1.0,
     factory: SocketFactory = socket.socket,
-    flags: int = 0,
-    opener: Opener | None = None,
 ) -> list[ProbeResult]:
-    """Probe ``ports``, then try the ones that did not accept up to ``retry`` more times.
+    """Probe ``ports``, then try the ones that did not accept up to ``retries`` more times.
 
     For waiting on a guest that is still booting: a port counts as open as soon
     as one attempt succeeds; the others keep the result of their last attempt.
@@ -110,11 +112,16 @@ def probe_with_retry(
     """
     results: dict[int, ProbeResult] = {}
     pending = list(ports)
-    for attempt in range(retry + 1):
+    for attempt in range(retries + 1):
         if attempt:
             time.sleep(retry_delay)
         for result in probe_ports(
-            cid, pending, sock_type, timeout, concurrency, flags, factory, opener
+            route,
+            pending,
+            sock_type=sock_type,
+            timeout=timeout,
+            concurrency=concurrency,
+            factory=factory,
         ):
             results[result.port] = result
         pending = [port for port in pending if not results[port].open]

@@ -7,8 +7,7 @@ from contextlib import ExitStack
 
 import click
 
-from vsockctl.address import AddressError, UnixEndpoint, parse_port_list, parse_probe_target
-from vsockctl.constants import VMADDR_CID_ANY, VMADDR_FLAG_TO_HOST
+from vsockctl.address import AddressError, parse_port_list, parse_probe_target
 from vsockctl.errors import VsockError
 from vsockctl.portscan import ProbeResult, probe_with_retry
 from vsockctl.sockets import SocketType
@@ -16,12 +15,7 @@ from vsockctl.status import ExitStatus, exit_status_for
 from vsockctl.transfer import DEFAULT_CHUNK, MESSAGE_BUFFER, TransferStats, relay
 
 from .app import cli
-from .endpoints import (
-    open_connection,
-    open_sink,
-    open_source,
-    opener,
-)
+from .endpoints import open_connection, open_sink, open_source
 from .env import Env, current_env
 from .format import human_seconds
 from .options import (
@@ -30,7 +24,7 @@ from .options import (
     connect_options,
     output_options,
     peer_options,
-    resolve_address,
+    resolve_route,
     socket_type_option,
     transfer_sockopt_option,
 )
@@ -42,6 +36,9 @@ def _probe(
     target: str | None,
     cid: int | None,
     port: int | None,
+    uds: str | None,
+    to_host: bool,
+    *,
     sock_type: SocketType,
     timeout: float,
     concurrency: int,
@@ -49,33 +46,30 @@ def _probe(
     retry_delay: float,
 ) -> int:
     try:
-        if env.uds is not None and target is not None:  # PORTS through the VMM
-            cid, ports = VMADDR_CID_ANY, parse_port_list(target.rpartition(":")[2])
+        if uds is not None and target is not None:  # PORTS through the VMM
+            ports = parse_port_list(target.rpartition(":")[2])
         elif target is not None:
             cid, ports = parse_probe_target(target)
-        elif port is not None and (cid is not None or env.uds is not None):
-            cid, ports = (VMADDR_CID_ANY if cid is None else cid), [port]
+        elif port is not None and (cid is not None or uds is not None):
+            ports = [port]
         else:
             raise click.UsageError("give CID:PORTS, or both --cid and --port")
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="'CID:PORTS'") from exc
+    route = resolve_route(None, cid, ports[0], uds, to_host)
 
     status = ExitStatus.OK
     results = probe_with_retry(
-        cid,
+        route,
         ports,
-        sock_type,
-        timeout,
-        concurrency,
-        retry,
-        retry_delay,
-        env.socket_factory,
-        VMADDR_FLAG_TO_HOST if env.to_host else 0,
-        opener(env),
+        sock_type=sock_type,
+        timeout=timeout,
+        concurrency=concurrency,
+        retries=retry,
+        retry_delay=retry_delay,
+        factory=env.socket_factory,
     )
     for result in results:
-        if env.uds is not None:
-            result.shown = str(UnixEndpoint(env.uds, result.port))
         if not result.open and status is ExitStatus.OK:
             err = result.errno if result.errno is not None else 0
             status = (
@@ -142,6 +136,8 @@ def connect(
     retry_delay: float,
     probe: bool,
     concurrency: int,
+    uds: str | None,
+    to_host: bool,
 ) -> None:
     """Connect to CID:PORT and relay stdin to the peer and the peer to stdout.
 
@@ -165,12 +161,24 @@ def connect(
     env = current_env()
     if probe:
         raise click.exceptions.Exit(
-            _probe(env, target, cid, port, sock_type, timeout, concurrency, retry, retry_delay)
+            _probe(
+                env,
+                target,
+                cid,
+                port,
+                uds,
+                to_host,
+                sock_type=sock_type,
+                timeout=timeout,
+                concurrency=concurrency,
+                retry=retry,
+                retry_delay=retry_delay,
+            )
         )
-    address = resolve_address(target, cid, port)
+    route = resolve_route(target, cid, port, uds, to_host)
     with ExitStack() as stack:
         sock = stack.enter_context(
-            open_connection(env, address, sock_type, timeout, retry, retry_delay)
+            open_connection(env, route, sock_type, timeout, retry, retry_delay)
         )
         source = open_source(env, "-", stack)
         sink = open_sink(env, "-", stack)
@@ -185,5 +193,5 @@ def connect(
                 source_interactive=env.io.stdin_isatty,
                 send_chunk=64 * 1024 if seqpacket else DEFAULT_CHUNK,
                 recv_chunk=MESSAGE_BUFFER if seqpacket else DEFAULT_CHUNK,
-                address=address,
+                address=route.shown,
             )

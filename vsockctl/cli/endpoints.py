@@ -8,13 +8,10 @@ import threading
 from contextlib import ExitStack
 from typing import BinaryIO
 
-import click
-
-from vsockctl.address import Endpoint, UnixEndpoint, VsockAddress
-from vsockctl.constants import VMADDR_PORT_ANY
+from vsockctl.address import Endpoint
 from vsockctl.errors import LocalIOError
-from vsockctl.hybrid import connect_hybrid, hybrid_listener
-from vsockctl.sockets import Opener, SocketType, connect_with_retry, listen, local_address
+from vsockctl.route import Route
+from vsockctl.sockets import SocketType, local_address
 from vsockctl.streams import Sink, Source, StreamSink, StreamSource
 from vsockctl.system import read_local_cid
 
@@ -76,51 +73,26 @@ class LockedSink:
             self.sink.flush()
 
 
-def opener(env: Env) -> Opener | None:
-    """How connections open: through the VMM's Unix socket with --uds, else plain vsock."""
-    uds = env.uds
-    if uds is None:
-        return None
-
-    def open_hybrid(address: VsockAddress, timeout: float | None) -> socket.socket:
-        return connect_hybrid(uds, address.port, timeout)
-
-    return open_hybrid
-
-
 def open_connection(
     env: Env,
-    address: VsockAddress,
+    route: Route,
     sock_type: SocketType,
     timeout: float | None,
     retry: int,
     retry_delay: float,
-    announce: bool = True,
 ) -> socket.socket:
-    """Connect (through the VMM with --uds), retrying while nothing listens; say so."""
-    sock = connect_with_retry(
-        address,
-        sock_type,
-        timeout,
-        retry,
-        retry_delay,
-        factory=env.socket_factory,
-        opener=opener(env),
+    """Connect along ``route``, retrying while nothing listens; say so."""
+    sock = route.connect(
+        sock_type, timeout, retries=retry, retry_delay=retry_delay, factory=env.socket_factory
     )
-    if announce:
-        announce_connection(env, "connected", shown_peer(env, address), local_address(sock))
+    announce_connection(env, "connected", route.shown, local_address(sock))
     return sock
-
-
-def shown_peer(env: Env, address: VsockAddress) -> Endpoint:
-    """``address`` as the user knows it (the Unix socket and port with --uds)."""
-    return UnixEndpoint(env.uds, address.port) if env.uds is not None else address
 
 
 def open_listener(
     env: Env,
     stack: ExitStack,
-    address: VsockAddress,
+    route: Route,
     sock_type: SocketType,
     backlog: int = socket.SOMAXCONN,
 ) -> socket.socket:
@@ -129,13 +101,7 @@ def open_listener(
     The backlog defaults to SOMAXCONN: a burst of clients queues until accepted
     (vsock resets a connection that finds the accept queue full).
     """
-    if env.uds is None:
-        return stack.enter_context(listen(address, sock_type, backlog, factory=env.socket_factory))
-    if sock_type is not SocketType.STREAM:
-        raise click.UsageError("hybrid vsock (--uds) carries streams only")
-    if address.port == VMADDR_PORT_ANY:
-        raise click.UsageError("with --uds, give a port number (the guest connects to CID 2 PORT)")
-    return stack.enter_context(hybrid_listener(env.uds, address.port, backlog))
+    return stack.enter_context(route.listen(sock_type, backlog, env.socket_factory))
 
 
 def announce_listening(env: Env, server: socket.socket, what: str) -> Endpoint:

@@ -59,8 +59,6 @@ class Env:
     probe_paths: ProbePaths = field(default_factory=ProbePaths)
     streams: Streams | None = None
     events_to_stderr: bool = False  # set when stdout carries data
-    uds: str | None = None  # --uds: hybrid vsock through a VMM's Unix socket
-    to_host: bool = False  # --to-host: VMADDR_FLAG_TO_HOST on connects
     _consoles: dict[str, Console] = field(default_factory=dict, repr=False)
 
     @property

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 
 import click
 
-from vsockctl.address import Endpoint, VsockAddress
+from vsockctl.address import Endpoint
 from vsockctl.errors import VsockError
 from vsockctl.sockets import SocketType, accept, local_address
 from vsockctl.streams import Sink, Source
@@ -37,6 +37,7 @@ from .errors import describe
 from .options import (
     CID,
     PORT,
+    listen_route,
     output_options,
     socket_type_option,
     transfer_sockopt_option,
@@ -183,6 +184,7 @@ def listen_command(
     keep_open: bool,
     max_clients: int,
     command: str | None,
+    uds: str | None,
 ) -> None:
     """Listen on PORT; relay stdin to the client and the client to stdout.
 
@@ -207,7 +209,11 @@ def listen_command(
         if not keep_going and command is None:
             source = open_source(env, "-", stack)
         server_sock = open_listener(
-            env, stack, VsockAddress(cid, port), sock_type, max(max_clients, socket.SOMAXCONN)
+            env,
+            stack,
+            listen_route(cid, port, uds, sock_type),
+            sock_type,
+            max(max_clients, socket.SOMAXCONN),
         )
         what = "one client" if not keep_going else f"up to {max_clients} clients at once"
         announce_listening(env, server_sock, what)

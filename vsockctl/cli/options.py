@@ -9,7 +9,8 @@ import click
 from click.shell_completion import CompletionItem
 
 from vsockctl.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
-from vsockctl.constants import VMADDR_CID_ANY, VMADDR_FLAG_TO_HOST
+from vsockctl.constants import VMADDR_FLAG_TO_HOST, VMADDR_PORT_ANY
+from vsockctl.route import Route
 from vsockctl.sockets import SocketType
 from vsockctl.sockopts import OPTIONS, Setting, SockOptError, configured, parse_setting
 from vsockctl.transfer import DEFAULT_CHUNK
@@ -19,23 +20,6 @@ from .env import current_env
 from .sockopt_view import report_applied
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class AddressParam(click.ParamType[VsockAddress]):
-    """``CID:PORT`` (or a bare CID when a default port is given)."""
-
-    name = "CID:PORT"
-
-    def __init__(self, default_port: int | None = None) -> None:
-        self.default_port = default_port
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, VsockAddress):
-            return value
-        try:
-            return parse_address(str(value), self.default_port)
-        except AddressError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 class CidParam(click.ParamType[int]):
@@ -186,16 +170,18 @@ def connect_options(func: F) -> F:
     return func
 
 
-def resolve_address(target: str | None, cid: int | None, port: int | None) -> VsockAddress:
-    """The peer from ``CID:PORT`` or from ``--cid``/``--port``, not both.
+def resolve_route(
+    target: str | None, cid: int | None, port: int | None, uds: str | None, to_host: bool
+) -> Route:
+    """The peer from ``CID:PORT`` or from ``--cid``/``--port`` (not both), and
+    ``--uds``/``--to-host``: the one value the command hands on.
 
     With ``--uds`` only the guest's port counts (``PORT``, or ``--port``); with
     ``--to-host`` the address carries ``VMADDR_FLAG_TO_HOST``.
     """
-    env = current_env()
-    if env.uds is not None and env.to_host:
+    if uds is not None and to_host:
         raise click.UsageError("--to-host is for vsock addresses; --uds goes through a VMM")
-    if env.uds is not None:
+    if uds is not None:
         if cid is not None:
             raise click.UsageError("--uds takes the place of the CID; give only the port")
         if target is not None:
@@ -207,11 +193,11 @@ def resolve_address(target: str | None, cid: int | None, port: int | None) -> Vs
                 raise click.BadParameter(str(exc), param_hint="'PORT'") from exc
         if port is None:
             raise click.UsageError("with --uds, give the guest's port (PORT or --port)")
-        return VsockAddress(VMADDR_CID_ANY, port)
+        return Route.hybrid(uds, port)
     address = _resolve_vsock(target, cid, port)
-    if env.to_host:
-        return VsockAddress(address.cid, address.port, VMADDR_FLAG_TO_HOST)
-    return address
+    if to_host:
+        address = VsockAddress(address.cid, address.port, VMADDR_FLAG_TO_HOST)
+    return Route(address)
 
 
 def _resolve_vsock(target: str | None, cid: int | None, port: int | None) -> VsockAddress:
@@ -225,6 +211,17 @@ def _resolve_vsock(target: str | None, cid: int | None, port: int | None) -> Vso
     if cid is None or port is None:
         raise click.UsageError("give CID:PORT, or both --cid and --port")
     return VsockAddress(cid, port)
+
+
+def listen_route(cid: int, port: int, uds: str | None, sock_type: SocketType) -> Route:
+    """Where a listening command waits: CID:PORT, or with ``--uds`` the socket PATH_PORT."""
+    if uds is None:
+        return Route(VsockAddress(cid, port))
+    if sock_type is not SocketType.STREAM:
+        raise click.UsageError("hybrid vsock (--uds) carries streams only")
+    if port == VMADDR_PORT_ANY:
+        raise click.UsageError("with --uds, give a port number (the guest connects to CID 2 PORT)")
+    return Route.hybrid(uds, port)
 
 
 class SockOptParam(click.ParamType[Setting]):
@@ -254,17 +251,10 @@ SOCKOPT = SockOptParam()
 
 
 def peer_options(func: F) -> F:
-    """``--uds PATH`` (hybrid vsock) and ``--to-host`` for commands that connect."""
-
-    def set_to_host(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-        if value:
-            current_env().to_host = True
-
+    """``--uds PATH`` (hybrid vsock) and ``--to-host``, for :func:`resolve_route`."""
     func = click.option(
         "--to-host",
         is_flag=True,
-        expose_value=False,
-        callback=set_to_host,
         help="Set VMADDR_FLAG_TO_HOST: route to the host even where a host-side transport "
         "is loaded (nested VMs; Linux 5.10+).",
     )(func)
@@ -285,16 +275,10 @@ def uds_listen_option(func: F) -> F:
 
 
 def _uds_option(help_text: str) -> Callable[[F], F]:
-    def set_uds(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-        if value is not None:
-            current_env().uds = value
-
     return click.option(
         "--uds",
         metavar="PATH",
         type=click.Path(dir_okay=False),
-        expose_value=False,
-        callback=set_uds,
         help=help_text,
     )
 

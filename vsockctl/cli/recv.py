@@ -6,7 +6,6 @@ from contextlib import ExitStack
 
 import click
 
-from vsockctl.address import VsockAddress
 from vsockctl.errors import DataMismatchError
 from vsockctl.sockets import SocketType, accept, local_address
 from vsockctl.transfer import TransferStats, receive_messages, receive_stream
@@ -19,6 +18,7 @@ from .options import (
     DURATION,
     PORT,
     SIZE,
+    listen_route,
     output_options,
     socket_type_option,
     transfer_sockopt_option,
@@ -74,6 +74,7 @@ def recv(
     expect_sha256: str | None,
     timeout: float | None,
     buf_size: int,
+    uds: str | None,
 ) -> None:
     """Receive one transfer on PORT into FILE (or stdout), then report and check it.
 
@@ -94,7 +95,7 @@ def recv(
         raise click.UsageError("--buf-size must be at least 1 byte")
     with ExitStack() as stack:
         sink = open_sink(env, file, stack)
-        server = open_listener(env, stack, VsockAddress(cid, port), sock_type, 1)
+        server = open_listener(env, stack, listen_route(cid, port, uds, sock_type), sock_type, 1)
         announce_listening(env, server, "waiting for one sender")
         if timeout is not None:
             server.settimeout(timeout)

@@ -21,7 +21,7 @@ from .options import (
     connect_options,
     output_options,
     peer_options,
-    resolve_address,
+    resolve_route,
     socket_type_option,
     transfer_sockopt_option,
 )
@@ -77,6 +77,8 @@ def send(
     timeout: float,
     retry: int,
     retry_delay: float,
+    uds: str | None,
+    to_host: bool,
 ) -> None:
     """Send FILE (or stdin, or generated data) to a receiver, then wait for it to close.
 
@@ -93,7 +95,7 @@ def send(
       vsockctl send --to 1:5000 --type seqpacket --message-size 4K --count 1000
     """
     env = current_env()
-    address = resolve_address(target, cid, port)
+    route = resolve_route(target, cid, port, uds, to_host)
     if size is not None and file is not None:
         raise click.UsageError("give FILE or --size, not both")
     if count is not None and message_size is None:
@@ -106,10 +108,10 @@ def send(
         source: Source
         source = PatternSource(size, pattern) if size is not None else open_source(env, file, stack)
         sock = stack.enter_context(
-            open_connection(env, address, sock_type, timeout, retry, retry_delay)
+            open_connection(env, route, sock_type, timeout, retry, retry_delay)
         )
         stats = TransferStats()
-        display = stack.enter_context(TransferDisplay(env, f"to {address}", source.total))
+        display = stack.enter_context(TransferDisplay(env, f"to {route.shown}", source.total))
         with reporting(env, stats):
             if message_size is not None or sock_type is not SocketType.STREAM:
                 send_messages(
@@ -120,7 +122,7 @@ def send(
                     count=count,
                     sha256=sha256,
                     progress=display.update,
-                    address=address,
+                    address=route.shown,
                 )
             else:
                 send_stream(
@@ -130,9 +132,9 @@ def send(
                     chunk=buf_size,
                     sha256=sha256,
                     progress=display.update,
-                    address=address,
+                    address=route.shown,
                 )
             if sock_type.connected:
                 sock.shutdown(socket.SHUT_WR)
-                drain(sock, stats, address)
+                drain(sock, stats, route.shown)
             stats.finish()

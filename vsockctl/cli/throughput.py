@@ -3,39 +3,37 @@
 from __future__ import annotations
 
 import json
-import os
-import random
-import socket
 import subprocess
 import sys
-from contextlib import AbstractContextManager, ExitStack
-from functools import partial
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
 from vsockctl.address import AddressError, VsockAddress, parse_address
+from vsockctl.bench.client import ClientError, run_client
 from vsockctl.bench.protocol import DEFAULT_PORT
-from vsockctl.bench.session import ClientError, ThroughputServer, run_client
+from vsockctl.bench.server import ThroughputServer
 from vsockctl.bench.spec import TestSpec
-from vsockctl.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL, VMADDR_FLAG_TO_HOST
+from vsockctl.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL
 from vsockctl.errors import ProtocolError, VsockUnavailableError
-from vsockctl.hybrid import hybrid_listener, listener_path
-from vsockctl.sockets import SocketFactory, SocketType
+from vsockctl.route import Route
+from vsockctl.sockets import SocketType
 from vsockctl.units import UnitError, parse_size
 
 from .app import cli
-from .endpoints import announce_listening, open_listener, opener
+from .endpoints import announce_listening, open_listener
 from .env import Env, current_env
 from .options import (
     DURATION,
     PORT,
     SIZE,
     connect_options,
+    listen_route,
     output_options,
     peer_options,
-    resolve_address,
+    resolve_route,
     socket_type_option,
     sockopt_option,
 )
@@ -127,6 +125,8 @@ def throughput(
     timeout: float,
     retry: int,
     retry_delay: float,
+    uds: str | None,
+    to_host: bool,
     **test_options: Any,
 ) -> None:
     """Measure vsock throughput (or latency) between a server and a client.
@@ -151,33 +151,33 @@ def throughput(
     """
     env = current_env()
     if loopback:
-        if role is not None or target is not None:
-            raise click.UsageError("--loopback runs both ends itself; give no role or CID")
+        if role is not None or target is not None or uds is not None:
+            raise click.UsageError("--loopback runs both ends itself; give no role, CID or --uds")
         _run_loopback(env, _spec(**test_options), timeout, retry, retry_delay)
         return
     if role == "server":
         if target is not None:
             raise click.UsageError("the server takes no CID; use --port")
-        _run_server(env, DEFAULT_PORT if port is None else port, once)
+        port = DEFAULT_PORT if port is None else port
+        _run_server(env, listen_route(VMADDR_CID_ANY, port, uds, SocketType.STREAM), once)
         return
-    if role != "client" or (target is None and env.uds is None):
+    if role != "client" or (target is None and uds is None):
         raise click.UsageError("give 'server', 'client CID[:PORT]' or --loopback")
-    address = _client_address(env, target, port)
-    _run_client(env, address, _spec(**test_options), timeout, retry, retry_delay)
+    route = _client_route(target, port, uds, to_host)
+    _run_client(env, route, _spec(**test_options), timeout, retry, retry_delay)
 
 
-def _client_address(env: Env, target: str | None, port: int | None) -> VsockAddress:
-    if env.uds is not None:  # only the port: the VMM's socket stands for the CID
+def _client_route(target: str | None, port: int | None, uds: str | None, to_host: bool) -> Route:
+    """CID[:PORT] (the port defaults to the server's), or with --uds only the port."""
+    if uds is not None:  # only the port: the VMM's socket stands for the CID
         if target is None and port is None:
             port = DEFAULT_PORT
-        return resolve_address(target, None, port)
+        return resolve_route(target, None, port, uds, to_host)
     try:
         address = parse_address(target or "", default_port=DEFAULT_PORT if port is None else port)
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="'CID[:PORT]'") from exc
-    if env.to_host:
-        return VsockAddress(address.cid, address.port, VMADDR_FLAG_TO_HOST)
-    return address
+    return resolve_route(None, address.cid, address.port, None, to_host)
 
 
 def _spec(  # the options that make the test: the rest of the command's parameters
@@ -225,36 +225,18 @@ def _spec(  # the options that make the test: the rest of the command's paramete
     return spec
 
 
-def _run_server(env: Env, port: int, once: bool) -> None:
+def _run_server(env: Env, route: Route, once: bool) -> None:
     with ExitStack() as stack:
-        sock = open_listener(env, stack, VsockAddress(VMADDR_CID_ANY, port), SocketType.STREAM)
-        uds = env.uds
-        data_listener = None if uds is None else partial(_hybrid_data_listener, uds)
+        sock = open_listener(env, stack, route, SocketType.STREAM)
         server = ThroughputServer(
-            sock,
-            env.socket_factory,
-            lambda record: show_server_event(env, record),
-            data_listener,
+            sock, route, env.socket_factory, lambda record: show_server_event(env, record)
         )
         announce_listening(env, sock, "one test after another" if not once else "one test")
         server.serve(1 if once else None)
 
 
-def _hybrid_data_listener(
-    uds: str, sock_type: SocketType, backlog: int, factory: SocketFactory
-) -> AbstractContextManager[socket.socket]:
-    """A test's data listener for hybrid vsock: PATH_PORT on a port nobody uses."""
-    if sock_type is not SocketType.STREAM:
-        raise ProtocolError("hybrid vsock carries streams only")
-    for _ in range(100):
-        port = random.randint(1024, 65535)
-        if not os.path.lexists(listener_path(uds, port)):
-            return hybrid_listener(uds, port, backlog)
-    raise ProtocolError("no free PATH_PORT for the data connections")
-
-
 def _run_client(
-    env: Env, address: VsockAddress, spec: TestSpec, timeout: float, retry: int, delay: float
+    env: Env, route: Route, spec: TestSpec, timeout: float, retry: int, delay: float
 ) -> None:
     def on_interval(record: dict[str, Any]) -> None:
         show_interval(env, record)
@@ -263,15 +245,14 @@ def _run_client(
     try:
         with LiveDisplay(env, spec.seconds, spec.nbytes) as live:
             summary = run_client(
-                address,
+                route,
                 spec,
-                env.socket_factory,
-                timeout,
-                on_interval=on_interval,
-                on_event=lambda record: env.emit(record) if env.json else None,
-                opener=opener(env),
+                factory=env.socket_factory,
+                timeout=timeout,
                 retries=retry,
                 retry_delay=delay,
+                on_interval=on_interval,
+                on_event=lambda record: env.emit(record) if env.json else None,
             )
     except ClientError as exc:
         if exc.partial is not None:
@@ -312,7 +293,8 @@ def _run_loopback(env: Env, spec: TestSpec, timeout: float, retry: int, delay: f
             raise VsockUnavailableError(
                 f"the loopback server did not start: {err.decode(errors='replace').strip()}"
             ) from None
-        _run_client(env, VsockAddress(VMADDR_CID_LOCAL, port), spec, timeout, retry, delay)
+        route = Route(VsockAddress(VMADDR_CID_LOCAL, port))
+        _run_client(env, route, spec, timeout, retry, delay)
         server.wait(timeout=30)
     finally:
         if server.poll() is None:

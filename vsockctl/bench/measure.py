@@ -1,0 +1,254 @@
+"""What both ends of a throughput test do alike: open the loops, time them, add them up.
+
+The server (:mod:`.server`) and the client (:mod:`.client`) differ in how
+they agree on a test; once their data connections are up, each runs one
+:class:`Measurement` over them and exchanges its result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from vsockctl.errors import VsockError
+from vsockctl.sockopts import get_option, lookup
+
+from .pumps import (
+    Counter,
+    Histogram,
+    IntervalSampler,
+    Limit,
+    ZeroCopyStats,
+    echo_loop,
+    enable_zerocopy,
+    ping_loop,
+    recv_loop,
+    send_loop,
+)
+from .spec import TestSpec
+
+Event = Callable[[dict[str, Any]], None]
+
+
+def ignore(record: dict[str, Any]) -> None:
+    """An event callback that shows nothing."""
+
+
+class CpuClock:
+    """User and system CPU seconds of this process over a stretch of wall time."""
+
+    def __init__(self) -> None:
+        import psutil  # imported on first use: it is slow to load
+
+        self._process = psutil.Process()
+        times = self._process.cpu_times()
+        self._user, self._system = times.user, times.system
+        self._wall = time.monotonic()
+
+    def read(self) -> dict[str, float]:
+        times = self._process.cpu_times()
+        wall = max(time.monotonic() - self._wall, 1e-9)
+        user, system = times.user - self._user, times.system - self._system
+        return {
+            "user_seconds": user,
+            "system_seconds": system,
+            "wall_seconds": wall,
+            "percent": 100.0 * (user + system) / wall,
+        }
+
+
+def buffer_settings(spec: TestSpec) -> list[str]:
+    settings = []
+    if spec.vsock_buffer_size is not None:
+        size = spec.vsock_buffer_size
+        settings += [f"buffer-max-size={size}", f"buffer-size={size}"]
+    return settings
+
+
+def effective_buffers(sock: socket.socket) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name in ("buffer-size", "buffer-max-size", "rcvlowat"):
+        try:
+            result[name] = get_option(sock, lookup(name))
+        except VsockError as exc:
+            result[name] = exc.meaning.name
+    return result
+
+
+def prepare_stream(sock: socket.socket, spec: TestSpec, sending: bool) -> None:
+    if spec.rcvlowat is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, spec.rcvlowat)
+    if spec.zerocopy and sending:
+        enable_zerocopy(sock)
+
+
+@dataclass
+class DataStreams:
+    """The data connections of one end and its counters per direction."""
+
+    socks: list[socket.socket]
+    sent: list[Counter] = field(default_factory=list)
+    received: list[Counter] = field(default_factory=list)
+    zerocopy: ZeroCopyStats | None = None
+    histogram: Histogram | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+    targets: list[Callable[[], None]] = field(default_factory=list)
+
+    def run(
+        self, spec: TestSpec, sending: bool, receiving: bool, client: bool, limit: Limit
+    ) -> None:
+        """Prepare a loop per stream and direction; :meth:`wait` runs them."""
+        buf = memoryview(bytearray(b"\xa5" * spec.buf_size))
+        if spec.zerocopy and sending:
+            self.zerocopy = ZeroCopyStats()
+        for sock in self.socks:
+            if spec.mode == "latency":
+                counter = Counter()
+                if client:
+                    self.histogram = Histogram()
+                    self.sent.append(counter)
+                    self._start(
+                        partial(ping_loop, sock, spec.msg_size, limit, self.histogram, counter)
+                    )
+                else:
+                    self.received.append(counter)
+                    self._start(partial(echo_loop, sock, spec.msg_size, counter))
+                continue
+            if sending:
+                counter = Counter()
+                self.sent.append(counter)
+                self._start(partial(send_loop, sock, buf, counter, limit, self.zerocopy))
+            if receiving:
+                counter = Counter()
+                self.received.append(counter)
+                rbuf = memoryview(bytearray(spec.buf_size))
+                self._start(partial(recv_loop, sock, rbuf, counter))
+
+    def _start(self, target: Callable[[], None]) -> None:
+        self.targets.append(target)
+
+    def wait(self) -> None:
+        """Run the loops: one stream in one direction runs right here (no thread to hand
+        the GIL to and fro, as in a bare loop); several run a thread each, joined in
+        small steps so Ctrl-C reaches this thread."""
+        if len(self.targets) == 1:
+            self.targets[0]()
+            return
+        for target in self.targets:
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        for thread in self.threads:
+            while thread.is_alive():
+                thread.join(0.1)
+
+    def abort(self) -> None:
+        for sock in self.socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def counters(self) -> dict[str, list[Counter]]:
+        return {"sent": self.sent, "received": self.received}
+
+
+def direction_totals(counters: list[Counter]) -> dict[str, Any]:
+    """Bytes, seconds and rate over all streams of one direction at one end."""
+    active = [c for c in counters if c.first_ns]
+    total = sum(c.bytes for c in counters)
+    if active:
+        seconds = (max(c.last_ns for c in active) - min(c.first_ns for c in active)) / 1e9
+    else:
+        seconds = 0.0
+    rate = total / seconds if seconds > 0 else 0.0
+    return {
+        "bytes": total,
+        "seconds": seconds,
+        "bytes_per_second": rate,
+        "bits_per_second": rate * 8,
+        "streams": [
+            {
+                **c.to_dict(),
+                "bits_per_second": c.bytes * 8e9 / c.elapsed_ns if c.elapsed_ns else 0.0,
+            }
+            for c in counters
+        ],
+        "errors": [c.error for c in counters if c.error],
+    }
+
+
+def end_result(
+    streams: DataStreams, sampler: IntervalSampler, cpu: dict[str, float], buffers: dict[str, Any]
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "sent": direction_totals(streams.sent),
+        "received": direction_totals(streams.received),
+        "intervals": sampler.intervals,
+        "cpu": cpu,
+        "buffers": buffers,
+    }
+    if streams.zerocopy is not None:
+        z = streams.zerocopy
+        result["zerocopy"] = {"sends": z.sends, "completed": z.completed, "copied": z.copied}
+    if streams.histogram is not None:
+        result["latency"] = streams.histogram.summary()
+    return result
+
+
+class Measurement:
+    """One end's share of a test over its connected ``socks``: the measurement
+    sequence, written once for server and client.
+
+    Made before the data flows (it reads the effective buffers and starts the
+    CPU clock); :meth:`run` runs the loops and returns this end's result. When
+    the loops are cut short (Ctrl-C, a stop signal), :attr:`partial` holds what
+    was measured up to then.
+    """
+
+    def __init__(
+        self,
+        socks: list[socket.socket],
+        spec: TestSpec,
+        *,
+        sending: bool,
+        receiving: bool,
+        client: bool,
+        on_interval: Event = ignore,
+    ) -> None:
+        self.spec = spec
+        self.sending, self.receiving, self.client = sending, receiving, client
+        self.streams = DataStreams(socks)
+        self.buffers = effective_buffers(socks[0])
+        self.sampler = IntervalSampler(self.streams.counters(), spec.interval, on_interval)
+        per_stream = None if spec.nbytes is None else spec.nbytes // spec.parallel
+        self.limit = Limit(spec.seconds, per_stream)
+        self.cpu = CpuClock()
+        self.partial: dict[str, Any] | None = None
+
+    def run(self) -> dict[str, Any]:
+        self.streams.run(
+            self.spec,
+            sending=self.sending,
+            receiving=self.receiving,
+            client=self.client,
+            limit=self.limit,
+        )
+        self.sampler.start()
+        try:
+            self.streams.wait()
+        except BaseException:
+            self.limit.stop.set()
+            self.streams.abort()
+            self.sampler.finish()
+            self.partial = self._result()
+            raise
+        self.sampler.finish()
+        return self._result()
+
+    def _result(self) -> dict[str, Any]:
+        return end_result(self.streams, self.sampler, self.cpu.read(), self.buffers)

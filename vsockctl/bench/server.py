@@ -1,0 +1,134 @@
+"""The server end of a throughput test: serves one client after another, until stopped.
+
+A bad client only loses its own test: garbage, a wrong version, a client
+that vanishes are refused or reported, and the next client is served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+from contextlib import ExitStack
+from typing import Any
+
+from vsockctl.address import Endpoint
+from vsockctl.constants import VMADDR_PORT_ANY
+from vsockctl.errors import ProtocolError
+from vsockctl.route import Route
+from vsockctl.sockets import SocketFactory, SocketType, accept, local_address
+from vsockctl.sockopts import configured, parse_setting
+
+from . import protocol
+from .measure import Event, Measurement, buffer_settings, ignore, prepare_stream
+from .protocol import FrameKind, recv_frame, send_frame
+from .spec import TestSpec
+
+CONTROL_TIMEOUT = 10.0
+
+
+class ThroughputServer:
+    """Serves tests one client after another, until stopped; a bad client only loses its test."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        route: Route,
+        factory: SocketFactory = socket.socket,
+        on_event: Event = ignore,
+    ) -> None:
+        """Serve on the listening ``sock``, which waits on ``route``; each test gets a
+        data listener on the same route, on a port nobody uses yet."""
+        self.sock = sock
+        self.data_route = route.with_port(VMADDR_PORT_ANY)
+        self.factory = factory
+        self.on_event = on_event
+        self._ids = itertools.count(1)
+
+    def serve(self, count: int | None = None) -> None:
+        """Serve ``count`` tests (forever when None)."""
+        served = 0
+        while count is None or served < count:
+            control, peer = accept(self.sock)
+            with control:
+                self.serve_one(control, peer)
+            served += 1
+
+    def serve_one(self, control: socket.socket, peer: Endpoint) -> dict[str, Any] | None:
+        test_id = next(self._ids)
+        control.settimeout(CONTROL_TIMEOUT)
+        try:
+            _, payload = recv_frame(control, FrameKind.TEST)
+            spec = TestSpec.from_dict(payload)
+        except (ProtocolError, EOFError, OSError) as exc:
+            self._refuse(control, peer, exc)
+            return None
+        self.on_event({"event": "test", "test": test_id, "peer": str(peer), **spec.to_dict()})
+        try:
+            return self._run(control, peer, spec, test_id)
+        except (ProtocolError, EOFError, OSError) as exc:
+            self.on_event(
+                {"event": "test_failed", "test": test_id, "peer": str(peer), "error": str(exc)}
+            )
+            return None
+
+    def _refuse(self, control: socket.socket, peer: Endpoint, exc: BaseException) -> None:
+        reason = str(exc)
+        self.on_event({"event": "refused", "peer": str(peer), "error": reason})
+        with contextlib.suppress(OSError):
+            send_frame(control, FrameKind.REFUSE, {"error": reason})
+
+    def _run(
+        self, control: socket.socket, peer: Endpoint, spec: TestSpec, test_id: int
+    ) -> dict[str, Any]:
+        sock_type = SocketType(spec.sock_type)
+        settings = [parse_setting(s) for s in buffer_settings(spec)]
+        factory = configured(self.factory, settings, lambda applied: None)
+        with ExitStack() as stack:
+            data = stack.enter_context(self.data_route.listen(sock_type, spec.parallel, factory))
+            data.settimeout(CONTROL_TIMEOUT)
+            send_frame(
+                control,
+                FrameKind.ACCEPT,
+                {
+                    "test": test_id,
+                    "data_port": local_address(data).port,
+                    "version": protocol.VERSION,
+                },
+            )
+            socks = []
+            for index in range(spec.parallel):
+                conn, _ = accept(data)
+                stack.enter_context(conn)
+                conn.settimeout(CONTROL_TIMEOUT)
+                _, hello = recv_frame(
+                    conn, FrameKind.STREAM, message=sock_type is SocketType.SEQPACKET
+                )
+                if hello.get("test") != test_id:
+                    raise ProtocolError(f"data connection {index} belongs to another test")
+                conn.settimeout(None)
+                prepare_stream(conn, spec, sending=spec.direction != "send")
+                socks.append(conn)
+            measurement = Measurement(
+                socks,
+                spec,
+                sending=spec.direction in ("reverse", "bidir"),
+                receiving=spec.direction in ("send", "bidir") or spec.mode == "latency",
+                client=False,
+            )
+            send_frame(control, FrameKind.START, {"test": test_id})
+            result = measurement.run()
+            control.settimeout(CONTROL_TIMEOUT + (spec.seconds or 0))
+            send_frame(control, FrameKind.RESULT, result)
+            with contextlib.suppress(EOFError):
+                recv_frame(control, FrameKind.RESULT)
+        self.on_event(
+            {
+                "event": "test_done",
+                "test": test_id,
+                "peer": str(peer),
+                "received_bytes": result["received"]["bytes"],
+                "sent_bytes": result["sent"]["bytes"],
+            }
+        )
+        return result
