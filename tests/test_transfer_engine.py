@@ -19,6 +19,7 @@ from tests.peers import pattern, recv_all
 from vsockctl.errors import LocalIOError
 from vsockctl.streams import NullSink, PatternSource, StreamSink, StreamSource
 from vsockctl.transfer import (
+    Bookkeeping,
     TransferStats,
     drain,
     receive_messages,
@@ -72,11 +73,17 @@ def test_stream_round_trip_with_digests(pair: Pair) -> None:
     out = io.BytesIO()
 
     def receiver() -> None:
-        receive_stream(b, StreamSink(out, "memory"), got, chunk=7000, sha256=True)
+        receive_stream(b, StreamSink(out, "memory"), got, chunk=7000, keep=Bookkeeping(sha256=True))
 
     thread = threading.Thread(target=receiver)
     thread.start()
-    send_stream(a, StreamSource(io.BytesIO(data), "memory"), sent, chunk=65536, sha256=True)
+    send_stream(
+        a,
+        StreamSource(io.BytesIO(data), "memory"),
+        sent,
+        chunk=65536,
+        keep=Bookkeeping(sha256=True),
+    )
     a.shutdown(socket.SHUT_WR)
     thread.join(10)
     assert out.getvalue() == data

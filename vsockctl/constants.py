@@ -11,7 +11,6 @@ import socket
 from typing import Final
 
 AF_VSOCK: Final[int] = getattr(socket, "AF_VSOCK", 40)
-SOL_VSOCK: Final[int] = 287  # level of SO_ZEROCOPY completions on vsock
 
 VMADDR_CID_ANY: Final[int] = getattr(socket, "VMADDR_CID_ANY", 0xFFFFFFFF)
 VMADDR_CID_HYPERVISOR: Final[int] = 0
@@ -48,7 +47,6 @@ SO_VM_SOCKETS_CONNECT_TIMEOUT: Final[int] = getattr(
 DEFAULT_BUFFER_SIZE: Final[int] = 256 * 1024
 DEFAULT_BUFFER_MIN_SIZE: Final[int] = 128
 DEFAULT_BUFFER_MAX_SIZE: Final[int] = 256 * 1024
-DEFAULT_CONNECT_TIMEOUT: Final[float] = 2.0
 
 # sock_diag (netlink) for listing sockets.
 NETLINK_SOCK_DIAG: Final[int] = 4

@@ -82,18 +82,6 @@ def set_connect_timeout(sock: socket.socket, seconds: float) -> None:
         raise VsockError.wrap(exc, "setsockopt connect-timeout") from exc
 
 
-def get_connect_timeout(sock: socket.socket) -> float:
-    """Read ``SO_VM_SOCKETS_CONNECT_TIMEOUT`` in seconds."""
-    try:
-        raw = _libc.getsockopt(
-            sock.fileno(), AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, _libc.TIMEVAL.size
-        )
-    except OSError as exc:
-        raise VsockError.wrap(exc, "getsockopt connect-timeout") from exc
-    whole, micros = _libc.TIMEVAL.unpack(raw)
-    return float(whole + micros / 1_000_000)
-
-
 def bind(sock: socket.socket, address: VsockAddress) -> None:
     """Bind ``sock`` to ``address`` (through libc when ``svm_flags`` are set)."""
     try:
@@ -110,13 +98,6 @@ def local_address(sock: socket.socket) -> Endpoint:
     if sock.family == socket.AF_UNIX:
         return _unix_endpoint(sock.getsockname())
     cid, port = sock.getsockname()
-    return VsockAddress(cid, port)
-
-
-def peer_address(sock: socket.socket) -> Endpoint:
-    if sock.family == socket.AF_UNIX:
-        return _unix_endpoint(sock.getpeername())
-    cid, port = sock.getpeername()
     return VsockAddress(cid, port)
 
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CHUNK = 1024 * 1024  # bytes per call: the best a Python loop does on vsock (1 MiB)
 MESSAGE_BUFFER = 1024 * 1024  # receive buffer for seqpacket messages
+MESSAGE_SEND_CHUNK = 64 * 1024  # what a relay sends as one seqpacket message
 PROGRESS_INTERVAL_NS = 100_000_000
 END_OF_STREAM_ERRNOS = frozenset({errno.ENOTCONN})  # many peers' close reads as ENOTCONN
 PEER_GONE_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
@@ -89,6 +90,19 @@ class TransferStats:
 Progress = Callable[[TransferStats], None]
 
 
+@dataclass(frozen=True)
+class Bookkeeping:
+    """What a transfer loop keeps besides moving bytes: a SHA-256 of them, progress
+    calls (at most every 100 ms), and the peer's address for its errors."""
+
+    sha256: bool = False
+    progress: Progress | None = None
+    address: Endpoint | None = None
+
+
+NO_BOOKKEEPING = Bookkeeping()
+
+
 class _Ticker:
     """Calls ``progress`` at most every 100 ms."""
 
@@ -112,11 +126,11 @@ def _flush_quietly(sink: Sink) -> None:
 
 
 @contextlib.contextmanager
-def _sending(stats: TransferStats, sha256: bool) -> Iterator[Digest | None]:
+def _sending(stats: TransferStats, keep: Bookkeeping) -> Iterator[tuple[Digest | None, _Ticker]]:
     """Around a send loop: the digest of what went out, stored in ``stats`` at the end."""
-    digest = hashlib.sha256() if sha256 else None
+    digest = hashlib.sha256() if keep.sha256 else None
     try:
-        yield digest
+        yield digest, _Ticker(keep.progress, stats)
     finally:
         if digest is not None:
             stats.sent_sha256 = digest.hexdigest()
@@ -124,15 +138,15 @@ def _sending(stats: TransferStats, sha256: bool) -> Iterator[Digest | None]:
 
 @contextlib.contextmanager
 def _receiving(
-    sock: socket.socket, sink: Sink, stats: TransferStats, sha256: bool
-) -> Iterator[Digest | None]:
+    sock: socket.socket, sink: Sink, stats: TransferStats, keep: Bookkeeping
+) -> Iterator[tuple[Digest | None, _Ticker]]:
     """Around a receive loop: the digest of what came in, the sink flushed however the
     loop ends, and a stop signal (Ctrl-C, SIGTERM) ending the loop after the bytes in
     hand rather than dropping them."""
-    digest = hashlib.sha256() if sha256 else None
+    digest = hashlib.sha256() if keep.sha256 else None
     try:
         with stop_after_loop(sock):
-            yield digest
+            yield digest, _Ticker(keep.progress, stats)
     except BaseException:
         _flush_quietly(sink)
         raise
@@ -143,20 +157,27 @@ def _receiving(
             stats.received_sha256 = digest.hexdigest()
 
 
+def _recv(sock: socket.socket, view: memoryview, flags: int, address: Endpoint | None) -> int:
+    """``recv_into``; 0 at the end of the stream, however the peer's close reads."""
+    try:
+        return sock.recv_into(view, 0, flags)
+    except OSError as exc:
+        if exc.errno in END_OF_STREAM_ERRNOS:
+            return 0
+        raise VsockError.wrap(exc, "recv", address) from exc
+
+
 def send_stream(
     sock: socket.socket,
     source: Source,
     stats: TransferStats,
     *,
     chunk: int = DEFAULT_CHUNK,
-    sha256: bool = False,
-    progress: Progress | None = None,
-    address: Endpoint | None = None,
+    keep: Bookkeeping = NO_BOOKKEEPING,
 ) -> None:
     """Send everything ``source`` gives; the caller decides about shutdown."""
     view = memoryview(bytearray(chunk))
-    tick = _Ticker(progress, stats)
-    with _sending(stats, sha256) as digest:
+    with _sending(stats, keep) as (digest, tick):
         while n := source.readinto(view):
             data = view[:n]
             if digest is not None:
@@ -164,7 +185,7 @@ def send_stream(
             try:
                 sock.sendall(data)
             except OSError as exc:
-                raise VsockError.wrap(exc, "send", address) from exc
+                raise VsockError.wrap(exc, "send", keep.address) from exc
             stats.sent_bytes += n
             tick()
 
@@ -175,26 +196,15 @@ def receive_stream(
     stats: TransferStats,
     *,
     chunk: int = DEFAULT_CHUNK,
-    sha256: bool = False,
-    progress: Progress | None = None,
-    address: Endpoint | None = None,
+    keep: Bookkeeping = NO_BOOKKEEPING,
 ) -> None:
     """Receive until the peer closes its side, writing everything to ``sink``.
 
     Whatever arrived is flushed to the sink even when this ends in an error.
     """
     view = memoryview(bytearray(chunk))
-    tick = _Ticker(progress, stats)
-    with _receiving(sock, sink, stats, sha256) as digest:
-        while True:
-            try:
-                n = sock.recv_into(view)
-            except OSError as exc:
-                if exc.errno in END_OF_STREAM_ERRNOS:
-                    break
-                raise VsockError.wrap(exc, "recv", address) from exc
-            if n == 0:
-                break
+    with _receiving(sock, sink, stats, keep) as (digest, tick):
+        while n := _recv(sock, view, 0, keep.address):
             data = view[:n]
             sink.write(data)
             if digest is not None:
@@ -210,9 +220,7 @@ def send_messages(
     *,
     message_size: int,
     count: int | None = None,
-    sha256: bool = False,
-    progress: Progress | None = None,
-    address: Endpoint | None = None,
+    keep: Bookkeeping = NO_BOOKKEEPING,
 ) -> None:
     """Send ``source`` as messages of ``message_size`` bytes (the last may be shorter).
 
@@ -220,8 +228,7 @@ def send_messages(
     ``send``: on seqpacket the receiver gets exactly these boundaries.
     """
     view = memoryview(bytearray(message_size))
-    tick = _Ticker(progress, stats)
-    with _sending(stats, sha256) as digest:
+    with _sending(stats, keep) as (digest, tick):
         while count is None or stats.sent_messages < count:
             filled = 0
             while filled < message_size and (n := source.readinto(view[filled:])):
@@ -234,9 +241,9 @@ def send_messages(
             try:
                 sent = sock.send(data)
             except OSError as exc:
-                raise VsockError.wrap(exc, "send", address) from exc
+                raise VsockError.wrap(exc, "send", keep.address) from exc
             if sent != filled:
-                raise VsockError(errno.EMSGSIZE, "send", address, "message was split")
+                raise VsockError(errno.EMSGSIZE, "send", keep.address, "message was split")
             stats.sent_bytes += sent
             stats.sent_messages += 1
             tick()
@@ -248,9 +255,7 @@ def receive_messages(
     stats: TransferStats,
     *,
     buffer_size: int = MESSAGE_BUFFER,
-    sha256: bool = False,
-    progress: Progress | None = None,
-    address: Endpoint | None = None,
+    keep: Bookkeeping = NO_BOOKKEEPING,
 ) -> None:
     """Receive whole messages until the peer closes, counting their sizes.
 
@@ -258,17 +263,8 @@ def receive_messages(
     gives its real length); the part that fitted is written.
     """
     view = memoryview(bytearray(buffer_size))
-    tick = _Ticker(progress, stats)
-    with _receiving(sock, sink, stats, sha256) as digest:
-        while True:
-            try:
-                size = sock.recv_into(view, 0, socket.MSG_TRUNC)
-            except OSError as exc:
-                if exc.errno in END_OF_STREAM_ERRNOS:
-                    break
-                raise VsockError.wrap(exc, "recv", address) from exc
-            if size == 0:
-                break
+    with _receiving(sock, sink, stats, keep) as (digest, tick):
+        while size := _recv(sock, view, socket.MSG_TRUNC, keep.address):
             kept = min(size, buffer_size)
             if size > buffer_size:
                 stats.truncated_messages += 1
@@ -285,16 +281,12 @@ def receive_messages(
 def drain(sock: socket.socket, stats: TransferStats, address: Endpoint | None = None) -> None:
     """Read and count until the peer closes (a sender waiting for its receiver)."""
     view = memoryview(bytearray(64 * 1024))
-    while True:
-        try:
-            n = sock.recv_into(view)
-        except OSError as exc:
-            if exc.errno in PEER_GONE_ERRNOS:
-                return
-            raise VsockError.wrap(exc, "recv", address) from exc
-        if n == 0:
-            return
-        stats.received_bytes += n
+    try:
+        while n := _recv(sock, view, 0, address):
+            stats.received_bytes += n
+    except VsockError as exc:
+        if exc.errno not in PEER_GONE_ERRNOS:
+            raise
 
 
 def relay(
@@ -304,10 +296,8 @@ def relay(
     stats: TransferStats,
     *,
     source_interactive: bool = False,
-    send_chunk: int = DEFAULT_CHUNK,
-    recv_chunk: int = DEFAULT_CHUNK,
-    progress: Progress | None = None,
-    address: Endpoint | None = None,
+    messages: bool = False,
+    keep: Bookkeeping = NO_BOOKKEEPING,
 ) -> None:
     """Both directions at once, like netcat: ``source`` to the peer, the peer to ``sink``.
 
@@ -315,14 +305,18 @@ def relay(
     receiving goes on until the peer closes. When the peer closes first, the
     rest of a piped ``source`` is still sent (nothing piped in is dropped),
     unless the peer is gone; an interactive ``source`` (a terminal) ends there.
-    Without a ``source``, only receive, and never half-close.
+    Without a ``source``, only receive, and never half-close. With
+    ``messages`` (seqpacket) each send is one message of at most 64 KiB.
     """
+    send_chunk = MESSAGE_SEND_CHUNK if messages else DEFAULT_CHUNK
+    recv_chunk = MESSAGE_BUFFER if messages else DEFAULT_CHUNK
     failures: list[BaseException] = []
 
     def outbound() -> None:
         assert source is not None
         try:
-            send_stream(sock, source, stats, chunk=send_chunk, address=address)
+            quiet = Bookkeeping(address=keep.address)  # progress and digest: the receiver's
+            send_stream(sock, source, stats, chunk=send_chunk, keep=quiet)
             sock.shutdown(socket.SHUT_WR)
         except VsockError as exc:
             if exc.errno not in PEER_GONE_ERRNOS:
@@ -338,7 +332,7 @@ def relay(
         sender = threading.Thread(target=outbound, name="vsockctl-send", daemon=True)
         sender.start()
     try:
-        receive_stream(sock, sink, stats, chunk=recv_chunk, progress=progress, address=address)
+        receive_stream(sock, sink, stats, chunk=recv_chunk, keep=keep)
         if sender is not None and not source_interactive:
             sender.join()
     finally:

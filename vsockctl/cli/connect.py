@@ -12,7 +12,7 @@ from vsockctl.errors import VsockError
 from vsockctl.portscan import ProbeResult, probe_with_retry
 from vsockctl.sockets import SocketType
 from vsockctl.status import ExitStatus, exit_status_for
-from vsockctl.transfer import DEFAULT_CHUNK, MESSAGE_BUFFER, TransferStats, relay
+from vsockctl.transfer import Bookkeeping, TransferStats, relay
 
 from .app import cli
 from .endpoints import open_connection, open_sink, open_source
@@ -21,13 +21,11 @@ from .format import human_seconds
 from .options import (
     CID,
     PORT,
-    connect_options,
     output_options,
-    peer_options,
-    resolve_route,
     socket_type_option,
     transfer_sockopt_option,
 )
+from .peer import PeerOptions, peer_options
 from .transfer_ui import reporting
 
 
@@ -36,37 +34,33 @@ def _probe(
     target: str | None,
     cid: int | None,
     port: int | None,
-    uds: str | None,
-    to_host: bool,
+    peer: PeerOptions,
     *,
     sock_type: SocketType,
-    timeout: float,
     concurrency: int,
-    retry: int,
-    retry_delay: float,
 ) -> int:
     try:
-        if uds is not None and target is not None:  # PORTS through the VMM
+        if peer.uds is not None and target is not None:  # PORTS through the VMM
             ports = parse_port_list(target.rpartition(":")[2])
         elif target is not None:
             cid, ports = parse_probe_target(target)
-        elif port is not None and (cid is not None or uds is not None):
+        elif port is not None and (cid is not None or peer.uds is not None):
             ports = [port]
         else:
             raise click.UsageError("give CID:PORTS, or both --cid and --port")
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="'CID:PORTS'") from exc
-    route = resolve_route(None, cid, ports[0], uds, to_host)
+    route = peer.route(None, cid, ports[0])
 
     status = ExitStatus.OK
     results = probe_with_retry(
         route,
         ports,
         sock_type=sock_type,
-        timeout=timeout,
+        timeout=peer.timeout,
         concurrency=concurrency,
-        retries=retry,
-        retry_delay=retry_delay,
+        retries=peer.retry,
+        retry_delay=peer.retry_delay,
         factory=env.socket_factory,
     )
     for result in results:
@@ -109,7 +103,6 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
 @click.option("--cid", type=CID, help="The peer's CID (instead of CID:PORT).")
 @click.option("--port", type=PORT, help="The peer's port (instead of CID:PORT).")
 @socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
-@connect_options
 @click.option(
     "-z",
     "--probe",
@@ -131,13 +124,9 @@ def connect(
     cid: int | None,
     port: int | None,
     sock_type: SocketType,
-    timeout: float,
-    retry: int,
-    retry_delay: float,
     probe: bool,
     concurrency: int,
-    uds: str | None,
-    to_host: bool,
+    peer: PeerOptions,
 ) -> None:
     """Connect to CID:PORT and relay stdin to the peer and the peer to stdout.
 
@@ -161,29 +150,14 @@ def connect(
     env = current_env()
     if probe:
         raise click.exceptions.Exit(
-            _probe(
-                env,
-                target,
-                cid,
-                port,
-                uds,
-                to_host,
-                sock_type=sock_type,
-                timeout=timeout,
-                concurrency=concurrency,
-                retry=retry,
-                retry_delay=retry_delay,
-            )
+            _probe(env, target, cid, port, peer, sock_type=sock_type, concurrency=concurrency)
         )
-    route = resolve_route(target, cid, port, uds, to_host)
+    route = peer.route(target, cid, port)
     with ExitStack() as stack:
-        sock = stack.enter_context(
-            open_connection(env, route, sock_type, timeout, retry, retry_delay)
-        )
+        sock = stack.enter_context(open_connection(env, route, sock_type, peer))
         source = open_source(env, "-", stack)
         sink = open_sink(env, "-", stack)
         stats = TransferStats()
-        seqpacket = sock_type is SocketType.SEQPACKET
         with reporting(env, stats) if env.verbose or env.json else ExitStack():
             relay(
                 sock,
@@ -191,7 +165,6 @@ def connect(
                 sink,
                 stats,
                 source_interactive=env.io.stdin_isatty,
-                send_chunk=64 * 1024 if seqpacket else DEFAULT_CHUNK,
-                recv_chunk=MESSAGE_BUFFER if seqpacket else DEFAULT_CHUNK,
-                address=route.shown,
+                messages=sock_type is SocketType.SEQPACKET,
+                keep=Bookkeeping(address=route.shown),
             )

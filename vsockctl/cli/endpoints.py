@@ -16,6 +16,7 @@ from vsockctl.streams import Sink, Source, StreamSink, StreamSource
 from vsockctl.system import read_local_cid
 
 from .env import Env
+from .peer import PeerOptions
 
 
 def open_source(env: Env, path: str | None, stack: ExitStack) -> Source:
@@ -74,16 +75,15 @@ class LockedSink:
 
 
 def open_connection(
-    env: Env,
-    route: Route,
-    sock_type: SocketType,
-    timeout: float | None,
-    retry: int,
-    retry_delay: float,
+    env: Env, route: Route, sock_type: SocketType, peer: PeerOptions
 ) -> socket.socket:
-    """Connect along ``route``, retrying while nothing listens; say so."""
+    """Connect along ``route``, retrying as ``peer`` says while nothing listens; say so."""
     sock = route.connect(
-        sock_type, timeout, retries=retry, retry_delay=retry_delay, factory=env.socket_factory
+        sock_type,
+        peer.timeout,
+        retries=peer.retry,
+        retry_delay=peer.retry_delay,
+        factory=env.socket_factory,
     )
     announce_connection(env, "connected", route.shown, local_address(sock))
     return sock

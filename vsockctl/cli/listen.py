@@ -21,7 +21,7 @@ from vsockctl.address import Endpoint
 from vsockctl.errors import VsockError
 from vsockctl.sockets import SocketType, accept, local_address
 from vsockctl.streams import Sink, Source
-from vsockctl.transfer import DEFAULT_CHUNK, MESSAGE_BUFFER, TransferStats, receive_messages, relay
+from vsockctl.transfer import Bookkeeping, TransferStats, receive_messages, relay
 
 from .app import cli
 from .endpoints import (
@@ -37,12 +37,11 @@ from .errors import describe
 from .options import (
     CID,
     PORT,
-    listen_route,
     output_options,
     socket_type_option,
     transfer_sockopt_option,
-    uds_listen_option,
 )
+from .peer import listen_route, uds_listen_option
 from .transfer_ui import report_stats
 
 STOP_GRACE = 2.0  # seconds the clients being served get to close when the server stops
@@ -80,18 +79,16 @@ class Server:
                 if self.command is not None:
                     self._exec(conn, peer)
                 elif self.sock_type is SocketType.SEQPACKET and self.source is None:
-                    receive_messages(conn, self.sink, stats, address=peer)
+                    receive_messages(conn, self.sink, stats, keep=Bookkeeping(address=peer))
                 else:
-                    seqpacket = self.sock_type is SocketType.SEQPACKET
                     relay(
                         conn,
                         self.source,
                         self.sink,
                         stats,
                         source_interactive=self.env.io.stdin_isatty,
-                        send_chunk=64 * 1024 if seqpacket else DEFAULT_CHUNK,
-                        recv_chunk=MESSAGE_BUFFER if seqpacket else DEFAULT_CHUNK,
-                        address=peer,
+                        messages=self.sock_type is SocketType.SEQPACKET,
+                        keep=Bookkeeping(address=peer),
                     )
         except (VsockError, OSError) as exc:
             if not self.keep_going:

@@ -8,9 +8,7 @@ from typing import Any, TypeVar
 import click
 from click.shell_completion import CompletionItem
 
-from vsockctl.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
-from vsockctl.constants import VMADDR_FLAG_TO_HOST, VMADDR_PORT_ANY
-from vsockctl.route import Route
+from vsockctl.address import AddressError, parse_cid, parse_port
 from vsockctl.sockets import SocketType
 from vsockctl.sockopts import OPTIONS, Setting, SockOptError, configured, parse_setting
 from vsockctl.transfer import DEFAULT_CHUNK
@@ -143,87 +141,6 @@ SIZE = SizeParam()
 DURATION = DurationParam()
 
 
-def connect_options(func: F) -> F:
-    """``--timeout``, ``--retry`` and ``--retry-delay`` for commands that connect."""
-    func = click.option(
-        "--retry-delay",
-        type=DURATION,
-        default="1s",
-        show_default=True,
-        help="Pause between attempts with --retry.",
-    )(func)
-    func = click.option(
-        "--retry",
-        type=click.IntRange(min=0),
-        default=0,
-        show_default=True,
-        metavar="N",
-        help="Try N more times while nothing listens yet (a guest still booting).",
-    )(func)
-    func = click.option(
-        "--timeout",
-        type=DURATION,
-        default="5s",
-        show_default=True,
-        help="Give up connecting after this long (sets the vsock connect timeout too).",
-    )(func)
-    return func
-
-
-def resolve_route(
-    target: str | None, cid: int | None, port: int | None, uds: str | None, to_host: bool
-) -> Route:
-    """The peer from ``CID:PORT`` or from ``--cid``/``--port`` (not both), and
-    ``--uds``/``--to-host``: the one value the command hands on.
-
-    With ``--uds`` only the guest's port counts (``PORT``, or ``--port``); with
-    ``--to-host`` the address carries ``VMADDR_FLAG_TO_HOST``.
-    """
-    if uds is not None and to_host:
-        raise click.UsageError("--to-host is for vsock addresses; --uds goes through a VMM")
-    if uds is not None:
-        if cid is not None:
-            raise click.UsageError("--uds takes the place of the CID; give only the port")
-        if target is not None:
-            if port is not None:
-                raise click.UsageError("give PORT or --port, not both")
-            try:
-                port = parse_port(target.rpartition(":")[2])
-            except AddressError as exc:
-                raise click.BadParameter(str(exc), param_hint="'PORT'") from exc
-        if port is None:
-            raise click.UsageError("with --uds, give the guest's port (PORT or --port)")
-        return Route.hybrid(uds, port)
-    address = _resolve_vsock(target, cid, port)
-    if to_host:
-        address = VsockAddress(address.cid, address.port, VMADDR_FLAG_TO_HOST)
-    return Route(address)
-
-
-def _resolve_vsock(target: str | None, cid: int | None, port: int | None) -> VsockAddress:
-    if target is not None:
-        if cid is not None or port is not None:
-            raise click.UsageError("give CID:PORT or --cid/--port, not both")
-        try:
-            return parse_address(target)
-        except AddressError as exc:
-            raise click.BadParameter(str(exc), param_hint="'CID:PORT'") from exc
-    if cid is None or port is None:
-        raise click.UsageError("give CID:PORT, or both --cid and --port")
-    return VsockAddress(cid, port)
-
-
-def listen_route(cid: int, port: int, uds: str | None, sock_type: SocketType) -> Route:
-    """Where a listening command waits: CID:PORT, or with ``--uds`` the socket PATH_PORT."""
-    if uds is None:
-        return Route(VsockAddress(cid, port))
-    if sock_type is not SocketType.STREAM:
-        raise click.UsageError("hybrid vsock (--uds) carries streams only")
-    if port == VMADDR_PORT_ANY:
-        raise click.UsageError("with --uds, give a port number (the guest connects to CID 2 PORT)")
-    return Route.hybrid(uds, port)
-
-
 class SockOptParam(click.ParamType[Setting]):
     """``NAME=VALUE`` for a socket option; completes the option names."""
 
@@ -248,39 +165,6 @@ class SockOptParam(click.ParamType[Setting]):
 
 
 SOCKOPT = SockOptParam()
-
-
-def peer_options(func: F) -> F:
-    """``--uds PATH`` (hybrid vsock) and ``--to-host``, for :func:`resolve_route`."""
-    func = click.option(
-        "--to-host",
-        is_flag=True,
-        help="Set VMADDR_FLAG_TO_HOST: route to the host even where a host-side transport "
-        "is loaded (nested VMs; Linux 5.10+).",
-    )(func)
-    return _uds_option(
-        "Hybrid vsock (Firecracker, Cloud Hypervisor): connect through the VMM's Unix "
-        "socket PATH ('CONNECT PORT') instead of a CID; give only the guest's port."
-    )(func)
-
-
-def uds_listen_option(func: F) -> F:
-    """``--uds PATH`` for commands that listen: a guest's CID 2 port P arrives on PATH_P."""
-
-    return _uds_option(
-        "Hybrid vsock (Firecracker, Cloud Hypervisor): listen on the Unix socket "
-        "PATH_PORT, where the VMM delivers a guest's connections to CID 2 PORT. "
-        "The socket file is removed at exit."
-    )(func)
-
-
-def _uds_option(help_text: str) -> Callable[[F], F]:
-    return click.option(
-        "--uds",
-        metavar="PATH",
-        type=click.Path(dir_okay=False),
-        help=help_text,
-    )
 
 
 def sockopt_option(func: F) -> F:

@@ -8,7 +8,7 @@ import click
 
 from vsockctl.errors import DataMismatchError
 from vsockctl.sockets import SocketType, accept, local_address
-from vsockctl.transfer import TransferStats, receive_messages, receive_stream
+from vsockctl.transfer import Bookkeeping, TransferStats, receive_messages, receive_stream
 
 from .app import cli
 from .endpoints import announce_connection, announce_listening, open_listener, open_sink
@@ -18,12 +18,11 @@ from .options import (
     DURATION,
     PORT,
     SIZE,
-    listen_route,
     output_options,
     socket_type_option,
     transfer_sockopt_option,
-    uds_listen_option,
 )
+from .peer import listen_route, uds_listen_option
 from .transfer_ui import TransferDisplay, reporting
 
 
@@ -108,22 +107,12 @@ def recv(
             conn, peer = server, local_address(server)
         stats = TransferStats()
         display = stack.enter_context(TransferDisplay(env, f"from {peer}", expect_bytes))
-        digest = sha256 or expect_sha256 is not None
+        keep = Bookkeeping(sha256 or expect_sha256 is not None, display.update, peer)
         with reporting(env, stats):
             if sock_type is SocketType.STREAM:
-                receive_stream(
-                    conn,
-                    sink,
-                    stats,
-                    chunk=buf_size,
-                    sha256=digest,
-                    progress=display.update,
-                    address=peer,
-                )
+                receive_stream(conn, sink, stats, chunk=buf_size, keep=keep)
             else:
-                receive_messages(
-                    conn, sink, stats, sha256=digest, progress=display.update, address=peer
-                )
+                receive_messages(conn, sink, stats, keep=keep)
             stats.finish()
         _check(stats, expect_bytes, expect_sha256)
 

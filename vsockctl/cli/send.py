@@ -9,7 +9,7 @@ import click
 
 from vsockctl.sockets import SocketType
 from vsockctl.streams import PATTERNS, PatternSource, Source
-from vsockctl.transfer import TransferStats, drain, send_messages, send_stream
+from vsockctl.transfer import Bookkeeping, TransferStats, drain, send_messages, send_stream
 
 from .app import cli
 from .endpoints import open_connection, open_source
@@ -18,13 +18,11 @@ from .options import (
     CID,
     PORT,
     SIZE,
-    connect_options,
     output_options,
-    peer_options,
-    resolve_route,
     socket_type_option,
     transfer_sockopt_option,
 )
+from .peer import PeerOptions, peer_options
 from .transfer_ui import TransferDisplay, reporting
 
 
@@ -58,7 +56,6 @@ from .transfer_ui import TransferDisplay, reporting
     show_default=True,
     help="Bytes per read and send call.",
 )
-@connect_options
 @peer_options
 @transfer_sockopt_option
 @output_options
@@ -74,11 +71,7 @@ def send(
     message_size: int | None,
     count: int | None,
     buf_size: int,
-    timeout: float,
-    retry: int,
-    retry_delay: float,
-    uds: str | None,
-    to_host: bool,
+    peer: PeerOptions,
 ) -> None:
     """Send FILE (or stdin, or generated data) to a receiver, then wait for it to close.
 
@@ -95,7 +88,7 @@ def send(
       vsockctl send --to 1:5000 --type seqpacket --message-size 4K --count 1000
     """
     env = current_env()
-    route = resolve_route(target, cid, port, uds, to_host)
+    route = peer.route(target, cid, port)
     if size is not None and file is not None:
         raise click.UsageError("give FILE or --size, not both")
     if count is not None and message_size is None:
@@ -107,11 +100,10 @@ def send(
     with ExitStack() as stack:
         source: Source
         source = PatternSource(size, pattern) if size is not None else open_source(env, file, stack)
-        sock = stack.enter_context(
-            open_connection(env, route, sock_type, timeout, retry, retry_delay)
-        )
+        sock = stack.enter_context(open_connection(env, route, sock_type, peer))
         stats = TransferStats()
         display = stack.enter_context(TransferDisplay(env, f"to {route.shown}", source.total))
+        keep = Bookkeeping(sha256, display.update, route.shown)
         with reporting(env, stats):
             if message_size is not None or sock_type is not SocketType.STREAM:
                 send_messages(
@@ -120,9 +112,7 @@ def send(
                     stats,
                     message_size=message_size or 64 * 1024,
                     count=count,
-                    sha256=sha256,
-                    progress=display.update,
-                    address=route.shown,
+                    keep=keep,
                 )
             else:
                 send_stream(
@@ -130,9 +120,7 @@ def send(
                     source,
                     stats,
                     chunk=buf_size,
-                    sha256=sha256,
-                    progress=display.update,
-                    address=route.shown,
+                    keep=keep,
                 )
             if sock_type.connected:
                 sock.shutdown(socket.SHUT_WR)

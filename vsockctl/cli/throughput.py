@@ -29,14 +29,11 @@ from .options import (
     DURATION,
     PORT,
     SIZE,
-    connect_options,
-    listen_route,
     output_options,
-    peer_options,
-    resolve_route,
     socket_type_option,
     sockopt_option,
 )
+from .peer import PeerOptions, listen_route, peer_options
 from .throughput_report import LiveDisplay, show_interval, show_server_event, show_summary
 
 
@@ -112,7 +109,6 @@ class BufferSizeParam(click.ParamType[int | None]):
 @click.option(
     "--msg-size", type=SIZE, default="1", show_default=True, help="Message size with --latency."
 )
-@connect_options
 @peer_options
 @sockopt_option
 @output_options
@@ -122,11 +118,7 @@ def throughput(
     port: int | None,
     loopback: bool,
     once: bool,
-    timeout: float,
-    retry: int,
-    retry_delay: float,
-    uds: str | None,
-    to_host: bool,
+    peer: PeerOptions,
     **test_options: Any,
 ) -> None:
     """Measure vsock throughput (or latency) between a server and a client.
@@ -151,33 +143,32 @@ def throughput(
     """
     env = current_env()
     if loopback:
-        if role is not None or target is not None or uds is not None:
+        if role is not None or target is not None or peer.uds is not None:
             raise click.UsageError("--loopback runs both ends itself; give no role, CID or --uds")
-        _run_loopback(env, _spec(**test_options), timeout, retry, retry_delay)
+        _run_loopback(env, _spec(**test_options), peer)
         return
     if role == "server":
         if target is not None:
             raise click.UsageError("the server takes no CID; use --port")
         port = DEFAULT_PORT if port is None else port
-        _run_server(env, listen_route(VMADDR_CID_ANY, port, uds, SocketType.STREAM), once)
+        _run_server(env, listen_route(VMADDR_CID_ANY, port, peer.uds, SocketType.STREAM), once)
         return
-    if role != "client" or (target is None and uds is None):
+    if role != "client" or (target is None and peer.uds is None):
         raise click.UsageError("give 'server', 'client CID[:PORT]' or --loopback")
-    route = _client_route(target, port, uds, to_host)
-    _run_client(env, route, _spec(**test_options), timeout, retry, retry_delay)
+    _run_client(env, _client_route(target, port, peer), _spec(**test_options), peer)
 
 
-def _client_route(target: str | None, port: int | None, uds: str | None, to_host: bool) -> Route:
+def _client_route(target: str | None, port: int | None, peer: PeerOptions) -> Route:
     """CID[:PORT] (the port defaults to the server's), or with --uds only the port."""
-    if uds is not None:  # only the port: the VMM's socket stands for the CID
+    if peer.uds is not None:  # only the port: the VMM's socket stands for the CID
         if target is None and port is None:
             port = DEFAULT_PORT
-        return resolve_route(target, None, port, uds, to_host)
+        return peer.route(target, None, port)
     try:
         address = parse_address(target or "", default_port=DEFAULT_PORT if port is None else port)
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="'CID[:PORT]'") from exc
-    return resolve_route(None, address.cid, address.port, None, to_host)
+    return peer.route(None, address.cid, address.port)
 
 
 def _spec(  # the options that make the test: the rest of the command's parameters
@@ -235,9 +226,7 @@ def _run_server(env: Env, route: Route, once: bool) -> None:
         server.serve(1 if once else None)
 
 
-def _run_client(
-    env: Env, route: Route, spec: TestSpec, timeout: float, retry: int, delay: float
-) -> None:
+def _run_client(env: Env, route: Route, spec: TestSpec, peer: PeerOptions) -> None:
     def on_interval(record: dict[str, Any]) -> None:
         show_interval(env, record)
         live.interval(record)
@@ -248,9 +237,9 @@ def _run_client(
                 route,
                 spec,
                 factory=env.socket_factory,
-                timeout=timeout,
-                retries=retry,
-                retry_delay=delay,
+                timeout=peer.timeout,
+                retries=peer.retry,
+                retry_delay=peer.retry_delay,
                 on_interval=on_interval,
                 on_event=lambda record: env.emit(record) if env.json else None,
             )
@@ -261,7 +250,7 @@ def _run_client(
     show_summary(env, summary)
 
 
-def _run_loopback(env: Env, spec: TestSpec, timeout: float, retry: int, delay: float) -> None:
+def _run_loopback(env: Env, spec: TestSpec, peer: PeerOptions) -> None:
     if not Path("/sys/module/vsock_loopback").is_dir():
         raise VsockUnavailableError(
             "no vsock loopback transport here, so CID 1 carries nothing",
@@ -294,7 +283,7 @@ def _run_loopback(env: Env, spec: TestSpec, timeout: float, retry: int, delay: f
                 f"the loopback server did not start: {err.decode(errors='replace').strip()}"
             ) from None
         route = Route(VsockAddress(VMADDR_CID_LOCAL, port))
-        _run_client(env, route, spec, timeout, retry, delay)
+        _run_client(env, route, spec, peer)
         server.wait(timeout=30)
     finally:
         if server.poll() is None:
