@@ -18,16 +18,7 @@ from hypothesis import strategies as st
 from tests.peers import pattern, recv_all
 from vsockctl.errors import LocalIOError
 from vsockctl.streams import NullSink, PatternSource, StreamSink, StreamSource
-from vsockctl.transfer import (
-    Bookkeeping,
-    TransferStats,
-    drain,
-    receive_messages,
-    receive_stream,
-    relay,
-    send_messages,
-    send_stream,
-)
+from vsockctl.transfer import Transfer, TransferStats
 
 
 class SlowPipeSource:
@@ -73,17 +64,11 @@ def test_stream_round_trip_with_digests(pair: Pair) -> None:
     out = io.BytesIO()
 
     def receiver() -> None:
-        receive_stream(b, StreamSink(out, "memory"), got, chunk=7000, keep=Bookkeeping(sha256=True))
+        Transfer(got, sha256=True).receive_stream(b, StreamSink(out, "memory"), 7000)
 
     thread = threading.Thread(target=receiver)
     thread.start()
-    send_stream(
-        a,
-        StreamSource(io.BytesIO(data), "memory"),
-        sent,
-        chunk=65536,
-        keep=Bookkeeping(sha256=True),
-    )
+    Transfer(sent, sha256=True).send_stream(a, StreamSource(io.BytesIO(data), "memory"), 65536)
     a.shutdown(socket.SHUT_WR)
     thread.join(10)
     assert out.getvalue() == data
@@ -102,7 +87,7 @@ def test_relay_sends_all_piped_input_after_the_peer_half_closes(pair: Pair) -> N
     reader = threading.Thread(target=lambda: collected.append(recv_all(peer)))
     reader.start()
     relay_thread = threading.Thread(
-        target=relay, args=(ours, SlowPipeSource(data, started), NullSink(), stats)
+        target=Transfer(stats).relay, args=(ours, SlowPipeSource(data, started), NullSink())
     )
     relay_thread.start()
     started.set()
@@ -117,7 +102,7 @@ def test_relay_without_source_only_receives_and_never_half_closes(pair: Pair) ->
     peer.sendall(b"hello")
     peer.shutdown(socket.SHUT_WR)
     out = io.BytesIO()
-    relay(ours, None, StreamSink(out, "memory"), TransferStats())
+    Transfer().relay(ours, None, StreamSink(out, "memory"))
     assert out.getvalue() == b"hello"
     ours.sendall(b"still open")  # the relay did not shut our writing side down
     assert peer.recv(100) == b"still open"
@@ -129,10 +114,10 @@ def test_messages_keep_boundaries_and_count_sizes(pair: Pair) -> None:
     sent, got = TransferStats(), TransferStats()
     out = io.BytesIO()
     thread = threading.Thread(
-        target=receive_messages, args=(b, StreamSink(out, "memory"), got), daemon=True
+        target=Transfer(got).receive_messages, args=(b, StreamSink(out, "memory")), daemon=True
     )
     thread.start()
-    send_messages(a, StreamSource(io.BytesIO(data), "memory"), sent, message_size=1000)
+    Transfer(sent).send_messages(a, StreamSource(io.BytesIO(data), "memory"), 1000)
     a.shutdown(socket.SHUT_WR)
     thread.join(10)
     assert out.getvalue() == data
@@ -143,7 +128,7 @@ def test_messages_keep_boundaries_and_count_sizes(pair: Pair) -> None:
 def test_count_stops_after_that_many_messages(pair: Pair) -> None:
     a, _ = pair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     stats = TransferStats()
-    send_messages(a, PatternSource(10_000, "counter"), stats, message_size=100, count=7)
+    Transfer(stats).send_messages(a, PatternSource(10_000, "counter"), 100, count=7)
     assert stats.sent_messages == 7 and stats.sent_bytes == 700
 
 
@@ -154,7 +139,7 @@ def test_a_message_longer_than_the_buffer_is_counted_as_truncated(pair: Pair) ->
     a.shutdown(socket.SHUT_WR)
     stats = TransferStats()
     out = io.BytesIO()
-    receive_messages(b, StreamSink(out, "memory"), stats, buffer_size=4096)
+    Transfer(stats).receive_messages(b, StreamSink(out, "memory"), 4096)
     assert stats.truncated_messages == 1
     assert stats.message_sizes == {5000: 1, 10: 1}
     assert out.getvalue() == b"x" * 4096 + b"y" * 10
@@ -165,7 +150,7 @@ def test_received_data_are_flushed_when_the_sink_fails(pair: Pair) -> None:
     a.sendall(b"z" * 100_000)
     a.shutdown(socket.SHUT_WR)
     with open("/dev/full", "wb", buffering=0) as full, pytest.raises(LocalIOError) as info:
-        receive_stream(b, StreamSink(full, "/dev/full"), TransferStats(), chunk=4096)
+        Transfer().receive_stream(b, StreamSink(full, "/dev/full"), 4096)
     assert info.value.errno == errno.ENOSPC
     assert str(info.value) == "writing /dev/full failed: No space left on device"
 
@@ -175,7 +160,7 @@ def test_peer_gone_mid_send_is_a_vsock_error_with_partial_stats(pair: Pair) -> N
     b.close()
     stats = TransferStats()
     with pytest.raises(OSError) as info:
-        send_stream(a, PatternSource(1 << 20), stats)
+        Transfer(stats).send_stream(a, PatternSource(1 << 20))
     assert info.value.errno == errno.EPIPE
     assert getattr(info.value, "operation", None) == "send"
     assert stats.sent_bytes == 0
@@ -186,7 +171,7 @@ def test_drain_counts_until_close(pair: Pair) -> None:
     b.sendall(b"ack")
     b.close()
     stats = TransferStats()
-    drain(a, stats)
+    Transfer(stats).drain(a)
     assert stats.received_bytes == 3
 
 

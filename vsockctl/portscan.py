@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -74,25 +74,6 @@ def probe_one(
     return ProbeResult(address.cid, address.port, True, elapsed, shown=shown)
 
 
-def probe_ports(
-    route: Route,
-    ports: Sequence[int],
-    *,
-    sock_type: SocketType = SocketType.STREAM,
-    timeout: float = 2.0,
-    concurrency: int = 16,
-    factory: SocketFactory = socket.socket,
-) -> Iterator[ProbeResult]:
-    """Probe each port of ``route``, ``concurrency`` at a time; results come in port order."""
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(ports) or 1))) as pool:
-        yield from pool.map(
-            lambda port: probe_one(
-                route.with_port(port), sock_type=sock_type, timeout=timeout, factory=factory
-            ),
-            ports,
-        )
-
-
 def probe_with_retry(
     route: Route,
     ports: Sequence[int],
@@ -110,21 +91,21 @@ def probe_with_retry(
     as one attempt succeeds; the others keep the result of their last attempt.
     Results are in port order.
     """
+
+    def probe(port: int) -> ProbeResult:
+        return probe_one(
+            route.with_port(port), sock_type=sock_type, timeout=timeout, factory=factory
+        )
+
     results: dict[int, ProbeResult] = {}
     pending = list(ports)
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(retry_delay)
-        for result in probe_ports(
-            route,
-            pending,
-            sock_type=sock_type,
-            timeout=timeout,
-            concurrency=concurrency,
-            factory=factory,
-        ):
-            results[result.port] = result
-        pending = [port for port in pending if not results[port].open]
-        if not pending:
-            break
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(ports) or 1))) as pool:
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(retry_delay)
+            for result in pool.map(probe, pending):  # ``concurrency`` ports at a time
+                results[result.port] = result
+            pending = [port for port in pending if not results[port].open]
+            if not pending:
+                break
     return [results[port] for port in ports]

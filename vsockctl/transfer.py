@@ -90,71 +90,10 @@ class TransferStats:
 Progress = Callable[[TransferStats], None]
 
 
-@dataclass(frozen=True)
-class Bookkeeping:
-    """What a transfer loop keeps besides moving bytes: a SHA-256 of them, progress
-    calls (at most every 100 ms), and the peer's address for its errors."""
-
-    sha256: bool = False
-    progress: Progress | None = None
-    address: Endpoint | None = None
-
-
-NO_BOOKKEEPING = Bookkeeping()
-
-
-class _Ticker:
-    """Calls ``progress`` at most every 100 ms."""
-
-    def __init__(self, progress: Progress | None, stats: TransferStats) -> None:
-        self.progress = progress
-        self.stats = stats
-        self.next_ns = 0
-
-    def __call__(self) -> None:
-        if self.progress is not None:
-            now = time.monotonic_ns()
-            if now >= self.next_ns:
-                self.next_ns = now + PROGRESS_INTERVAL_NS
-                self.progress(self.stats)
-
-
 def _flush_quietly(sink: Sink) -> None:
     """Flush what arrived before an error, without hiding that error behind another."""
     with contextlib.suppress(OSError):
         sink.flush()
-
-
-@contextlib.contextmanager
-def _sending(stats: TransferStats, keep: Bookkeeping) -> Iterator[tuple[Digest | None, _Ticker]]:
-    """Around a send loop: the digest of what went out, stored in ``stats`` at the end."""
-    digest = hashlib.sha256() if keep.sha256 else None
-    try:
-        yield digest, _Ticker(keep.progress, stats)
-    finally:
-        if digest is not None:
-            stats.sent_sha256 = digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _receiving(
-    sock: socket.socket, sink: Sink, stats: TransferStats, keep: Bookkeeping
-) -> Iterator[tuple[Digest | None, _Ticker]]:
-    """Around a receive loop: the digest of what came in, the sink flushed however the
-    loop ends, and a stop signal (Ctrl-C, SIGTERM) ending the loop after the bytes in
-    hand rather than dropping them."""
-    digest = hashlib.sha256() if keep.sha256 else None
-    try:
-        with stop_after_loop(sock):
-            yield digest, _Ticker(keep.progress, stats)
-    except BaseException:
-        _flush_quietly(sink)
-        raise
-    else:
-        sink.flush()
-    finally:
-        if digest is not None:
-            stats.received_sha256 = digest.hexdigest()
 
 
 def _recv(sock: socket.socket, view: memoryview, flags: int, address: Endpoint | None) -> int:
@@ -167,175 +106,204 @@ def _recv(sock: socket.socket, view: memoryview, flags: int, address: Endpoint |
         raise VsockError.wrap(exc, "recv", address) from exc
 
 
-def send_stream(
-    sock: socket.socket,
-    source: Source,
-    stats: TransferStats,
-    *,
-    chunk: int = DEFAULT_CHUNK,
-    keep: Bookkeeping = NO_BOOKKEEPING,
-) -> None:
-    """Send everything ``source`` gives; the caller decides about shutdown."""
-    view = memoryview(bytearray(chunk))
-    with _sending(stats, keep) as (digest, tick):
-        while n := source.readinto(view):
-            data = view[:n]
-            if digest is not None:
-                digest.update(data)
-            try:
-                sock.sendall(data)
-            except OSError as exc:
-                raise VsockError.wrap(exc, "send", keep.address) from exc
-            stats.sent_bytes += n
-            tick()
+class Transfer:
+    """One transfer: the loops that move its bytes, and what they keep besides.
 
-
-def receive_stream(
-    sock: socket.socket,
-    sink: Sink,
-    stats: TransferStats,
-    *,
-    chunk: int = DEFAULT_CHUNK,
-    keep: Bookkeeping = NO_BOOKKEEPING,
-) -> None:
-    """Receive until the peer closes its side, writing everything to ``sink``.
-
-    Whatever arrived is flushed to the sink even when this ends in an error.
+    ``stats`` fills in as bytes move (so a caller can report partial results
+    after an error or Ctrl-C); with ``sha256`` the bytes are digested;
+    ``progress`` is called at most every 100 ms; ``address`` names the peer in
+    errors.
     """
-    view = memoryview(bytearray(chunk))
-    with _receiving(sock, sink, stats, keep) as (digest, tick):
-        while n := _recv(sock, view, 0, keep.address):
-            data = view[:n]
-            sink.write(data)
-            if digest is not None:
-                digest.update(data)
-            stats.received_bytes += n
-            tick()
 
+    def __init__(
+        self,
+        stats: TransferStats | None = None,
+        *,
+        sha256: bool = False,
+        progress: Progress | None = None,
+        address: Endpoint | None = None,
+    ) -> None:
+        self.stats = stats if stats is not None else TransferStats()
+        self.sha256 = sha256
+        self.progress = progress
+        self.address = address
+        self._next_progress_ns = 0
 
-def send_messages(
-    sock: socket.socket,
-    source: Source,
-    stats: TransferStats,
-    *,
-    message_size: int,
-    count: int | None = None,
-    keep: Bookkeeping = NO_BOOKKEEPING,
-) -> None:
-    """Send ``source`` as messages of ``message_size`` bytes (the last may be shorter).
+    def tick(self) -> None:
+        """After each chunk: progress, if 100 ms have passed."""
+        if self.progress is not None:
+            now = time.monotonic_ns()
+            if now >= self._next_progress_ns:
+                self._next_progress_ns = now + PROGRESS_INTERVAL_NS
+                self.progress(self.stats)
 
-    With ``count``, stop after that many messages. Each message is one
-    ``send``: on seqpacket the receiver gets exactly these boundaries.
-    """
-    view = memoryview(bytearray(message_size))
-    with _sending(stats, keep) as (digest, tick):
-        while count is None or stats.sent_messages < count:
-            filled = 0
-            while filled < message_size and (n := source.readinto(view[filled:])):
-                filled += n
-            if filled == 0:
-                break
-            data = view[:filled]
-            if digest is not None:
-                digest.update(data)
-            try:
-                sent = sock.send(data)
-            except OSError as exc:
-                raise VsockError.wrap(exc, "send", keep.address) from exc
-            if sent != filled:
-                raise VsockError(errno.EMSGSIZE, "send", keep.address, "message was split")
-            stats.sent_bytes += sent
-            stats.sent_messages += 1
-            tick()
-
-
-def receive_messages(
-    sock: socket.socket,
-    sink: Sink,
-    stats: TransferStats,
-    *,
-    buffer_size: int = MESSAGE_BUFFER,
-    keep: Bookkeeping = NO_BOOKKEEPING,
-) -> None:
-    """Receive whole messages until the peer closes, counting their sizes.
-
-    A message longer than the buffer is counted as truncated (``MSG_TRUNC``
-    gives its real length); the part that fitted is written.
-    """
-    view = memoryview(bytearray(buffer_size))
-    with _receiving(sock, sink, stats, keep) as (digest, tick):
-        while size := _recv(sock, view, socket.MSG_TRUNC, keep.address):
-            kept = min(size, buffer_size)
-            if size > buffer_size:
-                stats.truncated_messages += 1
-            data = view[:kept]
-            sink.write(data)
-            if digest is not None:
-                digest.update(data)
-            stats.received_bytes += kept
-            stats.received_messages += 1
-            stats.message_sizes[size] = stats.message_sizes.get(size, 0) + 1
-            tick()
-
-
-def drain(sock: socket.socket, stats: TransferStats, address: Endpoint | None = None) -> None:
-    """Read and count until the peer closes (a sender waiting for its receiver)."""
-    view = memoryview(bytearray(64 * 1024))
-    try:
-        while n := _recv(sock, view, 0, address):
-            stats.received_bytes += n
-    except VsockError as exc:
-        if exc.errno not in PEER_GONE_ERRNOS:
-            raise
-
-
-def relay(
-    sock: socket.socket,
-    source: Source | None,
-    sink: Sink,
-    stats: TransferStats,
-    *,
-    source_interactive: bool = False,
-    messages: bool = False,
-    keep: Bookkeeping = NO_BOOKKEEPING,
-) -> None:
-    """Both directions at once, like netcat: ``source`` to the peer, the peer to ``sink``.
-
-    When ``source`` ends, our side is shut down for writing (half-close) and
-    receiving goes on until the peer closes. When the peer closes first, the
-    rest of a piped ``source`` is still sent (nothing piped in is dropped),
-    unless the peer is gone; an interactive ``source`` (a terminal) ends there.
-    Without a ``source``, only receive, and never half-close. With
-    ``messages`` (seqpacket) each send is one message of at most 64 KiB.
-    """
-    send_chunk = MESSAGE_SEND_CHUNK if messages else DEFAULT_CHUNK
-    recv_chunk = MESSAGE_BUFFER if messages else DEFAULT_CHUNK
-    failures: list[BaseException] = []
-
-    def outbound() -> None:
-        assert source is not None
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[Digest | None]:
+        """Around a send loop: the digest of what went out, kept in the stats at the end."""
+        digest = hashlib.sha256() if self.sha256 else None
         try:
-            quiet = Bookkeeping(address=keep.address)  # progress and digest: the receiver's
-            send_stream(sock, source, stats, chunk=send_chunk, keep=quiet)
-            sock.shutdown(socket.SHUT_WR)
+            yield digest
+        finally:
+            if digest is not None:
+                self.stats.sent_sha256 = digest.hexdigest()
+
+    @contextlib.contextmanager
+    def _receiving(self, sock: socket.socket, sink: Sink) -> Iterator[Digest | None]:
+        """Around a receive loop: the digest of what came in, the sink flushed however
+        the loop ends, and a stop signal (Ctrl-C, SIGTERM) ending the loop after the
+        bytes in hand rather than dropping them."""
+        digest = hashlib.sha256() if self.sha256 else None
+        try:
+            with stop_after_loop(sock):
+                yield digest
+        except BaseException:
+            _flush_quietly(sink)
+            raise
+        else:
+            sink.flush()
+        finally:
+            if digest is not None:
+                self.stats.received_sha256 = digest.hexdigest()
+
+    def send_stream(self, sock: socket.socket, source: Source, chunk: int = DEFAULT_CHUNK) -> None:
+        """Send everything ``source`` gives; the caller decides about shutdown."""
+        view = memoryview(bytearray(chunk))
+        stats = self.stats
+        with self._sending() as digest:
+            while n := source.readinto(view):
+                data = view[:n]
+                if digest is not None:
+                    digest.update(data)
+                try:
+                    sock.sendall(data)
+                except OSError as exc:
+                    raise VsockError.wrap(exc, "send", self.address) from exc
+                stats.sent_bytes += n
+                self.tick()
+
+    def receive_stream(self, sock: socket.socket, sink: Sink, chunk: int = DEFAULT_CHUNK) -> None:
+        """Receive until the peer closes its side, writing everything to ``sink``.
+
+        Whatever arrived is flushed to the sink even when this ends in an error.
+        """
+        view = memoryview(bytearray(chunk))
+        stats = self.stats
+        with self._receiving(sock, sink) as digest:
+            while n := _recv(sock, view, 0, self.address):
+                data = view[:n]
+                sink.write(data)
+                if digest is not None:
+                    digest.update(data)
+                stats.received_bytes += n
+                self.tick()
+
+    def send_messages(
+        self, sock: socket.socket, source: Source, message_size: int, count: int | None = None
+    ) -> None:
+        """Send ``source`` as messages of ``message_size`` bytes (the last may be shorter).
+
+        With ``count``, stop after that many messages. Each message is one
+        ``send``: on seqpacket the receiver gets exactly these boundaries.
+        """
+        view = memoryview(bytearray(message_size))
+        stats = self.stats
+        with self._sending() as digest:
+            while count is None or stats.sent_messages < count:
+                filled = 0
+                while filled < message_size and (n := source.readinto(view[filled:])):
+                    filled += n
+                if filled == 0:
+                    break
+                data = view[:filled]
+                if digest is not None:
+                    digest.update(data)
+                try:
+                    sent = sock.send(data)
+                except OSError as exc:
+                    raise VsockError.wrap(exc, "send", self.address) from exc
+                if sent != filled:
+                    raise VsockError(errno.EMSGSIZE, "send", self.address, "message was split")
+                stats.sent_bytes += sent
+                stats.sent_messages += 1
+                self.tick()
+
+    def receive_messages(
+        self, sock: socket.socket, sink: Sink, buffer_size: int = MESSAGE_BUFFER
+    ) -> None:
+        """Receive whole messages until the peer closes, counting their sizes.
+
+        A message longer than the buffer is counted as truncated (``MSG_TRUNC``
+        gives its real length); the part that fitted is written.
+        """
+        view = memoryview(bytearray(buffer_size))
+        stats = self.stats
+        with self._receiving(sock, sink) as digest:
+            while size := _recv(sock, view, socket.MSG_TRUNC, self.address):
+                kept = min(size, buffer_size)
+                if size > buffer_size:
+                    stats.truncated_messages += 1
+                sink.write(view[:kept])
+                if digest is not None:
+                    digest.update(view[:kept])
+                stats.received_bytes += kept
+                stats.received_messages += 1
+                stats.message_sizes[size] = stats.message_sizes.get(size, 0) + 1
+                self.tick()
+
+    def drain(self, sock: socket.socket) -> None:
+        """Read and count until the peer closes (a sender waiting for its receiver)."""
+        view = memoryview(bytearray(64 * 1024))
+        try:
+            while n := _recv(sock, view, 0, self.address):
+                self.stats.received_bytes += n
         except VsockError as exc:
             if exc.errno not in PEER_GONE_ERRNOS:
-                failures.append(exc)
-        except OSError as exc:  # shutdown on a connection the peer already closed
-            if exc.errno not in PEER_GONE_ERRNOS:
-                failures.append(exc)
-        except BaseException as exc:
-            failures.append(exc)
+                raise
 
-    sender = None
-    if source is not None:
-        sender = threading.Thread(target=outbound, name="vsockctl-send", daemon=True)
-        sender.start()
-    try:
-        receive_stream(sock, sink, stats, chunk=recv_chunk, keep=keep)
-        if sender is not None and not source_interactive:
-            sender.join()
-    finally:
-        stats.finish()
-    if failures:
-        raise failures[0]
+    def relay(
+        self,
+        sock: socket.socket,
+        source: Source | None,
+        sink: Sink,
+        *,
+        source_interactive: bool = False,
+        messages: bool = False,
+    ) -> None:
+        """Both directions at once, like netcat: ``source`` to the peer, the peer to ``sink``.
+
+        When ``source`` ends, our side is shut down for writing (half-close) and
+        receiving goes on until the peer closes. When the peer closes first, the
+        rest of a piped ``source`` is still sent (nothing piped in is dropped),
+        unless the peer is gone; an interactive ``source`` (a terminal) ends there.
+        Without a ``source``, only receive, and never half-close. With
+        ``messages`` (seqpacket) each send is one message of at most 64 KiB.
+        """
+        failures: list[BaseException] = []
+        # The sending half keeps no digest and no progress: those are the receiver's.
+        outgoing = Transfer(self.stats, address=self.address)
+
+        def outbound() -> None:
+            assert source is not None
+            try:
+                outgoing.send_stream(
+                    sock, source, MESSAGE_SEND_CHUNK if messages else DEFAULT_CHUNK
+                )
+                sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:  # also shutdown on a connection the peer already closed
+                if exc.errno not in PEER_GONE_ERRNOS:
+                    failures.append(exc)
+            except BaseException as exc:
+                failures.append(exc)
+
+        sender = None
+        if source is not None:
+            sender = threading.Thread(target=outbound, name="vsockctl-send", daemon=True)
+            sender.start()
+        try:
+            self.receive_stream(sock, sink, MESSAGE_BUFFER if messages else DEFAULT_CHUNK)
+            if sender is not None and not source_interactive:
+                sender.join()
+        finally:
+            self.stats.finish()
+        if failures:
+            raise failures[0]

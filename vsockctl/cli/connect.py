@@ -12,7 +12,7 @@ from vsockctl.errors import VsockError
 from vsockctl.portscan import ProbeResult, probe_with_retry
 from vsockctl.sockets import SocketType
 from vsockctl.status import ExitStatus, exit_status_for
-from vsockctl.transfer import Bookkeeping, TransferStats, relay
+from vsockctl.transfer import Transfer, TransferStats
 
 from .app import cli
 from .endpoints import open_connection, open_sink, open_source
@@ -159,12 +159,10 @@ def connect(
         sink = open_sink(env, "-", stack)
         stats = TransferStats()
         with reporting(env, stats) if env.verbose or env.json else ExitStack():
-            relay(
+            Transfer(stats, address=route.shown).relay(
                 sock,
                 source,
                 sink,
-                stats,
                 source_interactive=env.io.stdin_isatty,
                 messages=sock_type is SocketType.SEQPACKET,
-                keep=Bookkeeping(address=route.shown),
             )

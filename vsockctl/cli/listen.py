@@ -21,7 +21,7 @@ from vsockctl.address import Endpoint
 from vsockctl.errors import VsockError
 from vsockctl.sockets import SocketType, accept, local_address
 from vsockctl.streams import Sink, Source
-from vsockctl.transfer import Bookkeeping, TransferStats, receive_messages, relay
+from vsockctl.transfer import Transfer, TransferStats
 
 from .app import cli
 from .endpoints import (
@@ -79,16 +79,14 @@ class Server:
                 if self.command is not None:
                     self._exec(conn, peer)
                 elif self.sock_type is SocketType.SEQPACKET and self.source is None:
-                    receive_messages(conn, self.sink, stats, keep=Bookkeeping(address=peer))
+                    Transfer(stats, address=peer).receive_messages(conn, self.sink)
                 else:
-                    relay(
+                    Transfer(stats, address=peer).relay(
                         conn,
                         self.source,
                         self.sink,
-                        stats,
                         source_interactive=self.env.io.stdin_isatty,
                         messages=self.sock_type is SocketType.SEQPACKET,
-                        keep=Bookkeeping(address=peer),
                     )
         except (VsockError, OSError) as exc:
             if not self.keep_going:

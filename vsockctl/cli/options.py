@@ -18,34 +18,34 @@ from .env import current_env
 from .sockopt_view import report_applied
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
-class CidParam(click.ParamType[int]):
-    name = "CID"
+class ParsedParam(click.ParamType[T]):
+    """A value the core parses from text (a CID, a port, a size, a duration); the parser's
+    error becomes click's one-line usage error."""
+
+    def __init__(
+        self, name: str, parse: Callable[[str], T], errors: type[ValueError], kind: type
+    ) -> None:
+        self.name = name
+        self.parse = parse
+        self.errors = errors
+        self.kind = kind  # a value of this type is already parsed (a default, a test)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int):
+        if isinstance(value, self.kind) and not isinstance(value, bool):
             return value
         try:
-            return parse_cid(str(value))
-        except AddressError as exc:
+            return self.parse(str(value))
+        except self.errors as exc:
             self.fail(str(exc), param, ctx)
 
 
-class PortParam(click.ParamType[int]):
-    name = "PORT"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_port(str(value))
-        except AddressError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-CID = CidParam()
-PORT = PortParam()
+CID = ParsedParam("CID", parse_cid, AddressError, int)
+PORT = ParsedParam("PORT", parse_port, AddressError, int)
+SIZE = ParsedParam("SIZE", parse_size, UnitError, int)
+DURATION = ParsedParam("DURATION", parse_duration, UnitError, float)
 
 
 def _set_output(ctx: click.Context, param: click.Parameter, value: Any) -> None:
@@ -60,32 +60,27 @@ def _set_output(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         env.verbose += int(value)
 
 
+_OUTPUT_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any], str]] = [  # in --help order
+    (("--json", "json"), {"is_flag": True}, "Machine-readable output: JSON objects, one per line."),
+    (
+        ("-q", "--quiet"),
+        {"is_flag": True},
+        "Print nothing but data and errors; rely on the exit status.",
+    ),
+    (
+        ("-v", "--verbose"),
+        {"count": True},
+        "More detail; -v also shows tracebacks of unexpected errors.",
+    ),
+]
+
+
 def output_options(func: F) -> F:
     """``--json``, ``-q`` and ``-v``, accepted after the command name as well as before it."""
-    func = click.option(
-        "-v",
-        "--verbose",
-        count=True,
-        expose_value=False,
-        callback=_set_output,
-        help="More detail; -v also shows tracebacks of unexpected errors.",
-    )(func)
-    func = click.option(
-        "-q",
-        "--quiet",
-        is_flag=True,
-        expose_value=False,
-        callback=_set_output,
-        help="Print nothing but data and errors; rely on the exit status.",
-    )(func)
-    func = click.option(
-        "--json",
-        "json",
-        is_flag=True,
-        expose_value=False,
-        callback=_set_output,
-        help="Machine-readable output: JSON objects, one per line.",
-    )(func)
+    for flags, settings, help_text in reversed(_OUTPUT_OPTIONS):
+        func = click.option(
+            *flags, expose_value=False, callback=_set_output, help=help_text, **settings
+        )(func)
     return func
 
 
@@ -111,34 +106,6 @@ def socket_type_option(
         callback=convert,
         help=_TYPE_HELP[len(choices) == len(SocketType)],
     )
-
-
-class SizeParam(click.ParamType[int]):
-    name = "SIZE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(str(value))
-        except UnitError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class DurationParam(click.ParamType[float]):
-    name = "DURATION"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int | float):
-            return float(value)
-        try:
-            return parse_duration(str(value))
-        except UnitError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-SIZE = SizeParam()
-DURATION = DurationParam()
 
 
 class SockOptParam(click.ParamType[Setting]):

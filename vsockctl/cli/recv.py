@@ -8,7 +8,7 @@ import click
 
 from vsockctl.errors import DataMismatchError
 from vsockctl.sockets import SocketType, accept, local_address
-from vsockctl.transfer import Bookkeeping, TransferStats, receive_messages, receive_stream
+from vsockctl.transfer import Transfer, TransferStats
 
 from .app import cli
 from .endpoints import announce_connection, announce_listening, open_listener, open_sink
@@ -107,12 +107,13 @@ def recv(
             conn, peer = server, local_address(server)
         stats = TransferStats()
         display = stack.enter_context(TransferDisplay(env, f"from {peer}", expect_bytes))
-        keep = Bookkeeping(sha256 or expect_sha256 is not None, display.update, peer)
+        digest = sha256 or expect_sha256 is not None
+        transfer = Transfer(stats, sha256=digest, progress=display.update, address=peer)
         with reporting(env, stats):
             if sock_type is SocketType.STREAM:
-                receive_stream(conn, sink, stats, chunk=buf_size, keep=keep)
+                transfer.receive_stream(conn, sink, buf_size)
             else:
-                receive_messages(conn, sink, stats, keep=keep)
+                transfer.receive_messages(conn, sink)
             stats.finish()
         _check(stats, expect_bytes, expect_sha256)
 

@@ -9,7 +9,7 @@ import click
 
 from vsockctl.sockets import SocketType
 from vsockctl.streams import PATTERNS, PatternSource, Source
-from vsockctl.transfer import Bookkeeping, TransferStats, drain, send_messages, send_stream
+from vsockctl.transfer import Transfer, TransferStats
 
 from .app import cli
 from .endpoints import open_connection, open_source
@@ -103,26 +103,13 @@ def send(
         sock = stack.enter_context(open_connection(env, route, sock_type, peer))
         stats = TransferStats()
         display = stack.enter_context(TransferDisplay(env, f"to {route.shown}", source.total))
-        keep = Bookkeeping(sha256, display.update, route.shown)
+        transfer = Transfer(stats, sha256=sha256, progress=display.update, address=route.shown)
         with reporting(env, stats):
             if message_size is not None or sock_type is not SocketType.STREAM:
-                send_messages(
-                    sock,
-                    source,
-                    stats,
-                    message_size=message_size or 64 * 1024,
-                    count=count,
-                    keep=keep,
-                )
+                transfer.send_messages(sock, source, message_size or 64 * 1024, count)
             else:
-                send_stream(
-                    sock,
-                    source,
-                    stats,
-                    chunk=buf_size,
-                    keep=keep,
-                )
+                transfer.send_stream(sock, source, buf_size)
             if sock_type.connected:
                 sock.shutdown(socket.SHUT_WR)
-                drain(sock, stats, route.shown)
+                transfer.drain(sock)
             stats.finish()

@@ -42,11 +42,8 @@ def _side(label: str, totals: dict[str, Any] | None) -> str:
 def _cpu(cpu: dict[str, Any] | None) -> str:
     if not cpu:
         return "?"
-    wall = cpu["wall_seconds"]
-    return (
-        f"{cpu['percent']:.0f}% (user {100 * cpu['user_seconds'] / wall:.0f}%, "
-        f"system {100 * cpu['system_seconds'] / wall:.0f}%)"
-    )
+    user, system = (100 * cpu[k] / cpu["wall_seconds"] for k in ("user_seconds", "system_seconds"))
+    return f"{cpu['percent']:.0f}% (user {user:.0f}%, system {system:.0f}%)"
 
 
 def _buffers(buffers: dict[str, Any] | None) -> str:
