@@ -26,6 +26,7 @@ class SlowPipeSource:
 
     name = "slow pipe"
     total = None
+    kernel_fd = None
 
     def __init__(self, data: bytes, started: threading.Event) -> None:
         self.data = memoryview(data)
@@ -231,3 +232,57 @@ def test_a_pattern_in_an_unchanged_buffer_is_not_written_again(pattern: str) -> 
     assert view[0] == 0xEE and bytes(view[1:]) == first[1:]
     other = memoryview(bytearray(4096))  # another buffer is filled
     assert source.readinto(other) == 4096 and bytes(other) == first
+
+
+def test_a_file_goes_out_by_sendfile_and_lands_by_splice(pair: Pair, tmp_path: Path) -> None:
+    """File to file with no digest: the kernel copies (sendfile where it helps, splice
+    through a pipe of our own into the file); every byte arrives, stats count them."""
+    data = pattern(3 * 1024 * 1024 + 17)
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    src.write_bytes(data)
+    a, b = pair()
+    sent, got = TransferStats(), TransferStats()
+    with src.open("rb") as reader, dst.open("wb", buffering=0) as writer:
+        source, sink = StreamSource(reader, "src"), StreamSink(writer, "dst")
+        assert source.kernel_fd == reader.fileno() and sink.kernel_fd == writer.fileno()
+        thread = threading.Thread(target=Transfer(got).receive_stream, args=(b, sink, 65536))
+        thread.start()
+        Transfer(sent).send_stream(a, source, 100_000)
+        a.shutdown(socket.SHUT_WR)
+        thread.join(10)
+    assert dst.read_bytes() == data
+    assert sent.sent_bytes == got.received_bytes == len(data)
+
+
+def test_splice_into_a_pipe_and_its_reader_leaving(pair: Pair) -> None:
+    data = pattern(1 << 20)
+    a, b = pair()
+    r, w = os.pipe()
+    with open(r, "rb") as reader, open(w, "wb", buffering=0) as writer:
+        sink = StreamSink(writer, "stdout")
+        assert sink.kernel_fd == w  # a pipe: spliced straight in
+        collected: list[bytes] = []
+        drained = threading.Thread(target=lambda: collected.append(reader.read()))
+        drained.start()
+        got = TransferStats()
+
+        def send() -> None:
+            a.sendall(data)
+            a.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        Transfer(got).receive_stream(b, sink)
+        sender.join(10)
+        writer.close()
+        drained.join(10)
+    assert collected == [data] and got.received_bytes == len(data)
+
+    c, d = pair()
+    r, w = os.pipe()
+    os.close(r)  # nobody reads: EPIPE is the sink's failure, not the peer's
+    with open(w, "wb", buffering=0) as writer:
+        c.sendall(b"x" * 1000)
+        with pytest.raises(LocalIOError) as info:
+            Transfer().receive_stream(d, StreamSink(writer, "stdout"))
+    assert info.value.errno == errno.EPIPE and info.value.name == "stdout"

@@ -31,6 +31,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # that arrived while they ran.
 _loops: list[tuple[socket.socket, ...]] = []
 _pending: list[KeyboardInterrupt] = []
+_stopping: list[int] = []  # the signals raised so far
 
 
 class Terminated(KeyboardInterrupt):
@@ -47,17 +48,18 @@ class Terminated(KeyboardInterrupt):
 
 def _on_stop(signum: int, frame: FrameType | None) -> None:
     stop = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
-    if signum != signal.SIGINT:
-        # Once is enough: a second SIGTERM must not cut the cleanup short.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    if _loops and not _pending:  # a second Ctrl-C does not wait
+    if _loops and not _pending:  # end the receive loop cleanly, raise when it is left
         _pending.append(stop)
         for socks in _loops:
             for sock in socks:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
         return
+    if _stopping and not _loops and signum != signal.SIGINT:
+        return  # a stop is being cleaned up after: a second SIGTERM must not cut that short
+    # First stop outside a receive loop, or a second one while a loop is stuck (on a
+    # full pipe, say): now.
+    _stopping.append(signum)
     raise stop
 
 
@@ -79,6 +81,7 @@ def stop_signals_raise() -> Iterator[None]:
         yield
     finally:
         _pending.clear()
+        _stopping.clear()
         for stop, handler in previous.items():
             signal.signal(stop, handler)
 
@@ -100,4 +103,6 @@ def stop_after_loop(*socks: socket.socket) -> Iterator[None]:
     finally:
         _loops.pop()
         if _pending and not _loops:
-            raise _pending.pop()
+            stop = _pending.pop()
+            _stopping.append(stop.signum if isinstance(stop, Terminated) else signal.SIGINT)
+            raise stop

@@ -22,16 +22,28 @@ PATTERNS = ("zero", "random", "counter")
 class Source(Protocol):
     name: str
     total: int | None  # bytes it will give, when known
+    kernel_fd: int | None  # a regular file the kernel can send from itself (sendfile)
 
     def readinto(self, buf: memoryview) -> int: ...
 
 
 class Sink(Protocol):
     name: str
+    kernel_fd: int | None  # a regular file or pipe the kernel can write to itself (splice)
 
     def write(self, data: memoryview) -> None: ...
 
     def flush(self) -> None: ...
+
+
+def _descriptor(stream: object, *kinds: Callable[[int], bool]) -> int | None:
+    """``stream``'s file descriptor when its file is of one of ``kinds``, else None."""
+    try:
+        fd = cast(BinaryIO, stream).fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None
+    return fd if any(kind(mode) for kind in kinds) else None
 
 
 class StreamSource:
@@ -41,12 +53,12 @@ class StreamSource:
         self.stream = stream
         self.name = name
         self.total: int | None = None
-        try:
-            st = os.fstat(stream.fileno())
-            if stat.S_ISREG(st.st_mode):
-                self.total = st.st_size - stream.tell()
-        except (OSError, io.UnsupportedOperation, ValueError):
-            pass
+        self.kernel_fd = _descriptor(stream, stat.S_ISREG)
+        if self.kernel_fd is not None:
+            position = stream.tell()
+            self.total = os.fstat(self.kernel_fd).st_size - position
+            if os.lseek(self.kernel_fd, 0, os.SEEK_CUR) != position:
+                self.kernel_fd = None  # bytes read ahead into a buffer: sendfile would skip them
         # readinto1: at most one read on the file, so a pipe's bytes go out as they come.
         self._readinto: Callable[[memoryview], int | None] = (
             getattr(stream, "readinto1", None) or cast(io.BufferedIOBase, stream).readinto
@@ -74,6 +86,7 @@ class PatternSource:
             raise ValueError(f"pattern must be one of {', '.join(PATTERNS)}")
         self.name = f"{pattern} pattern"
         self.total: int | None = size
+        self.kernel_fd: int | None = None
         self.pattern = pattern
         self.remaining = size
         self.offset = 0
@@ -124,6 +137,7 @@ class StreamSink:
     def __init__(self, stream: BinaryIO, name: str) -> None:
         self.stream = stream
         self.name = name
+        self.kernel_fd = _descriptor(stream, stat.S_ISREG, stat.S_ISFIFO)
 
     def write(self, data: memoryview) -> None:
         try:
@@ -146,6 +160,7 @@ class NullSink:
     """Counts and forgets."""
 
     name = "nothing"
+    kernel_fd: int | None = None
 
     def write(self, data: memoryview) -> None:
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import os
 import socket
 import threading
 import time
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vsockctl.address import Endpoint
-from vsockctl.errors import VsockError
+from vsockctl.errors import LocalIOError, VsockError
+from vsockctl.kernel_copy import SENDFILE_REFUSED, SpliceOut, sendfile_helps
 from vsockctl.signals import stop_after_loop
 from vsockctl.streams import Sink, Source
 
@@ -166,7 +168,19 @@ class Transfer:
                 self.stats.received_sha256 = digest.hexdigest()
 
     def send_stream(self, sock: socket.socket, source: Source, chunk: int = DEFAULT_CHUNK) -> None:
-        """Send everything ``source`` gives; the caller decides about shutdown."""
+        """Send everything ``source`` gives; the caller decides about shutdown.
+
+        A regular file goes out with ``sendfile(2)`` where that is faster (see
+        :func:`sendfile_helps`), unless its bytes must pass through here (--sha256).
+        """
+        fd = source.kernel_fd
+        if (
+            fd is not None
+            and not self.sha256
+            and sendfile_helps()
+            and self._sendfile(sock, fd, chunk)
+        ):
+            return
         view = memoryview(bytearray(chunk))
         stats = self.stats
         with self._sending() as digest:
@@ -181,11 +195,35 @@ class Transfer:
                 stats.sent_bytes += n
                 self.tick()
 
+    def _sendfile(self, sock: socket.socket, fd: int, chunk: int) -> bool:
+        """Send the rest of the file ``fd`` from the page cache; False (nothing sent) when
+        the kernel will not sendfile to this socket."""
+        stats, out = self.stats, sock.fileno()
+        while True:
+            try:
+                n = os.sendfile(out, fd, None, chunk)
+            except OSError as exc:
+                if exc.errno in SENDFILE_REFUSED and not stats.sent_bytes:
+                    return False
+                raise VsockError.wrap(exc, "send", self.address) from exc
+            if n == 0:
+                return True
+            stats.sent_bytes += n
+            self.tick()
+
     def receive_stream(self, sock: socket.socket, sink: Sink, chunk: int = DEFAULT_CHUNK) -> None:
         """Receive until the peer closes its side, writing everything to ``sink``.
 
         Whatever arrived is flushed to the sink even when this ends in an error.
+        A regular file or a pipe is written with ``splice(2)``, unless the bytes
+        must pass through here (--sha256): the kernel moves them from the socket
+        without a copy into Python. Measured in the test VM (TCG, loopback,
+        256 MiB into a file, medians of 3): 0.54 Gbit/s against 0.36 for
+        recv_into + write on 6.12, 0.41 against 0.32 on 6.1.
         """
+        if sink.kernel_fd is not None and not self.sha256:
+            self._receive_spliced(sock, sink, sink.kernel_fd, chunk)
+            return
         view = memoryview(bytearray(chunk))
         stats = self.stats
         with self._receiving(sock, sink) as digest:
@@ -196,6 +234,29 @@ class Transfer:
                     digest.update(data)
                 stats.received_bytes += n
                 self.tick()
+
+    def _receive_spliced(self, sock: socket.socket, sink: Sink, fd: int, chunk: int) -> None:
+        stats, source = self.stats, sock.fileno()
+        sink.flush()  # what a buffered sink holds goes out first
+        out = SpliceOut(fd, chunk, sink.name)
+        try:
+            with self._receiving(sock, sink):
+                while True:
+                    try:
+                        n = os.splice(source, out.inlet, chunk, flags=os.SPLICE_F_MOVE)
+                    except OSError as exc:
+                        if exc.errno == errno.EPIPE:  # the reader of our output pipe left
+                            raise LocalIOError.wrap(exc, "writing", sink.name) from exc
+                        if exc.errno in END_OF_STREAM_ERRNOS:
+                            break
+                        raise VsockError.wrap(exc, "recv", self.address) from exc
+                    if n == 0:
+                        break
+                    out.push(n)
+                    stats.received_bytes += n
+                    self.tick()
+        finally:
+            out.close()
 
     def send_messages(
         self, sock: socket.socket, source: Source, message_size: int, count: int | None = None

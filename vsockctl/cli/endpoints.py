@@ -60,6 +60,8 @@ def _unbuffered(stream: BinaryIO, stack: ExitStack) -> BinaryIO:
 class LockedSink:
     """A sink shared by several connections, one write at a time."""
 
+    kernel_fd: int | None = None  # one write at a time: no splicing past the lock
+
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.name = sink.name
