@@ -33,15 +33,16 @@ def max_rss_kib(proc: subprocess.Popen[bytes]) -> tuple[int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="2G", help="how much to send (default 2G)")
-    parser.add_argument("--buf-size", default="256K", help="bytes per call (default 256K)")
+    parser.add_argument("--buf-size", help="bytes per call (default: vsockctl's own, 1M)")
     args = parser.parse_args()
     port = str(random.randint(20000, 60000))
 
     baseline = subprocess.Popen([*VSOCKCTL, "--version"], stdout=subprocess.DEVNULL)
     _, base_rss = max_rss_kib(baseline)
 
+    buf = ["--buf-size", args.buf_size] if args.buf_size else []
     recv = subprocess.Popen(
-        [*VSOCKCTL, "--json", "recv", "--port", port, "--buf-size", args.buf_size],
+        [*VSOCKCTL, "--json", "recv", "--port", port, *buf],
         stdout=subprocess.DEVNULL,
     )
     started = time.monotonic()
@@ -55,8 +56,7 @@ def main() -> int:
             args.size,
             "--pattern",
             "counter",
-            "--buf-size",
-            args.buf_size,
+            *buf,
             "--retry",
             "50",
             "--retry-delay",
@@ -67,7 +67,7 @@ def main() -> int:
     recv_status, recv_rss = max_rss_kib(recv)
     elapsed = time.monotonic() - started
 
-    print(f"transfer of {args.size} in {elapsed:.1f} s (buffers {args.buf_size})")
+    print(f"transfer of {args.size} in {elapsed:.1f} s (buffers {args.buf_size or 'default'})")
     print(f"  interpreter baseline (vsockctl --version): {base_rss / 1024:7.1f} MiB max RSS")
     print(f"  vsockctl send:                             {send_rss / 1024:7.1f} MiB max RSS")
     print(f"  vsockctl recv:                             {recv_rss / 1024:7.1f} MiB max RSS")

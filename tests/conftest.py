@@ -9,6 +9,10 @@ send anywhere else, so those tests skip there and run in the VM tier
 from __future__ import annotations
 
 import os
+
+# Every --json record a test makes vsockctl print (in-process or as a subprocess)
+# is checked against its declaration in vsockctl/events.py before it goes out.
+os.environ["VSOCKCTL_CHECK_EVENTS"] = "1"
 from collections.abc import Callable, Sequence
 from pathlib import Path
 

@@ -73,6 +73,7 @@ def test_development_machine_is_a_virtio_guest_without_loopback(invoke: Invoke) 
 
 
 INFO_KEYS: dict[str, type | tuple[type, ...]] = {
+    "event": str,
     "kernel": str,
     "af_vsock": bool,
     "vsock_module": bool,
@@ -95,6 +96,7 @@ INFO_KEYS: dict[str, type | tuple[type, ...]] = {
 def test_json_schema(invoke: Invoke) -> None:
     record = _info_json(invoke)
     assert set(record) == set(INFO_KEYS)
+    assert record["event"] == "info"
     for key, kind in INFO_KEYS.items():
         assert isinstance(record[key], kind), key
     for t in record["transports"]:  # type: ignore[attr-defined]

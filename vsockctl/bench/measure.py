@@ -56,7 +56,10 @@ class CpuClock:
         wall = max(time.monotonic() - self._wall, 1e-9)
         user, system = times.user - self._user, times.system - self._system
         return {
-            "user_seconds": user,
+            "user_ns": round(user * 1e9),
+            "system_ns": round(system * 1e9),
+            "wall_ns": round(wall * 1e9),
+            "user_seconds": user,  # the *_seconds keys are kept for scripts that read them
             "system_seconds": system,
             "wall_seconds": wall,
             "percent": 100.0 * (user + system) / wall,
@@ -161,14 +164,12 @@ def direction_totals(counters: list[Counter]) -> dict[str, Any]:
     """Bytes, seconds and rate over all streams of one direction at one end."""
     active = [c for c in counters if c.first_ns]
     total = sum(c.bytes for c in counters)
-    if active:
-        seconds = (max(c.last_ns for c in active) - min(c.first_ns for c in active)) / 1e9
-    else:
-        seconds = 0.0
-    rate = total / seconds if seconds > 0 else 0.0
+    elapsed_ns = max(c.last_ns for c in active) - min(c.first_ns for c in active) if active else 0
+    rate = total * 1e9 / elapsed_ns if elapsed_ns > 0 else 0.0
     return {
         "bytes": total,
-        "seconds": seconds,
+        "elapsed_ns": elapsed_ns,
+        "seconds": elapsed_ns / 1e9,
         "bytes_per_second": rate,
         "bits_per_second": rate * 8,
         "streams": [

@@ -49,6 +49,7 @@ class Counter:
         return {
             "bytes": self.bytes,
             "calls": self.calls,
+            "elapsed_ns": self.elapsed_ns,
             "seconds": self.elapsed_ns / 1e9,
             "error": self.error,
             "errno": self.errno,
@@ -291,14 +292,18 @@ class Histogram:
         self.fold()
         if not self.count:
             return {"round_trips": 0}
+        figures = {
+            "mean": self.total_ns / self.count,
+            "min": self.min_ns,
+            "p50": self.percentile(50),
+            "p90": self.percentile(90),
+            "p99": self.percentile(99),
+            "max": self.max_ns,
+        }
         return {
             "round_trips": self.count,
-            "mean_us": self.total_ns / self.count / 1e3,
-            "min_us": self.min_ns / 1e3,
-            "p50_us": self.percentile(50) / 1e3,
-            "p90_us": self.percentile(90) / 1e3,
-            "p99_us": self.percentile(99) / 1e3,
-            "max_us": self.max_ns / 1e3,
+            **{f"{name}_ns": round(ns) for name, ns in figures.items()},
+            **{f"{name}_us": ns / 1e3 for name, ns in figures.items()},  # kept for old scripts
         }
 
 
@@ -406,9 +411,12 @@ class IntervalSampler:
         now = time.monotonic_ns()
         if now <= self._last_ns:
             return None
+        start_ns, end_ns = self._last_ns - self._start_ns, now - self._start_ns
         record: dict[str, Any] = {
-            "start": (self._last_ns - self._start_ns) / 1e9,
-            "end": (now - self._start_ns) / 1e9,
+            "start_ns": start_ns,
+            "end_ns": end_ns,
+            "start": start_ns / 1e9,
+            "end": end_ns / 1e9,
         }
         for direction, counters in self.counters.items():
             current = [c.bytes for c in counters]

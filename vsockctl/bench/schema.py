@@ -48,29 +48,36 @@ DIRECTION: dict[str, str] = {
 }
 TOTALS: dict[str, str] = {
     "bytes": "bytes moved",
-    "seconds": "from the first to the last byte, over all streams",
-    "bytes_per_second": "bytes / seconds",
-    "bits_per_second": "8 * bytes / seconds",
-    "streams": "per stream: bytes, calls, seconds, error, errno, bits_per_second",
+    "elapsed_ns": "from the first to the last byte, over all streams",
+    "bytes_per_second": "bytes / elapsed time",
+    "seconds": "elapsed_ns in seconds (kept for older scripts)",
+    "bits_per_second": "8 * bytes_per_second (kept for older scripts)",
+    "streams": "per stream: STREAM",
     "errors": "stream errors as text",
 }
 STREAM: dict[str, str] = {
     "bytes": "bytes moved on this stream",
     "calls": "send or recv calls",
-    "seconds": "first to last byte",
+    "elapsed_ns": "first to last byte",
+    "seconds": "elapsed_ns in seconds (kept for older scripts)",
     "error": "what ended the stream early, or null",
     "errno": "its errno, or null",
-    "bits_per_second": "8 * bytes / seconds",
+    "bits_per_second": "8 * bytes / elapsed time (kept for older scripts)",
 }
 CPU: dict[str, str] = {
-    "user_seconds": "user CPU seconds of the process during the test",
-    "system_seconds": "system CPU seconds",
-    "wall_seconds": "wall-clock seconds",
+    "user_ns": "user CPU time of the process during the test",
+    "system_ns": "system CPU time",
+    "wall_ns": "wall-clock time",
+    "user_seconds": "user_ns in seconds (kept for older scripts)",
+    "system_seconds": "system_ns in seconds (kept for older scripts)",
+    "wall_seconds": "wall_ns in seconds (kept for older scripts)",
     "percent": "100 * (user + system) / wall (above 100 with several streams)",
 }
 INTERVAL: dict[str, str] = {
-    "start": "seconds since the data started",
-    "end": "seconds since the data started",
+    "start_ns": "since the data started",
+    "end_ns": "since the data started",
+    "start": "start_ns in seconds (kept for older scripts)",
+    "end": "end_ns in seconds (kept for older scripts)",
     "sent": '{"bytes": total in the interval, "streams": [bytes per stream]}',
     "received": '{"bytes": ..., "streams": [...]}',
 }
@@ -78,12 +85,16 @@ LATENCY: dict[str, str] = {
     "round_trips": "messages sent and received back",
     "round_trips_per_second": "round trips / seconds",
     "msg_size": "bytes per message",
-    "mean_us": "mean round trip in microseconds",
-    "min_us": "shortest",
-    "p50_us": "median (logarithmic buckets 1% wide)",
-    "p90_us": "90th percentile",
-    "p99_us": "99th percentile",
-    "max_us": "longest",
+    "mean_ns": "mean round trip",
+    "min_ns": "shortest",
+    "p50_ns": "median (logarithmic buckets 1% wide)",
+    "p90_ns": "90th percentile",
+    "p99_ns": "99th percentile",
+    "max_ns": "longest",
+    **{
+        f"{name}_us": f"{name}_ns in microseconds (kept for older scripts)"
+        for name in ("mean", "min", "p50", "p90", "p99", "max")
+    },
 }
 
 

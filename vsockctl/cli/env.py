@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, TextIO
 
 import click
 
+from vsockctl.events import check
 from vsockctl.sockets import SocketFactory
 from vsockctl.system import ProbePaths
 
@@ -114,6 +115,7 @@ class Env:
 
     def emit(self, record: dict[str, Any]) -> None:
         """One JSON object on one line (NDJSON): on stdout, or stderr when stdout has data."""
+        check(record)  # with VSOCKCTL_CHECK_EVENTS=1: only declared records go out
         line = json.dumps(record)
         if self.events_to_stderr:
             self.stderr.write(line + "\n")

@@ -148,7 +148,7 @@ def info(uds: str | None, port: int | None) -> None:
         raise click.UsageError("--port goes with --uds")
     system = probe(env.probe_paths, env.socket_factory)
     if env.json:
-        env.emit(to_dict(system))
+        env.emit({"event": "info", **to_dict(system)})
     elif not env.quiet:
         render(env, system)
     if not system.usable:

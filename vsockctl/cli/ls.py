@@ -23,6 +23,7 @@ def _owners_text(sock: VsockSocket) -> str:
 
 def _record(sock: VsockSocket) -> dict[str, Any]:
     return {
+        "event": "socket",
         "type": sock.type_name,
         "state": sock.state_name,
         "local": str(sock.local),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from vsockctl import events
 from vsockctl.bench import protocol, schema
 from vsockctl.errors import ERRNO_MEANINGS
 from vsockctl.sockopts import OPTIONS
@@ -119,9 +120,23 @@ def _commands() -> list[str]:
     return sorted(name for name in cli.load_all() if name != "bench")
 
 
+def _json_section(name: str) -> list[str]:
+    """What ``--json`` prints: every event the command may print, with its keys, from
+    their declaration in vsockctl.events (the one the validator checks)."""
+    rule = _prose((events.__doc__ or "").split("\n\n")[2])
+    out = [".SH JSON OUTPUT", "One JSON object per line, its \\fBevent\\fR key naming it.", rule]
+    command = name.removeprefix("vsockctl-")
+    for event in events.for_command(command) if command != "vsockctl" else ():
+        out += [f".SS {roff(event.name)}", roff(event.about[0].upper() + event.about[1:] + ".")]
+        keys = {**event.keys, **{k: f"(optional) {v}" for k, v in event.optional.items()}}
+        for key, text in keys.items():
+            out += [".TP", f"\\fB{roff(key)}\\fR", roff(text)]
+    return out
+
+
 def _extra_sections(name: str) -> list[str]:
     """Hand-written sections for the pages that need them."""
-    out: list[str] = []
+    out: list[str] = _json_section(name) if name != "vsockctl-completion" else []
     if name == "vsockctl-throughput":
         out += [".SH PROTOCOL", f"Version {protocol.VERSION} of the control exchange."]
         doc = (protocol.__doc__ or "").split("\n\n", 1)[1]
@@ -133,9 +148,8 @@ def _extra_sections(name: str) -> list[str]:
             for item in items:
                 number, _, text = item.partition(" ")
                 out += [f'.IP "{number}" 4', _prose(text)]
-        out += [".SH JSON OUTPUT", _prose((schema.__doc__ or "").split("\n\n", 1)[1])]
         for title, keys in (
-            ("summary", {**schema.SUMMARY, **schema.SUMMARY_OPTIONAL}),
+            ("SUMMARY", {**schema.SUMMARY, **schema.SUMMARY_OPTIONAL}),
             ("TEST", schema.TEST),
             ("DIRECTION", schema.DIRECTION),
             ("TOTALS", schema.TOTALS),

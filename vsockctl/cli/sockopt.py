@@ -79,6 +79,7 @@ def list_command(sock_type: SocketType) -> None:
         for opt, state, err, value in rows:
             env.emit(
                 {
+                    "event": "sockopt_option",
                     "name": opt.name,
                     "level": opt.level_name,
                     "level_number": int(opt.level),
@@ -156,7 +157,7 @@ def _show_get(
     env: Env, table: Table, opt: SockOpt, value: int | float | None, error: VsockError | None
 ) -> None:
     if env.json:
-        record: dict[str, object] = {"event": "sockopt", "name": opt.name, "value": value}
+        record: dict[str, object] = {"event": "sockopt_value", "name": opt.name, "value": value}
         if error is not None:
             record.update(
                 errno=error.errno, errno_name=error.meaning.name, meaning=error.meaning.cause

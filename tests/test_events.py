@@ -1,0 +1,116 @@
+"""One event model: every --json record names its event and matches its declaration.
+
+The whole suite runs with VSOCKCTL_CHECK_EVENTS=1 (tests/conftest.py), so any
+record a test makes vsockctl print is checked as it goes out. Here the
+validator itself is tested, the declarations against the commands, and each
+command's JSON on the host tier (over Unix sockets where a peer is needed),
+every line through the validator.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Invoke
+from tests.fake_vmm import FakeVmm, unix_guest
+from tests.peers import recv_all, run_vsockctl
+from vsockctl import events
+from vsockctl.cli import cli
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="vsk", dir="/tmp") as name:
+        yield Path(name)
+
+
+def records(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_the_validator_finds_what_is_wrong() -> None:
+    good = {"event": "exec", "peer": "1:5", "returncode": 0}
+    assert events.validate(good) == []
+    assert events.validate({"event": "exec", "peer": "1:5"}) == ["exec lacks 'returncode'"]
+    assert events.validate({**good, "rc": 1}) == ["exec has undeclared 'rc'"]
+    assert events.validate({"peer": "1:5"}) == ["unknown event None"]
+    assert events.validate([1]) == ["a record is not a JSON object"]
+    summary: dict[str, object] = {"event": "summary", "complete": True, "test": {}}
+    summary.update(directions=[], cpu={}, buffers={}, intervals=[], server_intervals=[], errors=[])
+    # every top-level key is there; the nested check looks inside "test"
+    assert any("test lacks" in p for p in events.validate(summary))
+
+
+def test_declarations_name_real_commands_and_every_command_has_events() -> None:
+    commands = set(cli.load_all()) - {"bench"}
+    for event in events.EVENTS:
+        assert set(event.commands) - {"*"} <= commands, event.name
+    for command in commands - {"completion"}:
+        own = [e for e in events.for_command(command) if "*" not in e.commands]
+        assert own, f"{command} declares no events"
+
+
+def test_an_undeclared_record_is_refused_while_checking(invoke: Invoke) -> None:
+    from vsockctl.cli.env import Env
+
+    with pytest.raises(events.UndeclaredRecord, match="undeclared 'surprise'"):
+        Env(json=True).emit({"event": "exec", "peer": "x", "returncode": 0, "surprise": 1})
+
+
+def test_every_host_safe_command_prints_declared_records(invoke: Invoke) -> None:
+    runs = [
+        ["info", "--json"],
+        ["ls", "--json"],  # no vsock_diag here: the error record
+        ["sockopt", "list", "--json"],
+        ["sockopt", "get", "--json", "buffer-size", "trusted"],
+        ["sockopt", "set", "--json", "buffer-max-size=1M", "buffer-size=1M"],
+        ["recv", "--json", "--port", "any", "--timeout", "0.1", "/dev/null"],
+    ]
+    seen: set[str] = set()
+    for args in runs:
+        result = invoke(args)
+        got = records(result.stdout) + records(result.stderr)
+        assert got, args
+        for record in got:
+            assert events.validate(record) == [], (args, record)
+            seen.add(str(record["event"]))
+    assert {"info", "sockopt_option", "sockopt_value", "sockopt", "listening", "error"} <= seen
+
+
+def test_transfers_through_a_vmm_print_declared_records(short_dir: Path, tmp_path: Path) -> None:
+    """send, connect --probe and a listener over hybrid vsock (Unix sockets, no CID)."""
+    guest = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    guest.bind(str(short_dir / "guest_7100"))
+    guest.listen(4)
+
+    def serve() -> None:  # the guest's service: read each connection to its end
+        while True:
+            try:
+                conn, _ = guest.accept()
+            except OSError:
+                return
+            with conn:
+                recv_all(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    uds = str(short_dir / "v.sock")
+    with guest, FakeVmm(short_dir / "v.sock", unix_guest(short_dir)):
+        probe = run_vsockctl("--json", "connect", "--probe", "--uds", uds, "7100,7101")
+        sent = run_vsockctl("--json", "send", "--uds", uds, "--port", "7100", "--size", "1M")
+    for result in (probe, sent):
+        for record in records(result.stdout.decode()) + records(result.stderr.decode()):
+            assert events.validate(record) == [], record
+    assert {r["event"] for r in records(sent.stdout.decode())} >= {"connected", "stats"}
+    assert [r["open"] for r in records(probe.stdout.decode()) if r["event"] == "probe"] == [
+        True,
+        False,
+    ]
