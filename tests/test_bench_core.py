@@ -130,7 +130,9 @@ def test_ping_and_echo_loops_measure_round_trips() -> None:
     with a, b:
         server = threading.Thread(target=echo_loop, args=(b, 64, echo))
         server.start()
-        ping_loop(a, 64, Limit(seconds=None, nbytes=64 * 500), histogram, ping)
+        ping_loop(
+            a, 64, limit=Limit(seconds=None, nbytes=64 * 500), histogram=histogram, counter=ping
+        )
         server.join(10)
     assert histogram.summary()["round_trips"] == 500
     assert ping.bytes == echo.bytes == 64 * 500

@@ -151,6 +151,7 @@ class VsockError(OSError):
         operation: str,
         address: Endpoint | None = None,
         detail: str | None = None,
+        *,
         target: str | None = None,
     ) -> None:
         super().__init__(err, detail or os.strerror(err))

@@ -83,8 +83,8 @@ class Route:
             self.address,
             sock_type,
             timeout,
-            retries,
-            retry_delay,
+            retries=retries,
+            retry_delay=retry_delay,
             factory=factory,
             opener=self.opener,
         )

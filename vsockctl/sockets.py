@@ -157,6 +157,7 @@ def connect(
     address: VsockAddress,
     sock_type: SocketType = SocketType.STREAM,
     timeout: float | None = None,
+    *,
     sock: socket.socket | None = None,
     factory: SocketFactory = socket.socket,
 ) -> socket.socket:
@@ -201,6 +202,7 @@ def connect_with_retry(
     address: VsockAddress,
     sock_type: SocketType = SocketType.STREAM,
     timeout: float | None = None,
+    *,
     retries: int = 0,
     retry_delay: float = 1.0,
     factory: SocketFactory = socket.socket,

@@ -104,7 +104,7 @@ class DataStreams:
     targets: list[Callable[[], None]] = field(default_factory=list)
 
     def run(
-        self, spec: TestSpec, sending: bool, receiving: bool, client: bool, limit: Limit
+        self, spec: TestSpec, *, sending: bool, receiving: bool, client: bool, limit: Limit
     ) -> None:
         """Prepare a loop per stream and direction; :meth:`wait` runs them."""
         buf = memoryview(bytearray(b"\xa5" * spec.buf_size))
@@ -117,7 +117,14 @@ class DataStreams:
                     self.histogram = Histogram()
                     self.sent.append(counter)
                     self._start(
-                        partial(ping_loop, sock, spec.msg_size, limit, self.histogram, counter)
+                        partial(
+                            ping_loop,
+                            sock,
+                            spec.msg_size,
+                            limit=limit,
+                            histogram=self.histogram,
+                            counter=counter,
+                        )
                     )
                 else:
                     self.received.append(counter)
@@ -126,7 +133,7 @@ class DataStreams:
             if sending:
                 counter = Counter()
                 self.sent.append(counter)
-                self._start(partial(send_loop, sock, buf, counter, limit, self.zerocopy))
+                self._start(partial(send_loop, sock, buf, counter, limit, zerocopy=self.zerocopy))
             if receiving:
                 counter = Counter()
                 self.received.append(counter)

@@ -108,6 +108,7 @@ def send_loop(
     buf: memoryview,
     counter: Counter,
     limit: Limit,
+    *,
     zerocopy: ZeroCopyStats | None = None,
 ) -> None:
     """Send ``buf`` over and over until the limit; then shut down writing.
@@ -120,11 +121,11 @@ def send_loop(
     counter.first_ns = counter.last_ns = now()
     try:
         if zerocopy is not None:
-            _send_zerocopy(sock, buf, counter, limit, zerocopy)
+            _send_zerocopy(sock, buf, counter, limit=limit, stats=zerocopy)
         elif limit.nbytes is not None:
-            _send_bytes(sock, buf, counter, limit.nbytes, limit.stop)
+            _send_bytes(sock, buf, counter, nbytes=limit.nbytes, stop=limit.stop)
         else:
-            _send_time(sock, buf, counter, limit.seconds or 0.0, limit.stop)
+            _send_time(sock, buf, counter, seconds=limit.seconds or 0.0, stop=limit.stop)
         counter.last_ns = now()
         sock.shutdown(socket.SHUT_WR)
     except OSError as exc:
@@ -139,7 +140,7 @@ CHECK_EVERY = 64  # calls between looks at the stop flag (Ctrl-C also shuts the 
 
 
 def _send_time(
-    sock: socket.socket, buf: memoryview, counter: Counter, seconds: float, stop: threading.Event
+    sock: socket.socket, buf: memoryview, counter: Counter, *, seconds: float, stop: threading.Event
 ) -> None:
     sendall, now, size = sock.sendall, time.monotonic_ns, len(buf)
     deadline = now() + int(seconds * 1e9)
@@ -154,7 +155,7 @@ def _send_time(
 
 
 def _send_bytes(
-    sock: socket.socket, buf: memoryview, counter: Counter, nbytes: int, stop: threading.Event
+    sock: socket.socket, buf: memoryview, counter: Counter, *, nbytes: int, stop: threading.Event
 ) -> None:
     sendall, size = sock.sendall, len(buf)
     left, calls = nbytes, 0
@@ -174,7 +175,7 @@ def _send_bytes(
 
 
 def _send_zerocopy(
-    sock: socket.socket, buf: memoryview, counter: Counter, limit: Limit, stats: ZeroCopyStats
+    sock: socket.socket, buf: memoryview, counter: Counter, *, limit: Limit, stats: ZeroCopyStats
 ) -> None:
     """MSG_ZEROCOPY sends, reading completions from the error queue as they come."""
     deadline = None if limit.seconds is None else time.monotonic_ns() + int(limit.seconds * 1e9)
@@ -318,7 +319,7 @@ def _fill(recv_into: Callable[..., int], view: memoryview, got: int, size: int) 
 
 
 def ping_loop(
-    sock: socket.socket, size: int, limit: Limit, histogram: Histogram, counter: Counter
+    sock: socket.socket, size: int, *, limit: Limit, histogram: Histogram, counter: Counter
 ) -> None:
     """Send ``size`` bytes, wait for them to come back, time it; until the limit.
 

@@ -31,11 +31,11 @@ from .transfer_ui import reporting
 
 def _probe(
     env: Env,
+    peer: PeerOptions,
+    *,
     target: str | None,
     cid: int | None,
     port: int | None,
-    peer: PeerOptions,
-    *,
     sock_type: SocketType,
     concurrency: int,
 ) -> int:
@@ -120,6 +120,7 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
 @transfer_sockopt_option
 @output_options
 def connect(
+    *,
     target: str | None,
     cid: int | None,
     port: int | None,
@@ -150,7 +151,15 @@ def connect(
     env = current_env()
     if probe:
         raise click.exceptions.Exit(
-            _probe(env, target, cid, port, peer, sock_type=sock_type, concurrency=concurrency)
+            _probe(
+                env,
+                peer,
+                target=target,
+                cid=cid,
+                port=port,
+                sock_type=sock_type,
+                concurrency=concurrency,
+            )
         )
     route = peer.route(target, cid, port)
     with ExitStack() as stack:

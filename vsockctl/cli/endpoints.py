@@ -96,6 +96,7 @@ def open_listener(
     stack: ExitStack,
     route: Route,
     sock_type: SocketType,
+    *,
     backlog: int = socket.SOMAXCONN,
 ) -> socket.socket:
     """A listening socket: vsock, or with --uds the hybrid listener PATH_PORT.

@@ -53,6 +53,7 @@ class Server:
     def __init__(
         self,
         env: Env,
+        *,
         sock_type: SocketType,
         sink: Sink,
         source: Source | None,
@@ -172,6 +173,7 @@ class Server:
 @transfer_sockopt_option
 @output_options
 def listen_command(
+    *,
     port: int,
     cid: int,
     sock_type: SocketType,
@@ -208,17 +210,17 @@ def listen_command(
             stack,
             listen_route(cid, port, uds, sock_type),
             sock_type,
-            max(max_clients, socket.SOMAXCONN),
+            backlog=max(max_clients, socket.SOMAXCONN),
         )
         what = "one client" if not keep_going else f"up to {max_clients} clients at once"
         announce_listening(env, server_sock, what)
         server = Server(
             env,
-            sock_type,
-            LockedSink(sink) if max_clients > 1 else sink,
-            source,
-            command,
-            keep_going,
+            sock_type=sock_type,
+            sink=LockedSink(sink) if max_clients > 1 else sink,
+            source=source,
+            command=command,
+            keep_going=keep_going,
         )
         if not keep_going:
             conn, peer = accept(server_sock)

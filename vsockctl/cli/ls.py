@@ -41,6 +41,7 @@ def _record(sock: VsockSocket) -> dict[str, Any]:
 
 def _matches(
     sock: VsockSocket,
+    *,
     listening: bool,
     sock_type: str | None,
     port: int | None,
@@ -70,7 +71,7 @@ def _matches(
 @click.option("--pid", type=click.IntRange(min=1), help="Only sockets this process holds.")
 @output_options
 def ls_command(
-    listening: bool, sock_type: str | None, port: int | None, cid: int | None, pid: int | None
+    *, listening: bool, sock_type: str | None, port: int | None, cid: int | None, pid: int | None
 ) -> None:
     """List vsock sockets: type, state, local and peer CID:port, shutdown state,
     inode and owning processes.
@@ -93,7 +94,7 @@ def ls_command(
     sockets = [
         s
         for s in with_owners(dump(env.socket_factory))
-        if _matches(s, listening, sock_type, port, cid, pid)
+        if _matches(s, listening=listening, sock_type=sock_type, port=port, cid=cid, pid=pid)
     ]
     sockets.sort(key=lambda s: (not s.listening, s.local.port, s.peer.port, s.inode))
     if env.json:

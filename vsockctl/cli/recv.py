@@ -64,6 +64,7 @@ def _check_hex(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @transfer_sockopt_option
 @output_options
 def recv(
+    *,
     file: str | None,
     port: int,
     cid: int,
@@ -94,7 +95,8 @@ def recv(
         raise click.UsageError("--buf-size must be at least 1 byte")
     with ExitStack() as stack:
         sink = open_sink(env, file, stack)
-        server = open_listener(env, stack, listen_route(cid, port, uds, sock_type), sock_type, 1)
+        route = listen_route(cid, port, uds, sock_type)
+        server = open_listener(env, stack, route, sock_type, backlog=1)  # one sender
         announce_listening(env, server, "waiting for one sender")
         if timeout is not None:
             server.settimeout(timeout)

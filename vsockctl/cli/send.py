@@ -60,6 +60,7 @@ from .transfer_ui import TransferDisplay, reporting
 @transfer_sockopt_option
 @output_options
 def send(
+    *,
     file: str | None,
     cid: int | None,
     port: int | None,

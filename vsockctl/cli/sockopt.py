@@ -144,9 +144,9 @@ def get_command(names: tuple[str, ...], sock_type: SocketType) -> None:
                 value = get_option(sock, opt)
             except VsockError as exc:
                 failed = True
-                _show_get(env, table, opt, None, exc)
+                _show_get(env, table, opt, value=None, error=exc)
             else:
-                _show_get(env, table, opt, value, None)
+                _show_get(env, table, opt, value=value, error=None)
     if not env.json:
         env.out.print(table)
     if failed:
@@ -154,7 +154,7 @@ def get_command(names: tuple[str, ...], sock_type: SocketType) -> None:
 
 
 def _show_get(
-    env: Env, table: Table, opt: SockOpt, value: int | float | None, error: VsockError | None
+    env: Env, table: Table, opt: SockOpt, *, value: int | float | None, error: VsockError | None
 ) -> None:
     if env.json:
         record: dict[str, object] = {"event": "sockopt_value", "name": opt.name, "value": value}

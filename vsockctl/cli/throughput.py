@@ -113,6 +113,7 @@ class BufferSizeParam(click.ParamType[int | None]):
 @sockopt_option
 @output_options
 def throughput(
+    *,
     role: str | None,
     target: str | None,
     port: int | None,
@@ -171,7 +172,8 @@ def _client_route(target: str | None, port: int | None, peer: PeerOptions) -> Ro
     return peer.route(None, address.cid, address.port)
 
 
-def _spec(  # the options that make the test: the rest of the command's parameters
+def _spec(
+    *,  # the options that make the test: the rest of the command's parameters
     seconds: float | None,
     nbytes: int | None,
     buf_size: int,
