@@ -86,6 +86,7 @@ INFO_KEYS: dict[str, type | tuple[type, ...]] = {
     "ns_mode": (str, type(None)),
     "child_ns_mode": (str, type(None)),
     "socket_types": list,
+    "features": list,
     "usable": bool,
     "role": str,
     "loopback": bool,

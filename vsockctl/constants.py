@@ -43,6 +43,9 @@ SO_VM_SOCKETS_CONNECT_TIMEOUT: Final[int] = getattr(
     socket, "SO_VM_SOCKETS_CONNECT_TIMEOUT", SO_VM_SOCKETS_CONNECT_TIMEOUT_OLD
 )
 
+# SO_ZEROCOPY (level SOL_SOCKET): MSG_ZEROCOPY sends, on vsock from Linux 6.7.
+SO_ZEROCOPY: Final[int] = getattr(socket, "SO_ZEROCOPY", 60)
+
 # Kernel defaults, for reports and tests.
 DEFAULT_BUFFER_SIZE: Final[int] = 256 * 1024
 DEFAULT_BUFFER_MIN_SIZE: Final[int] = 128

@@ -191,6 +191,8 @@ EVENTS: tuple[Event, ...] = (
             "ns_mode": "/proc/sys/net/vsock/ns_mode, or null",
             "child_ns_mode": "/proc/sys/net/vsock/child_ns_mode, or null",
             "socket_types": "[{type, usable, error, meaning}]",
+            "features": "[{name, available, how}]: seqpacket, msg_zerocopy, siocoutq, siocinq, "
+            "sockmap, netns, each tried here (available null: could not be tried)",
             "usable": "whether vsock can carry data here",
             "role": "guest, host, guest+host or none",
             "loopback": "whether CID 1 (vsock_loopback) works",

@@ -13,13 +13,17 @@ import os
 import platform
 import socket
 import struct
+import termios
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from vsockctl.address import VsockAddress
 from vsockctl.constants import (
     AF_VSOCK,
     IOCTL_VM_SOCKETS_GET_LOCAL_CID,
+    SO_ZEROCOPY,
     VMADDR_CID_ANY,
     VMADDR_CID_HOST,
     VMADDR_PORT_ANY,
@@ -77,6 +81,15 @@ class SocketTypeStatus:
 
 
 @dataclass
+class FeatureStatus:
+    """A kernel feature of vsock, found by trying it (never from the version number)."""
+
+    name: str
+    available: bool | None  # None: could not be tried here
+    how: str  # what was tried, and what the kernel answered
+
+
+@dataclass
 class SystemInfo:
     """The answer to 'is vsock here, and what can it do?'."""
 
@@ -92,6 +105,7 @@ class SystemInfo:
     ns_mode: str | None
     child_ns_mode: str | None
     socket_types: list[SocketTypeStatus] = field(default_factory=list)
+    features: list[FeatureStatus] = field(default_factory=list)
 
     @property
     def loopback(self) -> bool:
@@ -197,7 +211,62 @@ def probe(
     )
     if af_vsock:
         info.socket_types = [check_socket_type(t, factory) for t in SocketType]
+        info.features = check_features(info, factory)
     return info
+
+
+KNOWN_IOCTL = frozenset({errno.EOPNOTSUPP, errno.ENOTCONN})  # the ioctl exists, no answer yet
+
+
+def _try(what: str, action: Callable[[], object], known: frozenset[int]) -> tuple[bool, str]:
+    """Run ``action``: it worked, or failed with an errno that still shows the kernel
+    knows the call (``known``), or failed otherwise."""
+    try:
+        action()
+    except OSError as exc:
+        err = exc.errno or 0
+        name = "EOPNOTSUPP" if err == errno.EOPNOTSUPP else errno.errorcode.get(err, str(err))
+        return err in known, f"{what}: {name}"
+    return True, f"{what}: accepted"
+
+
+def check_features(info: SystemInfo, factory: SocketFactory) -> list[FeatureStatus]:
+    """The vsock features this kernel has, each tried on a fresh, unconnected socket."""
+    seqpacket = next((s for s in info.socket_types if s.type == "seqpacket"), None)
+    features = [
+        FeatureStatus(
+            "seqpacket",
+            seqpacket is not None and seqpacket.usable,
+            "socket, bind and listen of a SOCK_SEQPACKET socket"
+            + (f": {seqpacket.error}" if seqpacket is not None and seqpacket.error else ""),
+        )
+    ]
+    with factory(AF_VSOCK, socket.SOCK_STREAM) as sock:
+        fd = sock.fileno()
+        ok, how = _try(
+            "setsockopt SO_ZEROCOPY (MSG_ZEROCOPY sends)",
+            lambda: sock.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1),
+            frozenset(),
+        )
+        features.append(FeatureStatus("msg_zerocopy", ok, how))
+        # The kernel answers EOPNOTSUPP on a socket with no connection yet when it
+        # has the ioctl, and ENOTTY when vsock has no such ioctl at all.
+        for name, request in (("siocoutq", termios.TIOCOUTQ), ("siocinq", termios.FIONREAD)):
+            ok, how = _try(
+                f"ioctl {name.upper()}", partial(fcntl.ioctl, fd, request, b"\0" * 4), KNOWN_IOCTL
+            )
+            if ok:
+                how += " (so the kernel has it; a connected socket gets its answer)"
+            features.append(FeatureStatus(name, ok, how))
+    features.append(FeatureStatus("sockmap", None, "not tried: a sockmap needs CAP_BPF to create"))
+    features.append(
+        FeatureStatus(
+            "netns",
+            info.ns_mode is not None,
+            f"/proc/sys/net/vsock/ns_mode: {info.ns_mode or 'absent'}",
+        )
+    )
+    return features
 
 
 def describe_cid(cid: int) -> str:

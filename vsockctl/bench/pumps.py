@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vsockctl.constants import SO_ZEROCOPY
 from vsockctl.errors import VsockError, VsockUnavailableError
 
 MSG_ZEROCOPY = getattr(socket, "MSG_ZEROCOPY", 0x4000000)
@@ -74,7 +75,7 @@ class ZeroCopyStats:
 
 def enable_zerocopy(sock: socket.socket) -> None:
     try:
-        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_ZEROCOPY", 60), 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EINVAL):
             raise VsockUnavailableError(

@@ -74,6 +74,21 @@ def render(env: Env, info: SystemInfo) -> None:
         out.print()
         out.print(types)
 
+    if info.features:
+        features = Table(
+            title="Kernel features (each tried, not read off the version)",
+            title_justify="left",
+            box=None,
+            padding=(0, 2),
+        )
+        for column in ("feature", "here", "how it was found"):
+            features.add_column(column)
+        for f in info.features:
+            here = "[dim]unknown[/]" if f.available is None else _yes(f.available)
+            features.add_row(f.name, here, escape(f.how))
+        out.print()
+        out.print(features)
+
     notes = findings(info)
     if notes:
         out.print()
