@@ -190,10 +190,12 @@ def _send_zerocopy(
             left -= len(chunk)
         else:
             chunk = buf
-        sock.sendall(chunk, MSG_ZEROCOPY)
-        counter.bytes += len(chunk)
-        counter.calls += 1
-        stats.sends += 1
+        while chunk:  # each sendmsg is one zerocopy notification: count calls, not chunks
+            sent = sock.send(chunk, MSG_ZEROCOPY)
+            chunk = chunk[sent:]
+            counter.bytes += sent
+            counter.calls += 1
+            stats.sends += 1
         if stats.sends - stats.completed > 64:
             _drain_completions(sock, stats)
         if deadline is not None and time.monotonic_ns() >= deadline:

@@ -61,7 +61,7 @@ def _probe(
         concurrency=concurrency,
         retries=peer.retry,
         retry_delay=peer.retry_delay,
-        factory=env.socket_factory,
+        factory=env.vsock_factory(defaults=False),  # probes move no data: no buffer sizes
     )
     for result in results:
         if not result.open and status is ExitStatus.OK:

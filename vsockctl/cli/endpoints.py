@@ -85,7 +85,7 @@ def open_connection(
         peer.timeout,
         retries=peer.retry,
         retry_delay=peer.retry_delay,
-        factory=env.socket_factory,
+        factory=env.vsock_factory(),
     )
     announce_connection(env, "connected", route.shown, local_address(sock))
     return sock
@@ -104,7 +104,7 @@ def open_listener(
     The backlog defaults to SOMAXCONN: a burst of clients queues until accepted
     (vsock resets a connection that finds the accept queue full).
     """
-    return stack.enter_context(route.listen(sock_type, backlog, env.socket_factory))
+    return stack.enter_context(route.listen(sock_type, backlog, env.vsock_factory()))
 
 
 def announce_listening(env: Env, server: socket.socket, what: str) -> Endpoint:

@@ -10,12 +10,11 @@ from click.shell_completion import CompletionItem
 
 from vsockctl.address import AddressError, parse_cid, parse_port
 from vsockctl.sockets import SocketType
-from vsockctl.sockopts import OPTIONS, Setting, SockOptError, configured, parse_setting
+from vsockctl.sockopts import OPTIONS, Setting, SockOptError, parse_setting
 from vsockctl.transfer import DEFAULT_CHUNK
 from vsockctl.units import UnitError, format_size, parse_duration, parse_size
 
 from .env import current_env
-from .sockopt_view import report_applied
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -155,12 +154,9 @@ def transfer_sockopt_option(func: F) -> F:
 
 def _sockopt_option(defaults: tuple[Setting, ...]) -> Callable[[F], F]:
     def install(ctx: click.Context, param: click.Parameter, value: tuple[Setting, ...]) -> None:
-        if ctx.resilient_parsing or not (value or defaults):
-            return
-        env = current_env()
-        env.socket_factory = configured(
-            env.socket_factory, value, lambda applied: report_applied(env, applied), defaults
-        )
+        if not ctx.resilient_parsing:
+            env = current_env()
+            env.sockopts, env.sockopt_defaults = value, defaults
 
     default_note = (
         f" Default here: buffer-max-size and buffer-size {format_size(DEFAULT_CHUNK)}."

@@ -222,7 +222,7 @@ def _run_server(env: Env, route: Route, once: bool) -> None:
     with ExitStack() as stack:
         sock = open_listener(env, stack, route, SocketType.STREAM)
         server = ThroughputServer(
-            sock, route, env.socket_factory, lambda record: show_server_event(env, record)
+            sock, route, env.vsock_factory(), lambda record: show_server_event(env, record)
         )
         announce_listening(env, sock, "one test after another" if not once else "one test")
         server.serve(1 if once else None)
@@ -238,7 +238,7 @@ def _run_client(env: Env, route: Route, spec: TestSpec, peer: PeerOptions) -> No
             summary = run_client(
                 route,
                 spec,
-                factory=env.socket_factory,
+                factory=env.vsock_factory(),
                 timeout=peer.timeout,
                 retries=peer.retry,
                 retry_delay=peer.retry_delay,

@@ -90,8 +90,14 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     )
     if "zerocopy" in summary:
         z = summary["zerocopy"]
+        verdict = (
+            "the kernel copied after all (SO_EE_CODE_ZEROCOPY_COPIED)"
+            if z["copied"]
+            else "no copies: the pages went out as they were"
+        )
         lines.append(
-            f"zerocopy: {z['sends']} sends, {z['completed']} completed, {z['copied']} copied"
+            f"zerocopy: {z['sends']} sends, {z['completed']} completed, "
+            f"{z['copied']} copied; {verdict}"
         )
     return lines
 
