@@ -9,6 +9,7 @@ send anywhere else, so those tests skip there and run in the VM tier
 from __future__ import annotations
 
 import os
+import platform
 
 # Every --json record a test makes vsockctl print (in-process or as a subprocess)
 # is checked against its declaration in vsockctl/events.py before it goes out.
@@ -72,8 +73,9 @@ class VmTierTally:
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         verdict = "ok" if self.passed and not self.skipped and not self.failed else "FAILED"
         terminalreporter.write_line(
-            f"VM tier: {self.passed} vsock tests passed in the VM, {self.failed} failed, "
-            f"{self.skipped} skipped ({verdict}; a skip or an empty run fails the VM tier)"
+            f"VM tier, kernel {platform.release()}: {self.passed} vsock tests passed in the VM, "
+            f"{self.failed} failed, {self.skipped} skipped "
+            f"({verdict}; a skip or an empty run fails the VM tier)"
         )
 
 
