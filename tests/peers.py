@@ -168,6 +168,15 @@ def read_until_listening(stream: IO[bytes] | None) -> dict[str, Any]:
     raise AssertionError("the command ended without listening")
 
 
+def keep_reading(stream: IO[bytes] | None) -> threading.Thread:
+    """Read ``stream`` to its end on a thread: a server printing a record per connection
+    must not block on a full pipe nobody reads."""
+    assert stream is not None
+    thread = threading.Thread(target=stream.read, daemon=True)
+    thread.start()
+    return thread
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """Kill ``proc`` if it still runs, reap it, close its pipes."""
     if proc.poll() is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import platform
 import socket
 import subprocess
 from pathlib import Path
@@ -132,3 +133,26 @@ def test_socat_to_us_and_back(tmp_path: Path) -> None:
             sock.sendall(data)
         assert proc.wait(timeout=60) == 0
     assert out.read_bytes() == data
+
+
+def kernel_release() -> tuple[int, int]:
+    """The running kernel's major.minor (the test's prediction only: the product tries)."""
+    major, minor = platform.release().split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()))
+
+
+def test_info_finds_the_features_the_reference_predicts(invoke: Invoke) -> None:
+    """Each feature was tried by info; the reference says when each came: MSG_ZEROCOPY
+    6.7, SIOCOUTQ 6.12, SIOCINQ 6.17, network namespaces 7.0 (6.1 and 6.12 here)."""
+    result = invoke(["info", "--json"])
+    record = json.loads(result.stdout)
+    features = {f["name"]: f["available"] for f in record["features"]}
+    release = kernel_release()
+    assert features == {
+        "seqpacket": True,
+        "msg_zerocopy": release >= (6, 7),
+        "siocoutq": release >= (6, 12),
+        "siocinq": release >= (6, 17),
+        "sockmap": None,
+        "netns": release >= (7, 0),
+    }, [f["how"] for f in record["features"]]

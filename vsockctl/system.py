@@ -26,6 +26,7 @@ from vsockctl.constants import (
     SO_ZEROCOPY,
     VMADDR_CID_ANY,
     VMADDR_CID_HOST,
+    VMADDR_CID_LOCAL,
     VMADDR_PORT_ANY,
 )
 from vsockctl.errors import VsockError, explain
@@ -215,9 +216,6 @@ def probe(
     return info
 
 
-KNOWN_IOCTL = frozenset({errno.EOPNOTSUPP, errno.ENOTCONN})  # the ioctl exists, no answer yet
-
-
 def _try(what: str, action: Callable[[], object], known: frozenset[int]) -> tuple[bool, str]:
     """Run ``action``: it worked, or failed with an errno that still shows the kernel
     knows the call (``known``), or failed otherwise."""
@@ -230,8 +228,42 @@ def _try(what: str, action: Callable[[], object], known: frozenset[int]) -> tupl
     return True, f"{what}: accepted"
 
 
+def _queue_ioctls(info: SystemInfo, factory: SocketFactory) -> list[FeatureStatus]:
+    """SIOCOUTQ and SIOCINQ, which only a connected socket answers (6.1 says EOPNOTSUPP
+    to both whatever the socket; later kernels say it too on a socket with no
+    connection). Tried over a connection to this machine itself (CID 1), so only
+    where vsock_loopback is loaded; elsewhere they stay unknown."""
+    names = (("siocoutq", termios.TIOCOUTQ), ("siocinq", termios.FIONREAD))
+    if not info.loopback:
+        why = "not tried: it needs a connection, and no vsock_loopback is loaded to make one"
+        return [FeatureStatus(name, None, why) for name, _ in names]
+    try:
+        with (
+            factory(AF_VSOCK, socket.SOCK_STREAM) as server,
+            factory(AF_VSOCK, socket.SOCK_STREAM) as client,
+        ):
+            server.bind((VMADDR_CID_LOCAL, VMADDR_PORT_ANY))
+            server.listen(1)
+            client.settimeout(5)
+            client.connect((VMADDR_CID_LOCAL, server.getsockname()[1]))
+            peer, _ = server.accept()
+            with peer:
+                results = []
+                for (name, request), end in zip(names, (client, peer), strict=True):
+                    ok, how = _try(
+                        f"ioctl {name.upper()} on a connection over CID 1",
+                        partial(fcntl.ioctl, end.fileno(), request, b"\0" * 4),
+                        frozenset(),
+                    )
+                    results.append(FeatureStatus(name, ok, how))
+                return results
+    except OSError as exc:
+        why = f"not tried: no connection over CID 1 ({exc.strerror})"
+        return [FeatureStatus(name, None, why) for name, _ in names]
+
+
 def check_features(info: SystemInfo, factory: SocketFactory) -> list[FeatureStatus]:
-    """The vsock features this kernel has, each tried on a fresh, unconnected socket."""
+    """The vsock features this kernel has, each found by trying it."""
     seqpacket = next((s for s in info.socket_types if s.type == "seqpacket"), None)
     features = [
         FeatureStatus(
@@ -242,22 +274,13 @@ def check_features(info: SystemInfo, factory: SocketFactory) -> list[FeatureStat
         )
     ]
     with factory(AF_VSOCK, socket.SOCK_STREAM) as sock:
-        fd = sock.fileno()
         ok, how = _try(
             "setsockopt SO_ZEROCOPY (MSG_ZEROCOPY sends)",
             lambda: sock.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1),
             frozenset(),
         )
-        features.append(FeatureStatus("msg_zerocopy", ok, how))
-        # The kernel answers EOPNOTSUPP on a socket with no connection yet when it
-        # has the ioctl, and ENOTTY when vsock has no such ioctl at all.
-        for name, request in (("siocoutq", termios.TIOCOUTQ), ("siocinq", termios.FIONREAD)):
-            ok, how = _try(
-                f"ioctl {name.upper()}", partial(fcntl.ioctl, fd, request, b"\0" * 4), KNOWN_IOCTL
-            )
-            if ok:
-                how += " (so the kernel has it; a connected socket gets its answer)"
-            features.append(FeatureStatus(name, ok, how))
+    features.append(FeatureStatus("msg_zerocopy", ok, how))
+    features += _queue_ioctls(info, factory)
     features.append(FeatureStatus("sockmap", None, "not tried: a sockmap needs CAP_BPF to create"))
     features.append(
         FeatureStatus(

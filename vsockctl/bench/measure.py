@@ -98,7 +98,7 @@ class DataStreams:
     socks: list[socket.socket]
     sent: list[Counter] = field(default_factory=list)
     received: list[Counter] = field(default_factory=list)
-    zerocopy: ZeroCopyStats | None = None
+    zerocopy: list[ZeroCopyStats] | None = None  # one per sending socket
     histogram: Histogram | None = None
     threads: list[threading.Thread] = field(default_factory=list)
     targets: list[Callable[[], None]] = field(default_factory=list)
@@ -109,7 +109,7 @@ class DataStreams:
         """Prepare a loop per stream and direction; :meth:`wait` runs them."""
         buf = memoryview(bytearray(b"\xa5" * spec.buf_size))
         if spec.zerocopy and sending:
-            self.zerocopy = ZeroCopyStats()
+            self.zerocopy = []
         for sock in self.socks:
             if spec.mode == "latency":
                 counter = Counter()
@@ -133,7 +133,11 @@ class DataStreams:
             if sending:
                 counter = Counter()
                 self.sent.append(counter)
-                self._start(partial(send_loop, sock, buf, counter, limit, zerocopy=self.zerocopy))
+                zerocopy = None
+                if self.zerocopy is not None:
+                    zerocopy = ZeroCopyStats()
+                    self.zerocopy.append(zerocopy)
+                self._start(partial(send_loop, sock, buf, counter, limit, zerocopy=zerocopy))
             if receiving:
                 counter = Counter()
                 self.received.append(counter)
@@ -201,8 +205,16 @@ def end_result(
         "buffers": buffers,
     }
     if streams.zerocopy is not None:
-        z = streams.zerocopy
-        result["zerocopy"] = {"sends": z.sends, "completed": z.completed, "copied": z.copied}
+        z = ZeroCopyStats()
+        for one in streams.zerocopy:
+            z.add(one)
+        result["zerocopy"] = {
+            "sends": z.sends,
+            "completed": z.completed,
+            "ids": z.ids,
+            "copied": z.copied,
+            "all_completed": all(one.all_completed for one in streams.zerocopy),
+        }
     if streams.histogram is not None:
         result["latency"] = streams.histogram.summary()
     return result

@@ -68,9 +68,25 @@ class Limit:
 
 @dataclass
 class ZeroCopyStats:
-    sends: int = 0
-    completed: int = 0
+    """MSG_ZEROCOPY on one socket. The kernel numbers its notifications 0, 1, 2 ...;
+    vsock may take several for one sendmsg (one per part it queues), so every send
+    completed means: each number up to the highest seen came back, and at least one
+    per sendmsg."""
+
+    sends: int = 0  # sendmsg calls
+    completed: int = 0  # notification numbers that came back
+    ids: int = 0  # the highest number seen, plus one
     copied: int = 0  # completions where the kernel fell back to copying
+
+    @property
+    def all_completed(self) -> bool:
+        return self.completed == self.ids and self.completed >= self.sends
+
+    def add(self, other: ZeroCopyStats) -> None:
+        self.sends += other.sends
+        self.completed += other.completed
+        self.ids += other.ids
+        self.copied += other.copied
 
 
 def enable_zerocopy(sock: socket.socket) -> None:
@@ -100,6 +116,7 @@ def _drain_completions(sock: socket.socket, stats: ZeroCopyStats) -> None:
             if origin == SO_EE_ORIGIN_ZEROCOPY:
                 count = (hi - lo + 1) & 0xFFFFFFFF
                 stats.completed += count
+                stats.ids = max(stats.ids, hi + 1)
                 if code & SO_EE_CODE_ZEROCOPY_COPIED:
                     stats.copied += count
 
@@ -204,11 +221,17 @@ def _send_zerocopy(
 
 
 def _wait_completions(sock: socket.socket, stats: ZeroCopyStats, timeout: float = 5.0) -> None:
+    """Read notifications until every send is accounted for, then once more a moment
+    later for a last part of a send still on its way."""
     end = time.monotonic() + timeout
-    while stats.completed < stats.sends and time.monotonic() < end:
+    while time.monotonic() < end:
         _drain_completions(sock, stats)
-        if stats.completed < stats.sends:
-            time.sleep(0.001)
+        if stats.all_completed:
+            time.sleep(0.02)
+            _drain_completions(sock, stats)
+            if stats.all_completed:
+                return
+        time.sleep(0.001)
 
 
 def recv_loop(sock: socket.socket, buf: memoryview, counter: Counter) -> None:

@@ -25,7 +25,9 @@ SUMMARY: dict[str, str] = {
 }
 SUMMARY_OPTIONAL: dict[str, str] = {
     "latency": "with --latency: LATENCY",
-    "zerocopy": 'with --zerocopy: {"sends", "completed", "copied"}',
+    "zerocopy": 'with --zerocopy: {"sends": sendmsg calls, "completed": notifications '
+    'that came back, "ids": notifications the kernel numbered, "copied": completions '
+    'where the kernel copied after all, "all_completed": every send accounted for}',
 }
 TEST: dict[str, str] = {
     "mode": '"throughput" or "latency"',

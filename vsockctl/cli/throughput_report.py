@@ -96,8 +96,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             else "no copies: the pages went out as they were"
         )
         lines.append(
-            f"zerocopy: {z['sends']} sends, {z['completed']} completed, "
-            f"{z['copied']} copied; {verdict}"
+            f"zerocopy: {z['sends']} sends, {z['completed']} of {z['ids']} notifications "
+            f"back{'' if z['all_completed'] else ' (NOT ALL)'}, {z['copied']} copied; {verdict}"
         )
     return lines
 
