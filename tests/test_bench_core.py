@@ -17,15 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vsockctl.bench import protocol
-from vsockctl.bench.pumps import (
-    Counter,
-    Histogram,
-    Limit,
-    echo_loop,
-    ping_loop,
-    recv_loop,
-    send_loop,
-)
+from vsockctl.bench.latency import Histogram, echo_loop, ping_loop
+from vsockctl.bench.pumps import Counter, Limit, recv_loop, send_loop
 from vsockctl.bench.spec import TestSpec as Spec  # not a pytest class
 from vsockctl.cli.env import Env, Streams
 from vsockctl.cli.throughput_report import LiveDisplay

@@ -12,19 +12,8 @@ import pytest
 from tests.conftest import Invoke
 from vsockctl.constants import AF_VSOCK
 from vsockctl.errors import VsockError
-from vsockctl.sockopts import (
-    OPTIONS,
-    Applied,
-    CType,
-    SockOptError,
-    apply,
-    configured,
-    get_option,
-    lookup,
-    order,
-    parse_setting,
-    set_option,
-)
+from vsockctl.sockopt_apply import Applied, apply, configured, get_option, order, set_option
+from vsockctl.sockopts import OPTIONS, CType, SockOptError, lookup, parse_setting
 from vsockctl.status import ExitStatus
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from vsockctl.errors import ProtocolError, VsockError
 from vsockctl.route import Route
 from vsockctl.sockets import SocketFactory, SocketType
-from vsockctl.sockopts import configured, parse_setting
+from vsockctl.sockopt_apply import configured
+from vsockctl.sockopts import parse_setting
 
 from .measure import Event, Measurement, buffer_settings, ignore, prepare_stream
 from .protocol import FrameKind, recv_frame, send_frame

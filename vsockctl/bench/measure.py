@@ -17,17 +17,16 @@ from functools import partial
 from typing import Any
 
 from vsockctl.errors import VsockError
-from vsockctl.sockopts import get_option, lookup
+from vsockctl.sockopt_apply import get_option
+from vsockctl.sockopts import lookup
 
+from .latency import Histogram, echo_loop, ping_loop
 from .pumps import (
     Counter,
-    Histogram,
     IntervalSampler,
     Limit,
     ZeroCopyStats,
-    echo_loop,
     enable_zerocopy,
-    ping_loop,
     recv_loop,
     send_loop,
 )

@@ -17,7 +17,8 @@ from vsockctl.constants import VMADDR_PORT_ANY
 from vsockctl.errors import ProtocolError
 from vsockctl.route import Route
 from vsockctl.sockets import SocketFactory, SocketType, accept, local_address
-from vsockctl.sockopts import configured, parse_setting
+from vsockctl.sockopt_apply import configured
+from vsockctl.sockopts import parse_setting
 
 from . import protocol
 from .measure import Event, Measurement, buffer_settings, ignore, prepare_stream

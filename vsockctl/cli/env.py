@@ -16,7 +16,8 @@ import click
 
 from vsockctl.events import check
 from vsockctl.sockets import SocketFactory
-from vsockctl.sockopts import Setting, configured
+from vsockctl.sockopt_apply import configured
+from vsockctl.sockopts import Setting
 from vsockctl.system import ProbePaths
 
 if TYPE_CHECKING:

@@ -49,45 +49,46 @@ def render(env: Env, info: SystemInfo) -> None:
     out.print("[bold]vsock on this machine[/]")
     out.print(summary)
 
-    transports = Table(title="Transports", title_justify="left", box=None, padding=(0, 2))
-    for column in ("transport", "state", "role", "module", "what it serves"):
-        transports.add_column(column)
-    for t in info.transports:
-        transports.add_row(
-            t.name, _yes(t.present, "present", "absent"), t.role, t.module, t.description
-        )
-    out.print()
-    out.print(transports)
-
-    if info.socket_types:
-        types = Table(
-            title="Socket types (create + bind here)",
-            title_justify="left",
-            box=None,
-            padding=(0, 2),
-        )
-        for column in ("type", "usable", "why not"):
-            types.add_column(column)
-        for s in info.socket_types:
-            why = f"{s.error}: {s.meaning}" if s.error else ""
-            types.add_row(s.type, _yes(s.usable), why)
+    tables: list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]] = [
+        (
+            "Transports",
+            ("transport", "state", "role", "module", "what it serves"),
+            [
+                (t.name, _yes(t.present, "present", "absent"), t.role, t.module, t.description)
+                for t in info.transports
+            ],
+        ),
+        (
+            "Socket types (create + bind here)",
+            ("type", "usable", "why not"),
+            [
+                (s.type, _yes(s.usable), escape(f"{s.error}: {s.meaning}") if s.error else "")
+                for s in info.socket_types
+            ],
+        ),
+        (
+            "Kernel features (each tried, not read off the version)",
+            ("feature", "here", "how it was found"),
+            [
+                (
+                    f.name,
+                    "[dim]unknown[/]" if f.available is None else _yes(f.available),
+                    escape(f.how),
+                )
+                for f in info.features
+            ],
+        ),
+    ]
+    for title, columns, rows in tables:
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left", box=None, padding=(0, 2))
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
         out.print()
-        out.print(types)
-
-    if info.features:
-        features = Table(
-            title="Kernel features (each tried, not read off the version)",
-            title_justify="left",
-            box=None,
-            padding=(0, 2),
-        )
-        for column in ("feature", "here", "how it was found"):
-            features.add_column(column)
-        for f in info.features:
-            here = "[dim]unknown[/]" if f.available is None else _yes(f.available)
-            features.add_row(f.name, here, escape(f.how))
-        out.print()
-        out.print(features)
+        out.print(table)
 
     notes = findings(info)
     if notes:

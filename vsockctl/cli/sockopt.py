@@ -13,16 +13,8 @@ import click
 
 from vsockctl.errors import VsockError
 from vsockctl.sockets import SocketType, open_socket
-from vsockctl.sockopts import (
-    OPTIONS,
-    Setting,
-    SockOpt,
-    SockOptError,
-    apply,
-    format_value,
-    get_option,
-    lookup,
-)
+from vsockctl.sockopt_apply import apply, get_option
+from vsockctl.sockopts import OPTIONS, Setting, SockOpt, SockOptError, format_value, lookup
 from vsockctl.status import ExitStatus
 
 from .app import cli

@@ -9,7 +9,8 @@ if TYPE_CHECKING:
 
 from typing import Any
 
-from vsockctl.sockopts import Applied, format_value
+from vsockctl.sockopt_apply import Applied
+from vsockctl.sockopts import format_value
 
 from .env import Env
 from .format import escape, new_table
