@@ -257,9 +257,19 @@ def run_send_recv_defaults(size: int, src: Path | None = None, out: Path | None 
     return float(stats["received_bytes"] / (stats["elapsed_ns"] / 1e9))
 
 
-def run_bench_defaults(size: int) -> float:
+def run_bench_defaults(size: int, *extra: str) -> float:
     out = subprocess.run(
-        [*VSOCKCTL, "--json", "bench", "--loopback", "--bytes", str(size), "--interval", "0"],
+        [
+            *VSOCKCTL,
+            "--json",
+            "bench",
+            "--loopback",
+            "--bytes",
+            str(size),
+            "--interval",
+            "0",
+            *extra,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -363,7 +373,7 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=5.0)
     parser.add_argument(
         "--only",
-        choices=["throughput", "defaults", "latency", "memory"],
+        choices=["throughput", "defaults", "zerocopy", "latency", "memory"],
         action="append",
         help="run only these parts (repeatable; default: all)",
     )
@@ -405,12 +415,25 @@ def main() -> int:
 
     if "defaults" in parts:
         defaults(args.runs, size, source)
+    if "zerocopy" in parts:
+        zerocopy(args.runs, size)
     if "latency" in parts:
         latency(args.runs, args.latency_seconds)
     if "memory" in parts:
         memory()
     source.unlink()
     return 0
+
+
+def zerocopy(runs: int, size: int) -> None:
+    """bench with and without --zerocopy (MSG_ZEROCOPY needs Linux 6.7+)."""
+    print(f"\nbench --loopback, {size >> 20} MiB, kernel {os.uname().release}")
+    plain = measure("bench", runs, partial(run_bench_defaults, size))
+    copyless = measure("bench --zerocopy", runs, partial(run_bench_defaults, size, "--zerocopy"))
+    floor = {"bench": statistics.median(plain or [0])}
+    for name, figures in (("bench", plain), ("bench --zerocopy", copyless)):
+        if figures:
+            print(row(name, figures, floor))
 
 
 def defaults(runs: int, size: int, source: Path) -> None:
