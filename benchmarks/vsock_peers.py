@@ -176,27 +176,7 @@ def run_bare(
 
 def run_throughput(size: int, buf: int, vsock_buf: int | None) -> float:
     vbuf = str(vsock_buf) if vsock_buf else "default"
-    out = subprocess.run(
-        [
-            *VSOCKCTL,
-            "--json",
-            "bench",
-            "--loopback",
-            "--bytes",
-            str(size),
-            "--buf-size",
-            str(buf),
-            "--vsock-buffer-size",
-            vbuf,
-            "--interval",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    summary = json.loads(out.strip().splitlines()[-1])
-    return float(summary["directions"][0]["receiver"]["bytes_per_second"])
+    return run_bench_defaults(size, "--buf-size", str(buf), "--vsock-buffer-size", vbuf)
 
 
 def run_send_recv(size: int, buf: int, vsock_buf: int | None) -> float:
@@ -258,6 +238,7 @@ def run_send_recv_defaults(size: int, src: Path | None = None, out: Path | None 
 
 
 def run_bench_defaults(size: int, *extra: str) -> float:
+    """``bench --loopback`` of ``size`` bytes; the receiver's goodput in bytes/s."""
     out = subprocess.run(
         [
             *VSOCKCTL,
