@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 CID = 1
 VSOCKCTL = [sys.executable, "-m", "vsockctl"]
@@ -237,25 +238,21 @@ def run_send_recv_defaults(size: int, src: Path | None = None, out: Path | None 
     return float(stats["received_bytes"] / (stats["elapsed_ns"] / 1e9))
 
 
-def run_bench_defaults(size: int, *extra: str) -> float:
-    """``bench --loopback`` of ``size`` bytes; the receiver's goodput in bytes/s."""
+def bench_summary(*args: str) -> dict[str, Any]:
+    """The summary record of ``vsockctl --json bench --loopback --interval 0 ARGS``."""
     out = subprocess.run(
-        [
-            *VSOCKCTL,
-            "--json",
-            "bench",
-            "--loopback",
-            "--bytes",
-            str(size),
-            "--interval",
-            "0",
-            *extra,
-        ],
+        [*VSOCKCTL, "--json", "bench", "--loopback", "--interval", "0", *args],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    summary = json.loads(out.strip().splitlines()[-1])
+    summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return summary
+
+
+def run_bench_defaults(size: int, *extra: str) -> float:
+    """``bench --loopback`` of ``size`` bytes; the receiver's goodput in bytes/s."""
+    summary = bench_summary("--bytes", str(size), *extra)
     return float(summary["directions"][0]["receiver"]["bytes_per_second"])
 
 
@@ -474,27 +471,8 @@ def latency(runs: int, seconds: float) -> None:
         echo = start_ready([sys.executable, __file__, "bare-echo", str(port), "1"])
         bare_rates.append(bare_ping(port, 1, seconds))
         echo.wait(timeout=30)
-        out = subprocess.run(
-            [
-                *VSOCKCTL,
-                "--json",
-                "bench",
-                "--loopback",
-                "--latency",
-                "--msg-size",
-                "1",
-                "--time",
-                f"{seconds}s",
-                "--interval",
-                "0",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        our_rates.append(
-            json.loads(out.strip().splitlines()[-1])["latency"]["round_trips_per_second"]
-        )
+        summary = bench_summary("--latency", "--msg-size", "1", "--time", f"{seconds}s")
+        our_rates.append(summary["latency"]["round_trips_per_second"])
     bare_median = statistics.median(bare_rates)
     for name, rates in (
         ("bare python ping-pong", bare_rates),
