@@ -286,3 +286,17 @@ def test_splice_into_a_pipe_and_its_reader_leaving(pair: Pair) -> None:
         with pytest.raises(LocalIOError) as info:
             Transfer().receive_stream(d, StreamSink(writer, "stdout"))
     assert info.value.errno == errno.EPIPE and info.value.name == "stdout"
+
+
+def test_a_file_opened_for_appending_is_written_without_splice(pair: Pair, tmp_path: Path) -> None:
+    """``recv >> file``: splice(2) refuses O_APPEND, so the bytes go through write."""
+    out = tmp_path / "log.bin"
+    out.write_bytes(b"before|")
+    a, b = pair()
+    with out.open("ab", buffering=0) as appending:
+        sink = StreamSink(appending, "stdout")
+        assert sink.kernel_fd is None
+        a.sendall(b"after")
+        a.shutdown(socket.SHUT_WR)
+        Transfer().receive_stream(b, sink)
+    assert out.read_bytes() == b"before|after"

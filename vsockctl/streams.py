@@ -7,6 +7,7 @@ Local I/O failures are raised as :class:`LocalIOError`, naming the file.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import random
@@ -138,6 +139,8 @@ class StreamSink:
         self.stream = stream
         self.name = name
         self.kernel_fd = _descriptor(stream, stat.S_ISREG, stat.S_ISFIFO)
+        if self.kernel_fd is not None and fcntl.fcntl(self.kernel_fd, fcntl.F_GETFL) & os.O_APPEND:
+            self.kernel_fd = None  # splice(2) refuses a file opened for appending (>>)
 
     def write(self, data: memoryview) -> None:
         try:
