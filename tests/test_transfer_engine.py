@@ -300,3 +300,18 @@ def test_a_file_opened_for_appending_is_written_without_splice(pair: Pair, tmp_p
         a.shutdown(socket.SHUT_WR)
         Transfer().receive_stream(b, sink)
     assert out.read_bytes() == b"before|after"
+
+
+def test_splice_out_falls_back_to_read_and_write_where_splice_is_refused(tmp_path: Path) -> None:
+    from vsockctl.kernel_copy import SpliceOut
+
+    out = tmp_path / "appended.bin"
+    with out.open("ab", buffering=0) as appending:  # splice(2) refuses O_APPEND: EINVAL
+        splice_out = SpliceOut(appending.fileno(), 1 << 16, "appended.bin")
+        try:
+            for part in (b"first ", b"second"):
+                os.write(splice_out.inlet, part)
+                splice_out.push(len(part))
+        finally:
+            splice_out.close()
+    assert out.read_bytes() == b"first second"

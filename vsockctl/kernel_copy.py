@@ -20,6 +20,8 @@ import stat
 from vsockctl.errors import LocalIOError
 
 SENDFILE_REFUSED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+SPLICE_REFUSED = SENDFILE_REFUSED
+COPY_CHUNK = 1 << 20
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -44,6 +46,7 @@ class SpliceOut:
     def __init__(self, fd: int, size: int, name: str) -> None:
         self.fd, self.name = fd, name
         self._outlet: int | None = None
+        self._copying = False
         self.inlet = fd
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             self._outlet, self.inlet = os.pipe()
@@ -51,11 +54,21 @@ class SpliceOut:
                 fcntl.fcntl(self.inlet, F_SETPIPE_SZ, size)
 
     def push(self, n: int) -> None:
-        """Move the ``n`` bytes waiting in our pipe on into the file."""
+        """Move the ``n`` bytes waiting in our pipe on into the file.
+
+        A file splice(2) refuses to write (a file system without splice, a file
+        opened for appending) gets them by read and write instead, from then on.
+        """
         while self._outlet is not None and n:
             try:
-                n -= os.splice(self._outlet, self.fd, n, flags=os.SPLICE_F_MOVE)
+                if self._copying:
+                    n -= os.write(self.fd, os.read(self._outlet, min(n, COPY_CHUNK)))
+                else:
+                    n -= os.splice(self._outlet, self.fd, n, flags=os.SPLICE_F_MOVE)
             except OSError as exc:
+                if exc.errno in SPLICE_REFUSED and not self._copying:
+                    self._copying = True
+                    continue
                 raise LocalIOError.wrap(exc, "writing", self.name) from exc
 
     def close(self) -> None:
