@@ -146,6 +146,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=600, help="soak length (default 600)")
     parser.add_argument("--connections", type=int, default=1000, help="per server (default 1000)")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # lines as they come
     print(f"connections: {args.connections} one after another")
     payload = b"x" * 1000
     connections(
