@@ -147,20 +147,21 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=1000, help="per server (default 1000)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # lines as they come
-    print(f"connections: {args.connections} one after another")
-    payload = b"x" * 1000
-    connections(
-        "listen -k",
-        ["listen", "--port", "any", "-k", "-o", "/dev/null"],
-        args.connections,
-        lambda port: exchange(port, payload),
-    )
-    connections(
-        "throughput server",
-        ["throughput", "server", "--port", "any"],
-        args.connections // 2,  # each test is two connections: control and data
-        short_test,
-    )
+    if args.connections:  # 0: the soak alone
+        print(f"connections: {args.connections} one after another")
+        payload = b"x" * 1000
+        connections(
+            "listen -k",
+            ["listen", "--port", "any", "-k", "-o", "/dev/null"],
+            args.connections,
+            lambda port: exchange(port, payload),
+        )
+        connections(
+            "throughput server",
+            ["throughput", "server", "--port", "any"],
+            args.connections // 2,  # each test is two connections: control and data
+            short_test,
+        )
     return soak(args.seconds)
 
 
