@@ -28,7 +28,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from typing import IO
 
 from vsockctl.address import VsockAddress
 from vsockctl.bench.client import ClientError, run_client
@@ -61,9 +63,36 @@ def start(*args: str) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError(f"vsockctl {' '.join(args)} did not start")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+class Drain:
+    """Reads a server's stdout and stderr as they come (a full pipe would stop it),
+    counting its --json events and the tracebacks in either stream."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.events: Counter[str] = Counter()
+        self.tracebacks = 0
+        assert proc.stdout is not None and proc.stderr is not None
+        self.threads = [
+            threading.Thread(target=self.read, args=(stream,), daemon=True)
+            for stream in (proc.stdout, proc.stderr)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def read(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            self.tracebacks += line.count(b"Traceback")
+            if line.startswith(b"{"):
+                self.events[json.loads(line)["event"]] += 1
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+
+def stop(proc: subprocess.Popen[bytes], drain: Drain) -> None:
     proc.send_signal(signal.SIGTERM)
-    return proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    drain.join()
 
 
 def exchange(port: int, data: bytes) -> None:
@@ -76,6 +105,7 @@ def exchange(port: int, data: bytes) -> None:
 
 def connections(name: str, args: list[str], count: int, one: Callable[[int], None]) -> None:
     proc, port = start(*args)
+    drain = Drain(proc)
     try:
         for done in range(1, count + 1):
             one(port)
@@ -83,7 +113,7 @@ def connections(name: str, args: list[str], count: int, one: Callable[[int], Non
                 first = footprint(proc.pid)
         last = footprint(proc.pid)
     finally:
-        stop(proc)
+        stop(proc, drain)
     print(
         f"  {name:<18} after 10: {first[0]:3d} fds {first[1]:6.1f} MiB   "
         f"after {count}: {last[0]:3d} fds {last[1]:6.1f} MiB   "
@@ -97,6 +127,7 @@ def short_test(port: int) -> None:
 
 def soak(seconds: float) -> int:
     proc, port = start("throughput", "server", "--port", "any")
+    drain = Drain(proc)
     route = Route(VsockAddress(VMADDR_CID_LOCAL, port))
     deadline = time.monotonic() + seconds
     tally = {"tests": 0, "test_errors": 0, "garbage": 0}
@@ -125,11 +156,9 @@ def soak(seconds: float) -> int:
         worker.join()
     end_fds, end_rss = footprint(proc.pid)
     alive = proc.poll() is None
-    out, err = stop(proc)
-    events = [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]
-    served = sum(1 for e in events if e["event"] == "test_done")
-    refused = sum(1 for e in events if e["event"] == "refused")
-    tracebacks = (out + err).count(b"Traceback")
+    stop(proc, drain)
+    served, refused = drain.events["test_done"], drain.events["refused"]
+    tracebacks = drain.tracebacks
     print(f"soak: throughput server for {seconds:.0f} s")
     ok, failed = tally["tests"], tally["test_errors"]
     print(f"  tests served:     {served} (the client saw {ok} complete, {failed} failed)")
