@@ -143,12 +143,27 @@ def hybrid_listener(
 ) -> Iterator[socket.socket]:
     """Listen on ``<uds_path>_<port>`` for connections a guest opens to CID 2 ``port``.
 
+    As :func:`unix_listener`: stale sockets replaced, live ones EADDRINUSE, other
+    files left alone, the socket file removed on exit.
+    """
+    with unix_listener(
+        listener_path(uds_path, port), backlog, UnixEndpoint(uds_path, port)
+    ) as sock:
+        yield sock
+
+
+@contextlib.contextmanager
+def unix_listener(
+    path: str, backlog: int = socket.SOMAXCONN, endpoint: UnixEndpoint | None = None
+) -> Iterator[socket.socket]:
+    """A stream socket listening at ``path``, which names it in errors (or ``endpoint``,
+    a hybrid listener's vsock port).
+
     A stale socket file (nobody accepting) is replaced; a live one is
     EADDRINUSE; a file that is not a socket is left alone and refused. The
     socket file is removed on exit, if it is still ours.
     """
-    path = listener_path(uds_path, port)
-    endpoint = UnixEndpoint(uds_path, port)
+    target = None if endpoint is not None else f"unix:{path}"
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -162,7 +177,9 @@ def hybrid_listener(
                 "it exists and is not a socket; not replacing it",
             )
         if not _stale(path):
-            raise VsockError(errno.EADDRINUSE, "listen", endpoint, "another program listens there")
+            raise VsockError(
+                errno.EADDRINUSE, "listen", endpoint, "another program listens there", target=target
+            )
         os.unlink(path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
@@ -170,7 +187,7 @@ def hybrid_listener(
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.EACCES, errno.EROFS, errno.ENOTDIR):
                 raise LocalIOError.wrap(exc, "listening on", path) from exc
-            raise VsockError.wrap(exc, "listen", endpoint) from exc
+            raise VsockError(exc.errno or errno.EIO, "listen", endpoint, target=target) from exc
         inode = os.stat(path).st_ino
         try:
             sock.listen(backlog)

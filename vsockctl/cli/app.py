@@ -26,6 +26,7 @@ COMMAND_MODULES = {
     "bench": "throughput",
     "completion": "completion",
     "connect": "connect",
+    "forward": "forward",
     "info": "info",
     "listen": "listen",
     "ls": "ls",

@@ -1,0 +1,186 @@
+"""What ``forward`` listens on and connects to: TCP, a Unix socket, vsock or hybrid vsock.
+
+Accepted forms::
+
+    tcp:127.0.0.1:8080     TCP over IPv4 or IPv6 (tcp:[::1]:8080); a listener
+                           binds exactly that host
+    unix:/run/app.sock     a Unix stream socket (a listener never replaces a
+                           file that is not a socket)
+    vsock:3:8080, 3:8080   vsock CID and port, named CIDs as elsewhere
+    uds:/run/fc.sock:8080  a guest port through a Firecracker / Cloud Hypervisor
+                           hybrid vsock socket: connects with CONNECT 8080,
+                           listens on /run/fc.sock_8080
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vsockctl.address import AddressError, parse_address, parse_port
+from vsockctl.errors import VsockError
+from vsockctl.hybrid import unix_listener
+from vsockctl.route import Route
+from vsockctl.sockets import SocketFactory, SocketType
+
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
+SIDE_FORMS = "tcp:HOST:PORT, unix:PATH, vsock:CID:PORT (or CID:PORT), or uds:PATH:PORT"
+TCP_PORT_MAX = 65535
+
+
+@dataclass(frozen=True)
+class TcpSide:
+    host: str  # as given, without brackets
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp:{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UnixSide:
+    path: str
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}"
+
+
+@dataclass(frozen=True)
+class VsockSide:
+    """vsock, or (``route.uds``) a guest port through a VMM's hybrid vsock socket."""
+
+    route: Route
+
+    def __str__(self) -> str:
+        if self.route.uds is not None:
+            return f"uds:{self.route.uds}:{self.route.port}"
+        return f"vsock:{self.route.address}"
+
+
+Side = TcpSide | UnixSide | VsockSide
+
+
+def parse_side(text: str) -> Side:
+    """The side ``text`` names; AddressError says what is wrong with it."""
+    scheme, colon, rest = text.partition(":")
+    if not colon:
+        raise AddressError(f"{text!r} is not an address: use {SIDE_FORMS}")
+    if scheme == "tcp":
+        return _parse_tcp(text, rest)
+    if scheme == "unix":
+        if not rest:
+            raise AddressError(f"{text!r} lacks the socket's path: unix:PATH")
+        return UnixSide(rest)
+    if scheme == "uds":
+        path, colon, port = rest.rpartition(":")
+        if not colon or not path:
+            raise AddressError(f"{text!r} lacks the guest's port: uds:PATH:PORT")
+        return VsockSide(Route.hybrid(path, parse_port(port)))
+    if scheme == "vsock":
+        return VsockSide(Route(parse_address(rest)))
+    if scheme.isalpha() and scheme not in ("any", "host", "hypervisor", "local"):
+        raise AddressError(f"unknown scheme {scheme!r} in {text!r}: use {SIDE_FORMS}")
+    return VsockSide(Route(parse_address(text)))
+
+
+def _parse_tcp(text: str, rest: str) -> TcpSide:
+    if rest.startswith("["):
+        host, bracket, tail = rest[1:].partition("]")
+        if not bracket or not tail.startswith(":"):
+            raise AddressError(f"{text!r}: an IPv6 address goes as tcp:[ADDRESS]:PORT")
+        port_text = tail[1:]
+    else:
+        host, colon, port_text = rest.rpartition(":")
+        if not colon or not host:
+            raise AddressError(f"{text!r} lacks a host or a port: tcp:HOST:PORT")
+        if ":" in host:
+            raise AddressError(f"{text!r}: an IPv6 address goes in brackets, tcp:[{host}]:PORT")
+    try:
+        port = int(port_text, 10)
+    except ValueError:
+        raise AddressError(f"{text!r}: the TCP port {port_text!r} is not a number") from None
+    if not 0 < port <= TCP_PORT_MAX:
+        raise AddressError(f"{text!r}: the TCP port must be 1 to {TCP_PORT_MAX}")
+    return TcpSide(host, port)
+
+
+def connect_side(side: Side, timeout: float, factory: SocketFactory) -> socket.socket:
+    """A connected stream to ``side`` (vsock sockets come from ``factory``)."""
+    if isinstance(side, VsockSide):
+        return side.route.connect(SocketType.STREAM, timeout, factory=factory)
+    if isinstance(side, UnixSide):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        return _connect(sock, side.path, timeout, str(side))
+    last: OSError | None = None
+    for family, kind, proto, _, address in _resolve(side, passive=False):
+        sock = socket.socket(family, kind, proto)
+        try:
+            conn = _connect(sock, address, timeout, str(side))
+        except VsockError as exc:
+            last = exc
+            continue
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+    assert last is not None  # _resolve gives at least one address or raises
+    raise last
+
+
+def _connect(sock: socket.socket, address: Any, timeout: float, shown: str) -> socket.socket:
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.settimeout(None)
+    except OSError as exc:
+        sock.close()
+        err = errno.ETIMEDOUT if isinstance(exc, TimeoutError) else (exc.errno or errno.EIO)
+        raise VsockError(err, "connect", target=shown) from exc
+    return sock
+
+
+def _resolve(side: TcpSide, *, passive: bool) -> Sequence[AddrInfo]:
+    try:
+        return socket.getaddrinfo(
+            side.host,
+            side.port,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE if passive else 0,
+        )
+    except socket.gaierror as exc:
+        raise VsockError(errno.EADDRNOTAVAIL, "resolve", target=str(side), detail=str(exc)) from exc
+
+
+@contextlib.contextmanager
+def listen_side(side: Side, backlog: int, factory: SocketFactory) -> Iterator[socket.socket]:
+    """A listening stream socket on ``side``; a socket file it creates goes at exit."""
+    if isinstance(side, VsockSide):
+        with side.route.listen(SocketType.STREAM, backlog, factory) as sock:
+            yield sock
+        return
+    if isinstance(side, UnixSide):
+        with unix_listener(side.path, backlog) as sock:
+            yield sock
+        return
+    family, kind, proto, _, address = _resolve(side, passive=True)[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+            sock.listen(backlog)
+        except OSError as exc:
+            raise VsockError(exc.errno or errno.EIO, "listen", target=str(side)) from exc
+        yield sock
+
+
+def tcp_peer_address(peer: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The source address of an accepted TCP connection (IPv4-mapped IPv6 unmapped)."""
+    assert isinstance(peer, tuple)
+    address = ipaddress.ip_address(peer[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
