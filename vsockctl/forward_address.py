@@ -105,8 +105,8 @@ def _parse_tcp(text: str, rest: str) -> TcpSide:
         port = int(port_text, 10)
     except ValueError:
         raise AddressError(f"{text!r}: the TCP port {port_text!r} is not a number") from None
-    if not 0 < port <= TCP_PORT_MAX:
-        raise AddressError(f"{text!r}: the TCP port must be 1 to {TCP_PORT_MAX}")
+    if not 0 <= port <= TCP_PORT_MAX:
+        raise AddressError(f"{text!r}: the TCP port must be 0 (a listener: any) to {TCP_PORT_MAX}")
     return TcpSide(host, port)
 
 
@@ -175,6 +175,15 @@ def listen_side(side: Side, backlog: int, factory: SocketFactory) -> Iterator[so
         except OSError as exc:
             raise VsockError(exc.errno or errno.EIO, "listen", target=str(side)) from exc
         yield sock
+
+
+def bound_side(side: Side, sock: socket.socket) -> Side:
+    """``side`` with the port the kernel picked, for a listener asked for port 0 or any."""
+    if isinstance(side, TcpSide):
+        return TcpSide(side.host, int(sock.getsockname()[1]))
+    if isinstance(side, VsockSide) and side.route.uds is None:
+        return VsockSide(side.route.with_port(int(sock.getsockname()[1])))
+    return side
 
 
 def tcp_peer_address(peer: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -25,6 +25,7 @@ from vsockctl.forward_address import (
     TcpSide,
     UnixSide,
     VsockSide,
+    bound_side,
     listen_side,
     parse_side,
 )
@@ -184,6 +185,8 @@ def forward_command(
       vsockctl forward tcp:127.0.0.1:2222 uds:/run/fc.sock:22      ssh into a Firecracker guest
     """
     env = current_env()
+    if isinstance(target, TcpSide) and target.port == 0:
+        raise click.BadParameter("a target needs a TCP port from 1 to 65535", param_hint="'TARGET'")
     allowed = parse_allow(listen_at, allow)
     make_room_for(max_connections)
     report = Report(env)
@@ -196,6 +199,7 @@ def forward_command(
             if exc.errno == errno.EADDRINUSE:
                 raise click.UsageError(f"{listen_at} is in use; {_in_use_hint(listen_at)}") from exc
             raise
+        listen_at = bound_side(listen_at, listener)
         forwarder = Forwarder(
             listener,
             listen_at,

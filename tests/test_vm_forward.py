@@ -1,0 +1,262 @@
+"""forward with real vsock (CID 1) and TCP on 127.0.0.1 and ::1, in the VM."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.forward_peers import DigestServer, digest_through, forwarding
+from tests.peers import LOCAL, free_port, pattern, stop_process, vsockctl
+from vsockctl.address import VsockAddress
+from vsockctl.events import validate
+from vsockctl.forward_address import TcpSide, UnixSide, VsockSide, connect_side
+from vsockctl.forwarder import DONE, TARGET_ERROR, Allow
+from vsockctl.route import Route
+from vsockctl.sockets import listen
+
+pytestmark = [pytest.mark.vsock, pytest.mark.timeout(240)]
+
+
+def vsock_side(port: int) -> VsockSide:
+    return VsockSide(Route(VsockAddress(LOCAL, port)))
+
+
+def unix_listener(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(128)
+    return sock
+
+
+def tcp_listener(host: str = "127.0.0.1") -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(128)
+    return sock
+
+
+class ForwardProcess:
+    """``vsockctl --json forward ...`` as its own process, its records read as they come."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = vsockctl(
+            "--json", "forward", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.records: list[dict[str, Any]] = []
+        self._up = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._up.wait(120):
+            stop_process(self.proc)
+            raise AssertionError(f"forward {args} did not start")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            record = json.loads(line)
+            self.records.append(record)
+            if record["event"] in ("forwarding", "error"):
+                self._up.set()
+
+    def listening(self) -> str:
+        return str(next(r["listen"] for r in self.records if r["event"] == "forwarding"))
+
+    def stop(self) -> tuple[int, list[dict[str, Any]], bytes]:
+        """SIGTERM; its exit status, every record, and stderr."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read()
+        self.proc.wait(timeout=60)
+        self._reader.join(10)
+        return self.proc.returncode, self.records, err
+
+
+@contextmanager
+def http_server(directory: Path) -> Iterator[int]:
+    """``python3 -m http.server`` on 127.0.0.1, on a port it is told."""
+    sock = tcp_listener()
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "-d",
+            str(directory),
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None:
+                raise AssertionError("http.server did not start")
+            threading.Event().wait(0.1)
+        yield port
+    finally:
+        stop_process(proc)
+
+
+def test_curl_fetches_16_mib_over_tcp_to_vsock_to_tcp(tmp_path: Path) -> None:
+    """curl -> [::1] -> forward -> vsock CID 1 -> forward -> 127.0.0.1 -> http.server."""
+    served = tmp_path / "www"
+    served.mkdir()
+    data = pattern(16 << 20, seed=7)
+    (served / "big.bin").write_bytes(data)
+    vsock_port = free_port()
+    with http_server(served) as http_port:
+        inner = ForwardProcess(f"vsock:any:{vsock_port}", f"tcp:127.0.0.1:{http_port}")
+        outer = ForwardProcess("tcp:[::1]:0", f"vsock:1:{vsock_port}")
+        try:
+            url = f"http://{outer.listening().removeprefix('tcp:')}/big.bin"
+            fetched = subprocess.run(
+                ["curl", "-sS", "--fail", "-o", str(tmp_path / "got.bin"), url],
+                capture_output=True,
+                timeout=180,
+            )
+        finally:
+            results = [outer.stop(), inner.stop()]
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "got.bin").read_bytes() == data
+    for status, records, err in results:
+        assert status == 143, err
+        assert all(validate(r) == [] for r in records), records
+        (closed,) = [r for r in records if r["event"] == "forward_closed"]
+        assert closed["to_client_bytes"] > 16 << 20 and closed["reason"] in ("done", "stopped")
+        totals = records[-2]
+        assert totals["event"] == "forward_totals" and totals["connections"] == 1
+        assert records[-1]["event"] == "error" and records[-1]["exit_status"] == 143
+        assert b"Traceback" not in err
+
+
+def test_unix_to_vsock_to_unix_100_connections_at_once(tmp_path: Path) -> None:
+    target = DigestServer(unix_listener(tmp_path / "t"))
+    port = free_port()
+    payloads = [pattern(1 << 20, seed) for seed in range(100)]
+    client_side = UnixSide(str(tmp_path / "l"))
+    with (
+        forwarding(vsock_side(port), UnixSide(str(tmp_path / "t"))) as (_, inner, _),
+        forwarding(client_side, vsock_side(port)) as (outer_fwd, outer, _),
+    ):
+        with ThreadPoolExecutor(100) as pool:
+            answers = list(
+                pool.map(
+                    lambda p: digest_through(
+                        lambda: connect_side(client_side, 10, socket.socket), p
+                    ),
+                    payloads,
+                )
+            )
+        closed = outer.wait_for("closed", 100) + inner.wait_for("closed", 100)
+    target.close()
+    assert answers == [hashlib.sha256(p).digest() for p in payloads]
+    assert {flow.reason for flow in closed} == {DONE}
+    assert all(flow.peer.startswith("vsock:1:") for flow in inner.of("closed"))
+    assert outer_fwd.totals.from_client_bytes == 100 << 20
+
+
+def test_a_stopped_target_fails_open_and_new_connections_but_not_the_forwarder() -> None:
+    port = free_port()
+    target = DigestServer(listen(VsockAddress(LOCAL, port)), reply=b"hi")
+    with forwarding(TcpSide("127.0.0.1", 0), vsock_side(port)) as (fwd, rec, listener):
+        here = TcpSide("127.0.0.1", listener.getsockname()[1])
+        clients = [connect_side(here, 10, socket.socket) for _ in range(3)]
+        for client in clients:
+            assert client.recv(2) == b"hi"
+        target.close()
+        for client in clients:
+            with client:
+                for _ in range(200):
+                    try:
+                        client.sendall(b"y" * 65536)
+                    except OSError:
+                        break
+        closed = rec.wait_for("closed", 3)
+        assert digest_through(lambda: connect_side(here, 10, socket.socket), b"x") == b""
+        (error,) = rec.wait_for("failed", 1)
+        target = DigestServer(listen(VsockAddress(LOCAL, port)))
+        answer = digest_through(lambda: connect_side(here, 10, socket.socket), b"again")
+        target.close()
+    assert {flow.reason for flow in closed} <= {TARGET_ERROR, DONE}
+    assert TARGET_ERROR in {flow.reason for flow in closed}
+    assert "ECONNRESET" in str(error) or "ECONNREFUSED" in str(error)
+    assert answer == hashlib.sha256(b"again").digest()
+    assert (fwd.totals.opened, fwd.totals.failed) == (4, 1)
+
+
+def test_allow_turns_away_other_cids_and_addresses(tmp_path: Path) -> None:
+    target = DigestServer(unix_listener(tmp_path / "t"))
+    port = free_port()
+    with forwarding(
+        vsock_side(port), UnixSide(str(tmp_path / "t")), allow=Allow(cids=frozenset({3}))
+    ) as (_, vsock_rec, _):
+        assert (
+            digest_through(lambda: connect_side(vsock_side(port), 10, socket.socket), b"x") == b""
+        )
+        assert vsock_rec.wait_for("refused", 1) == ["not allowed by --allow"]
+    networks = (ipaddress.ip_network("::1"),)  # 127.0.0.1 is not in it
+    with forwarding(
+        TcpSide("127.0.0.1", 0), UnixSide(str(tmp_path / "t")), allow=Allow(networks=networks)
+    ) as (_, tcp_rec, listener):
+        here = TcpSide("127.0.0.1", listener.getsockname()[1])
+        assert digest_through(lambda: connect_side(here, 10, socket.socket), b"x") == b""
+        tcp_rec.wait_for("refused", 1)
+        assert not tcp_rec.of("opened")
+    target.close()
+
+
+def test_the_command_refuses_a_cid_not_allowed_and_stops_on_sigterm(tmp_path: Path) -> None:
+    target = DigestServer(unix_listener(tmp_path / "t"))
+    port = free_port()
+    fwd = ForwardProcess("--allow", "3", f"vsock:any:{port}", f"unix:{tmp_path}/t")
+    assert digest_through(lambda: connect_side(vsock_side(port), 10, socket.socket), b"x") == b""
+    status, records, err = fwd.stop()
+    target.close()
+    assert status == 143, err
+    refused = [r for r in records if r["event"] == "forward_refused"]
+    assert refused and refused[0]["peer"].startswith("vsock:1:"), records
+    totals = next(r for r in records if r["event"] == "forward_totals")
+    assert (totals["connections"], totals["refused"]) == (0, 1)
+
+
+def test_the_forwarder_keeps_its_fds_over_1000_connections() -> None:
+    port = free_port()
+    target = DigestServer(listen(VsockAddress(LOCAL, port)))
+    fwd = ForwardProcess("tcp:127.0.0.1:0", f"vsock:1:{port}")
+    here = TcpSide("127.0.0.1", int(fwd.listening().rpartition(":")[2]))
+    counts = []
+    try:
+        for done in range(1, 1001):
+            assert digest_through(lambda: connect_side(here, 10, socket.socket), b"z") != b""
+            if done in (10, 1000):
+                while sum(1 for r in fwd.records if r["event"] == "forward_closed") < done:
+                    threading.Event().wait(0.01)
+                counts.append(len(os.listdir(f"/proc/{fwd.proc.pid}/fd")))
+    finally:
+        status, records, err = fwd.stop()
+        target.close()
+    assert counts[0] == counts[1], counts
+    assert status == 143, err
+    assert next(r for r in records if r["event"] == "forward_totals")["connections"] == 1000
