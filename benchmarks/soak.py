@@ -7,9 +7,9 @@ Runs where vsock carries data over CID 1 (inside the test VM):
 
 Two parts, each printing what it measured:
 
-- connections: ``listen -k`` and ``throughput server`` serve N connections one
-  after another; their open file descriptors and resident memory after the
-  first 10 and after all N.
+- connections: ``listen -k``, ``throughput server`` and ``forward`` (to a
+  ``listen -k``) serve N connections one after another; their open file
+  descriptors and resident memory after the first 10 and after all N.
 - soak: a ``throughput server`` for SECONDS, one client looping short tests
   while another sends garbage; tests served, garbage refused, fds and RSS at
   the start and at the end, and tracebacks in its output (must be 0).
@@ -60,6 +60,8 @@ def start(*args: str) -> tuple[subprocess.Popen[bytes], int]:
         record = json.loads(line)
         if record["event"] == "listening":
             return proc, int(record["port"])
+        if record["event"] == "forwarding":  # listen: vsock:any:PORT
+            return proc, int(record["listen"].rpartition(":")[2])
     raise RuntimeError(f"vsockctl {' '.join(args)} did not start")
 
 
@@ -191,6 +193,15 @@ def main() -> int:
             args.connections // 2,  # each test is two connections: control and data
             short_test,
         )
+        target, target_port = start("listen", "--port", "any", "-k", "-o", "/dev/null")
+        target_drain = Drain(target)
+        connections(
+            "forward",
+            ["forward", "vsock:any:any", f"vsock:1:{target_port}"],
+            args.connections,
+            lambda port: exchange(port, payload),
+        )
+        stop(target, target_drain)
     return soak(args.seconds)
 
 
