@@ -7,6 +7,7 @@ TCP on 127.0.0.1 and ::1).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import socket
 import threading
@@ -70,15 +71,19 @@ class DigestServer:
 
     def __init__(self, listener: socket.socket, reply: bytes = b"") -> None:
         self.listener = listener
+        self.listener.settimeout(0.1)  # a vsock listener's accept ignores shutdown: poll
         self.reply = reply
+        self.closed = False
         self.conns: list[socket.socket] = []
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
     def _accept(self) -> None:
-        while True:
+        while not self.closed:
             try:
                 conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             self.conns.append(conn)
@@ -92,6 +97,8 @@ class DigestServer:
 
     def close(self) -> None:
         """Stop listening and cut every connection (the target going away)."""
+        self.closed = True
+        self.thread.join(5)
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
@@ -108,7 +115,9 @@ def digest_through(connect: Callable[[], socket.socket], payload: bytes) -> byte
             sock.sendall(payload)
             sock.shutdown(socket.SHUT_WR)
             return recv_all(sock)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                raise
             return b""
 
 

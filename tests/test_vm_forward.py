@@ -83,6 +83,7 @@ class ForwardProcess:
         err = self.proc.stderr.read()
         self.proc.wait(timeout=60)
         self._reader.join(10)
+        stop_process(self.proc)  # closes its pipes
         return self.proc.returncode, self.records, err
 
 

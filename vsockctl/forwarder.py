@@ -13,6 +13,7 @@ import contextlib
 import errno
 import ipaddress
 import resource
+import select
 import socket
 import struct
 import threading
@@ -144,6 +145,12 @@ class Forwarder:
         while True:
             self._slots.acquire()
             try:
+                # Woken every half second: a vsock listener's accept() does not end when
+                # stop() shuts it down from another thread.
+                while not select.select([self.listener], [], [], 0.5)[0]:
+                    if self._stopping:
+                        self._slots.release()
+                        return
                 conn, address = self.listener.accept()
             except OSError as exc:
                 self._slots.release()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import socket
 import threading
 import time
 from contextlib import ExitStack
@@ -193,7 +194,7 @@ def forward_command(
     with ExitStack() as stack:
         try:
             listener = stack.enter_context(
-                listen_side(listen_at, max(max_connections, 128), env.vsock_factory())
+                listen_side(listen_at, max(max_connections, socket.SOMAXCONN), env.vsock_factory())
             )
         except VsockError as exc:
             if exc.errno == errno.EADDRINUSE:
