@@ -342,6 +342,23 @@ EVENTS: tuple[Event, ...] = (
             "duration_ns": "how long the forwarder ran",
         },
     ),
+    Event(
+        "vm",
+        ("vms",),
+        "a guest found on this host",
+        {
+            "vmm": "qemu, qemu (libvirt), libvirt, firecracker, cloud-hypervisor, crosvm, "
+            "vhost-device-vsock or systemd-vmspawn",
+            "pid": "the VMM's process (0 when libvirt names a domain whose QEMU is not seen)",
+            "name": "the name that works as an address",
+            "cid": "the guest's CID, or null",
+            "uds": "the hybrid vsock socket (Firecracker, Cloud Hypervisor ...), or null",
+            "source": "where the CID or socket came from",
+            "notes": "what could not be read, and why",
+        },
+        {"probe": "with --probe: {port, open, error, status}"},
+    ),
+    Event("vm_skipped", ("vms",), "a VMM process that could not be read", {"why": "why"}),
 )
 BY_NAME: dict[str, Event] = {event.name: event for event in EVENTS}
 

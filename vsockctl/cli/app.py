@@ -34,6 +34,7 @@ COMMAND_MODULES = {
     "send": "send",
     "sockopt": "sockopt",
     "throughput": "throughput",
+    "vms": "vms",
 }
 
 

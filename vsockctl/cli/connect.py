@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 from contextlib import ExitStack
+from dataclasses import replace
 
 import click
 
@@ -25,7 +26,7 @@ from .options import (
     socket_type_option,
     transfer_sockopt_option,
 )
-from .peer import PeerOptions, peer_options
+from .peer import PeerOptions, guest_named, peer_options
 from .transfer_ui import reporting
 
 
@@ -42,6 +43,9 @@ def _probe(
     try:
         if peer.uds is not None and target is not None:  # PORTS through the VMM
             ports = parse_port_list(target.rpartition(":")[2])
+        elif target is not None and (guest := guest_named(target.rpartition(":")[0])):
+            ports = parse_port_list(target.rpartition(":")[2])
+            cid, peer = guest.cid, replace(peer, uds=guest.uds)
         elif target is not None:
             cid, ports = parse_probe_target(target)
         elif port is not None and (cid is not None or peer.uds is not None):

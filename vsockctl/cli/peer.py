@@ -12,14 +12,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from vsockctl.address import AddressError, VsockAddress, parse_address, parse_port
+from vsockctl.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
 from vsockctl.constants import VMADDR_FLAG_TO_HOST, VMADDR_PORT_ANY
 from vsockctl.route import Route
 from vsockctl.sockets import SocketType
+
+if TYPE_CHECKING:
+    from vsockctl.vmm_sources import Guest
 
 from .options import DURATION
 
@@ -57,10 +60,44 @@ class PeerOptions:
             if port is None:
                 raise click.UsageError("with --uds, give the guest's port (PORT or --port)")
             return Route.hybrid(self.uds, port)
+        if target is not None and cid is None and port is None:
+            name, _, port_text = target.rpartition(":")
+            guest = guest_named(name)
+            if guest is not None:
+                if self.to_host:
+                    raise click.UsageError("--to-host is for CIDs; a VM's name reaches that VM")
+                from vsockctl.vms import guest_route
+
+                return guest_route(guest, _port(port_text, "'CID:PORT'"))
         address = _resolve_vsock(target, cid, port)
         if self.to_host:
             address = VsockAddress(address.cid, address.port, VMADDR_FLAG_TO_HOST)
         return Route(address)
+
+
+def guest_named(text: str) -> Guest | None:
+    """The VM on this host called ``text`` ('vsockctl vms'), or None when ``text`` is a
+    CID (a number is always a CID, never a name) or empty."""
+    if not text or text[0].isdigit():
+        return None
+    try:
+        parse_cid(text)
+        return None  # any, host, local, hypervisor
+    except AddressError:
+        pass
+    from vsockctl.vms import GuestNameError, find_guest, scan
+
+    try:
+        return find_guest(text, scan().guests)
+    except GuestNameError as exc:
+        raise click.BadParameter(str(exc), param_hint="'CID'") from exc
+
+
+def _port(text: str, hint: str) -> int:
+    try:
+        return parse_port(text)
+    except AddressError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from exc
 
 
 def _resolve_vsock(target: str | None, cid: int | None, port: int | None) -> VsockAddress:

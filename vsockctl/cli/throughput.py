@@ -33,7 +33,7 @@ from .options import (
     socket_type_option,
     sockopt_option,
 )
-from .peer import PeerOptions, listen_route, peer_options
+from .peer import PeerOptions, guest_named, listen_route, peer_options
 from .throughput_report import LiveDisplay, show_interval, show_server_event, show_summary
 
 
@@ -165,6 +165,9 @@ def _client_route(target: str | None, port: int | None, peer: PeerOptions) -> Ro
         if target is None and port is None:
             port = DEFAULT_PORT
         return peer.route(target, None, port)
+    if target is not None and guest_named(target.partition(":")[0]) is not None:
+        name, colon, port_text = target.partition(":")
+        return peer.route(f"{name}:{port_text if colon else port or DEFAULT_PORT}", None, None)
     try:
         address = parse_address(target or "", default_port=DEFAULT_PORT if port is None else port)
     except AddressError as exc:

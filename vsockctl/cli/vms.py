@@ -1,0 +1,133 @@
+"""``vsockctl vms``: the guests on this host, with their CIDs or hybrid sockets.
+
+Sample::
+
+    VMM           PID   NAME  CID  HYBRID SOCKET    FROM
+    qemu         4711   web     3                   command line: -device vhost-vsock-pci,...
+    firecracker  4802   fc1     3  /run/fc/v.sock   config file /etc/fc/fc1.json
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from vsockctl.errors import ProtocolError, VsockError, VsockUnavailableError
+from vsockctl.status import ExitStatus, exit_status_for
+from vsockctl.vmm_sources import Guest
+from vsockctl.vms import guest_route, scan
+
+from .app import cli
+from .env import Env, current_env
+from .errors import describe
+from .format import escape, new_table
+from .options import PORT, output_options
+
+PROBE_TIMEOUT = 2.0
+
+
+def probe(guest: Guest, port: int) -> dict[str, Any]:
+    """Does ``guest`` accept on ``port``? With the errno's meaning when not."""
+    if guest.cid is None and not guest.uds:
+        return {"port": port, "open": False, "error": "no CID or hybrid socket known"}
+    try:
+        guest_route(guest, port).connect(timeout=PROBE_TIMEOUT).close()
+    except (VsockError, ProtocolError, VsockUnavailableError) as exc:
+        status = exit_status_for(exc)
+        return {"port": port, "open": False, "error": describe(exc), "status": int(status)}
+    return {"port": port, "open": True}
+
+
+def _record(guest: Guest, probed: dict[str, Any] | None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "event": "vm",
+        "vmm": guest.vmm,
+        "pid": guest.pid,
+        "name": guest.name,
+        "cid": guest.cid,
+        "uds": guest.uds,
+        "source": guest.source,
+        "notes": guest.notes,
+    }
+    if probed is not None:
+        record["probe"] = probed
+    return record
+
+
+@cli.command("vms", short_help="The guests on this host, their CIDs or hybrid sockets.")
+@click.option(
+    "--probe",
+    "probe_port",
+    type=PORT,
+    metavar="PORT",
+    help="Also say whether each guest accepts on PORT (and what the errno means if not).",
+)
+@output_options
+def vms_command(probe_port: int | None) -> None:
+    """List the virtual machines on this host and how to reach each over vsock.
+
+    Reads, and only reads, the VMMs' command lines, the config files they name
+    and their read-only API sockets:
+
+    \b
+      QEMU              -device vhost-vsock-pci,guest-cid=N (or vhost-vsock-device,
+                        -ccw, libvirt's JSON -device; vhost-user-vsock through
+                        its vhost-device-vsock backend)
+      libvirt           /run/libvirt/qemu/DOMAIN.xml: <vsock><cid address='N'/>
+      Firecracker       --config-file (vsock.guest_cid, vsock.uds_path), else
+                        GET /vm/config on --api-sock
+      Cloud Hypervisor  --vsock cid=N,socket=PATH, else GET /api/v1/vm.info
+                        on --api-socket
+      crosvm            --cid N or --vsock cid=N
+      vhost-device-vsock  --vm guest-cid=N,uds-path=PATH
+      systemd-vmspawn   --vsock-cid=N
+
+    A VM's name (QEMU -name, the libvirt domain, Firecracker --id or its
+    config file's name) works in place of a CID: 'vsockctl connect web:22'.
+    For Firecracker and Cloud Hypervisor it stands for the hybrid socket.
+    Exit status 0 when VMs were found, 3 when none were.
+
+    \b
+    Examples:
+      vsockctl vms
+      vsockctl vms --probe 22 --json
+    """
+    env = current_env()
+    found = scan()
+    records = [
+        _record(guest, probe(guest, probe_port) if probe_port is not None else None)
+        for guest in found.guests
+    ]
+    if env.json:
+        for record in records:
+            env.emit(record)
+        for note in found.skipped:
+            env.emit({"event": "vm_skipped", "why": note})
+    else:
+        _table(env, records, probe_port)
+        for note in found.skipped:
+            env.message(f"skipped {note}")
+    if not found.guests:
+        env.message(
+            "no VMs found (none of QEMU, libvirt, Firecracker, Cloud Hypervisor, "
+            "crosvm, vhost-device-vsock or systemd-vmspawn runs here)"
+        )
+        raise click.exceptions.Exit(int(ExitStatus.VSOCK_UNAVAILABLE))
+
+
+def _table(env: Env, records: list[dict[str, Any]], probe_port: int | None) -> None:
+    if not records:
+        return
+    columns = ["VMM", "PID", "NAME", "CID", "HYBRID SOCKET", "FROM"]
+    if probe_port is not None:
+        columns.append(f"PORT {probe_port}")
+    table = new_table(*columns)
+    for r in records:
+        row = [r["vmm"], str(r["pid"] or "?"), r["name"], "" if r["cid"] is None else str(r["cid"])]
+        row += [r["uds"] or "", r["source"] or "; ".join(r["notes"]) or "?"]
+        if probe_port is not None:
+            probed = r["probe"]
+            row.append("open" if probed["open"] else probed["error"])
+        table.add_row(*(escape(cell) for cell in row))
+    env.out.print(table)
