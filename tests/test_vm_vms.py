@@ -1,0 +1,68 @@
+"""vms against a real QEMU in the VM: a paused guest holding a vhost-vsock device."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.peers import run_vsockctl, stop_process
+from vsockctl.events import validate
+
+pytestmark = [pytest.mark.vsock, pytest.mark.timeout(240)]
+
+HELD_CID = 7
+
+
+@pytest.fixture(scope="module")
+def held_guest() -> Iterator[subprocess.Popen[bytes]]:
+    """QEMU started paused (-S): it boots nothing, but holds CID 7 through vhost_vsock."""
+    subprocess.run(["modprobe", "vhost_vsock"], check=True)
+    args = ["qemu-system-x86_64", "-name", "heldvm", "-S", "-nodefaults", "-display", "none"]
+    args += ["-machine", "q35", "-accel", "tcg", "-m", "64"]
+    args += ["-device", f"vhost-vsock-pci,guest-cid={HELD_CID}"]
+    qemu = subprocess.Popen(args, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _holds_vhost_vsock(qemu.pid):  # the device is set up: the CID is taken
+        assert qemu.poll() is None, qemu.stderr.read() if qemu.stderr else ""
+        assert time.monotonic() < deadline, "QEMU did not open /dev/vhost-vsock"
+        time.sleep(0.2)
+    yield qemu
+    stop_process(qemu)
+
+
+def _holds_vhost_vsock(pid: int) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    return any(_link(f"/proc/{pid}/fd/{fd}") == "/dev/vhost-vsock" for fd in fds)
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def test_vms_finds_the_real_qemu(held_guest: subprocess.Popen[bytes]) -> None:
+    result = run_vsockctl("--json", "vms")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(validate(r) == [] for r in records)
+    (mine,) = [r for r in records if r["pid"] == held_guest.pid]
+    assert (mine["vmm"], mine["name"], mine["cid"]) == ("qemu", "heldvm", HELD_CID)
+    assert mine["source"] == f"command line: -device vhost-vsock-pci,guest-cid={HELD_CID}"
+
+
+def test_its_name_is_an_address_for_its_cid(held_guest: subprocess.Popen[bytes]) -> None:
+    """The guest is paused, so nothing answers: the connect times out at CID 7."""
+    result = run_vsockctl("--json", "connect", "--timeout", "2s", "heldvm:22", input=b"")
+    error = json.loads(result.stdout.splitlines()[-1])
+    assert result.returncode == 5, result.stderr
+    assert error["address"] == f"{HELD_CID}:22" and error["errno_name"] == "ETIMEDOUT"
