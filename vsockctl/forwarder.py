@@ -168,11 +168,13 @@ class Forwarder:
     def _start(self, conn: socket.socket, address: object) -> None:
         peer = self._peer_name(conn, address)
         if self.allow is not None and not self.allow.permits(conn.family, address):
-            conn.close()
-            self._slots.release()
+            # Counted and reported before the client sees the close: a stop signal
+            # arriving right after must not lose the refusal.
             with self._lock:
                 self.totals.refused += 1
             self.observer.refused(peer, "not allowed by --allow")
+            conn.close()
+            self._slots.release()
             return
         thread = threading.Thread(target=self._serve, args=(conn, peer), daemon=True)
         with self._lock:
