@@ -23,7 +23,10 @@ import pytest
 from tests.conftest import Invoke
 from tests.fake_vmm import FakeVmm, unix_guest
 from tests.forward_peers import DigestServer
+from vsockctl.address import VsockAddress
+from vsockctl.cli.peer import PeerOptions
 from vsockctl.events import validate
+from vsockctl.route import Route
 from vsockctl.vmm_sources import Guest, cloud_hypervisor, firecracker, reader_for
 from vsockctl.vms import GuestNameError, find_guest, scan
 
@@ -317,3 +320,22 @@ def _unix_listener(path: Path) -> socket.socket:
     sock.bind(str(path))
     sock.listen(4)
     return sock
+
+
+@pytest.mark.parametrize(
+    ("host", "route"),
+    [
+        ("vsock/3", Route(VsockAddress(3, 22))),
+        ("vsock%3", Route(VsockAddress(3, 22))),
+        ("vsock-mux//run/fc/v.sock", Route.hybrid("/run/fc/v.sock", 22)),
+        ("machine/web", Route(VsockAddress(3, 22))),  # a VM's name, as systemd-machined has it
+        ("web", Route(VsockAddress(3, 22))),
+    ],
+)
+def test_ssh_proxycommand_host_forms(
+    monkeypatch: pytest.MonkeyPatch, host: str, route: Route
+) -> None:
+    """ProxyCommand='vsockctl connect %h:%p' with systemd's ssh host forms."""
+    monkeypatch.setattr("vsockctl.vms.processes", lambda: table(QEMU))
+    peer = PeerOptions(timeout=1.0, retry=0, retry_delay=1.0, uds=None, to_host=False)
+    assert peer.route(f"{host}:22", None, None) == route

@@ -62,6 +62,9 @@ class PeerOptions:
             return Route.hybrid(self.uds, port)
         if target is not None and cid is None and port is None:
             name, _, port_text = target.rpartition(":")
+            ssh = self._ssh_form(name, port_text)
+            if ssh is not None:
+                return ssh
             guest = guest_named(name)
             if guest is not None:
                 if self.to_host:
@@ -73,6 +76,23 @@ class PeerOptions:
         if self.to_host:
             address = VsockAddress(address.cid, address.port, VMADDR_FLAG_TO_HOST)
         return Route(address)
+
+
+    def _ssh_form(self, host: str, port_text: str) -> Route | None:
+        """systemd's ssh host forms, as ``ProxyCommand='vsockctl connect %h:%p'`` gets
+        them: vsock/CID, vsock%CID, vsock-mux/PATH (a hybrid socket), machine/NAME."""
+        scheme, slash, rest = host.partition("/")
+        if not slash and host.startswith("vsock%"):
+            scheme, rest = "vsock", host.removeprefix("vsock%")
+        elif not slash or not rest:
+            return None
+        if scheme == "vsock":
+            return self.route(f"{rest}:{port_text}", None, None)
+        if scheme == "vsock-mux":
+            return Route.hybrid(rest, _port(port_text, "'vsock-mux/PATH:PORT'"))
+        if scheme == "machine":
+            return self.route(f"{rest}:{port_text}", None, None)
+        return None
 
 
 def guest_named(text: str) -> Guest | None:
