@@ -13,6 +13,7 @@ from vsockctl.address import (
     parse_address,
     parse_cid,
     parse_port,
+    parse_probe_target,
 )
 from vsockctl.constants import U32_MAX, VMADDR_CID_ANY, VMADDR_PORT_ANY
 
@@ -101,3 +102,13 @@ def test_flags_are_kept_and_checked() -> None:
     assert not VsockAddress(2, 1).to_host
     with pytest.raises(AddressError):
         VsockAddress(2, 1, flags=256)
+
+
+def test_probe_targets_take_cid_lists_and_ranges() -> None:
+    assert parse_probe_target("3:22") == ([3], [22])
+    assert parse_probe_target("host:22") == ([2], [22])
+    assert parse_probe_target("3-5,9:22,1024-1025") == ([3, 4, 5, 9], [22, 1024, 1025])
+    with pytest.raises(AddressError, match="CID range '9-3' runs backwards"):
+        parse_probe_target("9-3:22")
+    with pytest.raises(AddressError, match="CID"):
+        parse_probe_target("3-x:22")

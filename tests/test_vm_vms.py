@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.peers import run_vsockctl, stop_process
+from tests.peers import free_port, run_vsockctl, stop_process
 from vsockctl.events import validate
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(240)]
@@ -66,3 +66,16 @@ def test_its_name_is_an_address_for_its_cid(held_guest: subprocess.Popen[bytes])
     error = json.loads(result.stdout.splitlines()[-1])
     assert result.returncode == 5, result.stderr
     assert error["address"] == f"{HELD_CID}:22" and error["errno_name"] == "ETIMEDOUT"
+
+
+def test_a_cid_scan_tells_guests_from_nothing(held_guest: subprocess.Popen[bytes]) -> None:
+    """CID 1 answers (a reset: it exists), 3 is no one's (ENODEV), 7 is paused (no answer)."""
+    port = str(free_port())
+    result = run_vsockctl(
+        "--json", "connect", "--probe", "--timeout", "2s", f"1,3,{HELD_CID}:{port}"
+    )
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(validate(r) == [] for r in records)
+    verdicts = {r["cid"]: r["exists"] for r in records if r["event"] == "probe_cid"}
+    assert verdicts == {1: True, 3: False, HELD_CID: None}, records
+    assert result.returncode == 4  # the first port that did not accept was refused

@@ -9,6 +9,7 @@ vhost-vsock device runs in the VM tier (test_vm_vms.py).
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import subprocess
@@ -24,8 +25,10 @@ from tests.conftest import Invoke
 from tests.fake_vmm import FakeVmm, unix_guest
 from tests.forward_peers import DigestServer
 from vsockctl.address import VsockAddress
+from vsockctl.cli.connect import cid_verdict
 from vsockctl.cli.peer import PeerOptions
 from vsockctl.events import validate
+from vsockctl.portscan import ProbeResult
 from vsockctl.route import Route
 from vsockctl.vmm_sources import Guest, cloud_hypervisor, firecracker, reader_for
 from vsockctl.vms import GuestNameError, find_guest, scan
@@ -339,3 +342,21 @@ def test_ssh_proxycommand_host_forms(
     monkeypatch.setattr("vsockctl.vms.processes", lambda: table(QEMU))
     peer = PeerOptions(timeout=1.0, retry=0, retry_delay=1.0, uds=None, to_host=False)
     assert peer.route(f"{host}:22", None, None) == route
+
+
+def result(cid: int, err: int | None) -> ProbeResult:
+    return ProbeResult(cid, 22, err is None, 1000, err, errno.errorcode.get(err or 0))
+
+
+@pytest.mark.parametrize(
+    ("errnos", "exists"),
+    [
+        ([None, errno.ECONNRESET], True),
+        ([errno.ECONNRESET], True),
+        ([errno.ENODEV, errno.ENODEV], False),
+        ([errno.ETIMEDOUT], None),
+        ([errno.EACCES], None),
+    ],
+)
+def test_a_cid_exists_when_it_answers(errnos: list[int | None], exists: bool | None) -> None:
+    assert cid_verdict([result(3, err) for err in errnos])[0] is exists

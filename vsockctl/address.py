@@ -138,26 +138,37 @@ MAX_PORT_LIST = 65536
 
 def parse_port_list(text: str) -> list[int]:
     """``1024,5000-5010`` as a sorted list of distinct ports."""
-    ports: set[int] = set()
+    return _parse_u32_list(text, "port", PORT_LIST_FORMS)
+
+
+def parse_cid_list(text: str) -> list[int]:
+    """``3-64`` or ``3,5,7-9`` (or one CID, named or not) as a sorted list of CIDs."""
+    if "-" not in text and "," not in text:
+        return [parse_cid(text)]
+    return _parse_u32_list(text, "CID", "CIDs and ranges separated by commas (3-64)")
+
+
+def _parse_u32_list(text: str, what: str, forms: str) -> list[int]:
+    values: set[int] = set()
     for item in text.split(","):
         low_text, dash, high_text = item.partition("-")
         if not item.strip():
-            raise AddressError(f"port list {text!r} has an empty item; expected {PORT_LIST_FORMS}")
-        low = _parse_u32(low_text, "port", PORT_LIST_FORMS)
-        high = _parse_u32(high_text, "port", PORT_LIST_FORMS) if dash else low
+            raise AddressError(f"{what} list {text!r} has an empty item; expected {forms}")
+        low = _parse_u32(low_text, what, forms)
+        high = _parse_u32(high_text, what, forms) if dash else low
         if high < low:
-            raise AddressError(f"port range {item.strip()!r} runs backwards")
-        if len(ports) + (high - low + 1) > MAX_PORT_LIST:
-            raise AddressError(f"port list {text!r} names more than {MAX_PORT_LIST} ports")
-        ports.update(range(low, high + 1))
-    return sorted(ports)
+            raise AddressError(f"{what} range {item.strip()!r} runs backwards")
+        if len(values) + (high - low + 1) > MAX_PORT_LIST:
+            raise AddressError(f"{what} list {text!r} names more than {MAX_PORT_LIST}")
+        values.update(range(low, high + 1))
+    return sorted(values)
 
 
-def parse_probe_target(text: str) -> tuple[int, list[int]]:
-    """``CID:PORTS`` for probing, where PORTS is a port list."""
+def parse_probe_target(text: str) -> tuple[list[int], list[int]]:
+    """``CIDS:PORTS`` for probing: a CID or CID list and range, and a port list."""
     cid_text, colon, ports_text = text.partition(":")
     if not colon or not cid_text.strip() or not ports_text.strip():
         raise AddressError(
             f"probe target {text!r} is not CID:PORTS; expected for example 3:22,1024,5000-5010"
         )
-    return parse_cid(cid_text), parse_port_list(ports_text)
+    return parse_cid_list(cid_text), parse_port_list(ports_text)

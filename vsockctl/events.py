@@ -160,6 +160,16 @@ EVENTS: tuple[Event, ...] = (
         },
     ),
     Event(
+        "probe_cid",
+        ("connect",),
+        "with several CIDs (connect --probe 3-64:22): whether each exists",
+        {
+            "cid": "the CID",
+            "exists": "true (a port answered or reset), false (ENODEV), null (no answer)",
+            "verdict": "the same in words",
+        },
+    ),
+    Event(
         "info",
         ("info",),
         "the report on vsock here",

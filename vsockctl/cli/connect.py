@@ -40,43 +40,69 @@ def _probe(
     sock_type: SocketType,
     concurrency: int,
 ) -> int:
+    cids: list[int | None] = [cid]
     try:
         if peer.uds is not None and target is not None:  # PORTS through the VMM
             ports = parse_port_list(target.rpartition(":")[2])
         elif target is not None and (guest := guest_named(target.rpartition(":")[0])):
             ports = parse_port_list(target.rpartition(":")[2])
-            cid, peer = guest.cid, replace(peer, uds=guest.uds)
+            cids, peer = [guest.cid], replace(peer, uds=guest.uds)
         elif target is not None:
-            cid, ports = parse_probe_target(target)
+            found, ports = parse_probe_target(target)
+            cids = list(found)
         elif port is not None and (cid is not None or peer.uds is not None):
             ports = [port]
         else:
             raise click.UsageError("give CID:PORTS, or both --cid and --port")
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="'CID:PORTS'") from exc
-    route = peer.route(None, cid, ports[0])
 
     status = ExitStatus.OK
-    results = probe_with_retry(
-        route,
-        ports,
-        sock_type=sock_type,
-        timeout=peer.timeout,
-        concurrency=concurrency,
-        retries=peer.retry,
-        retry_delay=peer.retry_delay,
-        factory=env.vsock_factory(defaults=False),  # probes move no data: no buffer sizes
-    )
-    for result in results:
-        if not result.open and status is ExitStatus.OK:
-            err = result.errno if result.errno is not None else 0
-            status = (
-                ExitStatus.PROTOCOL_ERROR
-                if err == errno.EPROTO
-                else exit_status_for(VsockError(err, "probe", result.address))
-            )
-        _show_probe(env, result)
+    for one in cids:
+        results = probe_with_retry(
+            peer.route(None, one, ports[0]),
+            ports,
+            sock_type=sock_type,
+            timeout=peer.timeout,
+            concurrency=concurrency,
+            retries=peer.retry,
+            retry_delay=peer.retry_delay,
+            factory=env.vsock_factory(defaults=False),  # probes move no data: no buffer sizes
+        )
+        for result in results:
+            if not result.open and status is ExitStatus.OK:
+                err = result.errno if result.errno is not None else 0
+                status = (
+                    ExitStatus.PROTOCOL_ERROR
+                    if err == errno.EPROTO
+                    else exit_status_for(VsockError(err, "probe", result.address))
+                )
+            _show_probe(env, result)
+        if len(cids) > 1 and one is not None:
+            _show_cid(env, one, results)
     return int(status)
+
+
+def cid_verdict(results: list[ProbeResult]) -> tuple[bool | None, str]:
+    """Does the CID exist, judging by how its ports answered? (as vsockscan tells)"""
+    errnos = {r.errno for r in results if not r.open}
+    if any(r.open for r in results) or errnos & {errno.ECONNRESET, errno.ECONNREFUSED}:
+        return True, "exists (it answered)"
+    if errnos == {errno.ENODEV}:
+        return False, "no such CID (ENODEV: no guest or transport has it)"
+    if errno.ETIMEDOUT in errnos:
+        return None, "no answer (ETIMEDOUT: a paused VM, or packets dropped)"
+    names = ", ".join(sorted({r.errno_name or "?" for r in results}))
+    return None, f"unknown ({names})"
+
+
+def _show_cid(env: Env, cid: int, results: list[ProbeResult]) -> None:
+    exists, verdict = cid_verdict(results)
+    if env.json:
+        env.emit({"event": "probe_cid", "cid": cid, "exists": exists, "verdict": verdict})
+    elif not env.quiet:
+        env.stdout.write(f"CID {cid}: {verdict}\n".encode())
+        env.stdout.flush()
 
 
 def _show_probe(env: Env, result: ProbeResult) -> None:
@@ -140,8 +166,11 @@ def connect(
     terminal, the session ends when the peer closes.
 
     With --probe, only check whether something accepts (netcat's -z): PORTS
-    may be a list and ranges; exit 0 when every port accepts, otherwise the
-    status of the first that did not (4 refused, 5 timed out, 3 no route).
+    may be a list and ranges, and so may the CIDs (3-64:22 scans for guests,
+    as vsockscan does: a reset means the CID exists, ENODEV that it does not,
+    a timeout that it did not answer); exit 0 when every port accepts,
+    otherwise the status of the first that did not (4 refused, 5 timed out,
+    3 no route).
     --retry tries the ports that did not accept again.
 
     \b
@@ -151,6 +180,8 @@ def connect(
       vsockctl connect 3:22 --retry 30             wait for a booting guest's sshd
       vsockctl connect --probe 3:22,1024,5000-5010
       vsockctl connect --probe 3:5000 --json | jq .open
+      vsockctl connect --probe 3-64:22 --timeout 1s    which CIDs have a guest?
+      ssh -o ProxyCommand='vsockctl connect %h:%p' root@vsock/3    (or vsock-mux/PATH)
     """
     env = current_env()
     if probe:

@@ -77,7 +77,6 @@ class PeerOptions:
             address = VsockAddress(address.cid, address.port, VMADDR_FLAG_TO_HOST)
         return Route(address)
 
-
     def _ssh_form(self, host: str, port_text: str) -> Route | None:
         """systemd's ssh host forms, as ``ProxyCommand='vsockctl connect %h:%p'`` gets
         them: vsock/CID, vsock%CID, vsock-mux/PATH (a hybrid socket), machine/NAME."""
@@ -98,8 +97,8 @@ class PeerOptions:
 def guest_named(text: str) -> Guest | None:
     """The VM on this host called ``text`` ('vsockctl vms'), or None when ``text`` is a
     CID (a number is always a CID, never a name) or empty."""
-    if not text or text[0].isdigit():
-        return None
+    if not text or not (text[0].isalpha() or text[0] == "_"):
+        return None  # numbers, -1, hex: CIDs, with the CID's own error when bad
     try:
         parse_cid(text)
         return None  # any, host, local, hypervisor
