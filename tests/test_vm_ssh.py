@@ -16,11 +16,13 @@ from tests.peers import free_port, keep_reading, read_until_listening, stop_proc
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(240)]
 
 # scripts/vm-packages unpacks Debian's openssh-server there (the machine has no sshd).
-SSHD = next(
-    p
-    for p in ("/var/cache/vsockctl/openssh-server/usr/sbin/sshd", "/usr/sbin/sshd")
-    if os.path.exists(p)
-)
+SSHD_PLACES = ("/opt/vsockctl-vm/openssh-server/usr/sbin/sshd", "/usr/sbin/sshd")
+
+
+def sshd() -> str:
+    found = [place for place in SSHD_PLACES if os.path.exists(place)]
+    assert found, f"no sshd at {SSHD_PLACES}: run scripts/vm-packages"
+    return found[0]
 
 
 def sshd_config(tmp: Path) -> Path:
@@ -52,7 +54,7 @@ def test_ssh_with_vsockctl_as_proxycommand(tmp_path: Path) -> None:
         str(port),
         "-k",
         "--exec",
-        f"{SSHD} -i -f {config} -E {tmp_path}/sshd.log",
+        f"{sshd()} -i -f {config} -E {tmp_path}/sshd.log",
         stdout=subprocess.PIPE,
     )
     try:
