@@ -19,6 +19,10 @@ pytestmark = [pytest.mark.vsock, pytest.mark.timeout(240)]
 SSHD_PLACES = ("/opt/vsockctl-vm/openssh-server/usr/sbin/sshd", "/usr/sbin/sshd")
 
 
+LOGIN = "vsockssh"
+ROOTLIKE = "0:0:vsockctl ssh test:/tmp:/bin/sh"
+
+
 def sshd() -> str:
     found = [place for place in SSHD_PLACES if os.path.exists(place)]
     assert found, f"no sshd at {SSHD_PLACES}: run scripts/vm-packages"
@@ -35,11 +39,15 @@ def sshd_config(tmp: Path) -> Path:
         f"HostKey {tmp}/host\nAuthorizedKeysFile {tmp}/authorized_keys\nPermitRootLogin yes\n"
         "StrictModes no\nUsePAM no\nPidFile none\n"
     )
-    try:  # sshd separates privileges as the user sshd (the guest's /etc is throw-away)
-        pwd.getpwnam("sshd")
-    except KeyError:
-        with open("/etc/passwd", "a") as passwd:
-            passwd.write("sshd:x:74:65534:sshd:/run/sshd:/usr/sbin/nologin\n")
+    # The guest's /etc is throw-away. sshd separates privileges as the user sshd; and
+    # root's '*' in /etc/shadow reads as a locked account without PAM, so the session
+    # logs in as LOGIN, root under another name with no shadow entry.
+    for name, entry in (("sshd", "74:65534:sshd:/run/sshd:/usr/sbin/nologin"), (LOGIN, ROOTLIKE)):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            with open("/etc/passwd", "a") as passwd:
+                passwd.write(f"{name}:x:{entry}\n")
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     return config
 
@@ -64,7 +72,7 @@ def test_ssh_with_vsockctl_as_proxycommand(tmp_path: Path) -> None:
         ssh = ["ssh", "-F", "/dev/null", "-i", str(tmp_path / "id"), "-p", str(port)]
         ssh += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
         ssh += ["-o", "BatchMode=yes", "-o", f"ProxyCommand={proxy}"]
-        ssh += ["root@vsock/1", "echo", "hello over vsock; uname -r"]
+        ssh += [f"{LOGIN}@vsock/1", "echo", "hello over vsock; uname -r"]
         session = subprocess.run(ssh, capture_output=True, timeout=180)
     finally:
         stop_process(server)

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import select
 import socket
 import threading
 import time
@@ -239,9 +240,15 @@ class Transfer:
         stats, source = self.stats, sock.fileno()
         sink.flush()  # what a buffered sink holds goes out first
         out = SpliceOut(fd, chunk, sink.name)
+        # A splice into someone else's pipe holds that pipe's lock while it waits for the
+        # socket: the reader cannot take what is already there (ssh as ProxyCommand waits
+        # for the answer to what it has not read). So wait for data first, unlocked.
+        wait_first = out.inlet == fd
         try:
             with self._receiving(sock, sink):
                 while True:
+                    if wait_first:
+                        select.select([sock], [], [])
                     try:
                         n = os.splice(source, out.inlet, chunk, flags=os.SPLICE_F_MOVE)
                     except OSError as exc:
