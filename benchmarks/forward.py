@@ -35,30 +35,6 @@ from vsockctl.sockets import connect, listen
 from vsockctl.units import parse_size
 
 CHUNK = 1 << 20
-# The forward engine with splice(2) forced on or off (the command picks by kernel),
-# with the command's default 1 MiB vsock buffer.
-ENGINE = """
-import socket, struct, sys
-from vsockctl.constants import AF_VSOCK, SO_VM_SOCKETS_BUFFER_MAX_SIZE, SO_VM_SOCKETS_BUFFER_SIZE
-from vsockctl.forward_address import listen_side, parse_side
-from vsockctl.forwarder import Forwarder
-
-class Quiet:
-    def opened(self, flow): pass
-    def closed(self, flow): pass
-    def failed(self, peer, target, error): pass
-    def refused(self, peer, why): pass
-
-def factory(*args):
-    sock = socket.socket(*args)
-    for option in (SO_VM_SOCKETS_BUFFER_MAX_SIZE, SO_VM_SOCKETS_BUFFER_SIZE):
-        sock.setsockopt(AF_VSOCK, option, struct.pack("Q", 1 << 20))
-    return sock
-
-listen, target, splice = parse_side(sys.argv[1]), parse_side(sys.argv[2]), sys.argv[3] == "splice"
-with listen_side(listen, 128, socket.socket) as sock:
-    Forwarder(sock, listen, target, Quiet(), factory=factory, splice=splice).serve()
-"""
 TARGET_PORT = 9300
 
 
@@ -118,8 +94,6 @@ def forwarder(kind: str, tcp_port: int, vsock_port: int) -> Iterator[subprocess.
     sides = [f"tcp:127.0.0.1:{tcp_port}", f"vsock:1:{vsock_port}"]
     if kind == "vsockctl":
         args = [sys.executable, "-m", "vsockctl", "-q", "forward", *sides]
-    elif kind.startswith("vsockctl-"):  # the engine with its way of moving bytes forced
-        args = [sys.executable, "-c", ENGINE, *sides, kind.removeprefix("vsockctl-")]
     else:
         args = ["socat", f"TCP-LISTEN:{tcp_port},bind=127.0.0.1,fork,reuseaddr"]
         args += [f"VSOCK-CONNECT:1:{vsock_port}"]
