@@ -12,7 +12,6 @@ they go through one reused buffer with ``recv_into`` and ``sendall``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import socket
@@ -20,10 +19,10 @@ from dataclasses import dataclass
 
 from vsockctl.constants import AF_VSOCK
 from vsockctl.kernel_copy import F_SETPIPE_SZ, SPLICE_REFUSED, sendfile_helps
+from vsockctl.transfer import END_OF_STREAM_ERRNOS
 
-COPY_CHUNK = 256 * 1024  # the buffer of a direction that copies
+BUFFER_SIZE = 256 * 1024  # the buffer of a direction that copies
 PIPE_SIZE = 1 << 20  # what one splice moves at most (the pipe's size, if the kernel allows it)
-END_OF_STREAM_ERRNOS = frozenset({errno.ENOTCONN})
 
 
 class Broken(Exception):
@@ -72,7 +71,7 @@ def pump(
 
 
 def _copy(src: socket.socket, dst: socket.socket, direction: Direction) -> None:
-    view = memoryview(bytearray(COPY_CHUNK))
+    view = memoryview(bytearray(BUFFER_SIZE))
     while True:
         try:
             n = src.recv_into(view)
@@ -124,7 +123,7 @@ def _splice(src: socket.socket, dst: socket.socket, direction: Direction) -> boo
 
 def _empty_pipe(outlet: int, dst: socket.socket, n: int, direction: Direction) -> None:
     while n:
-        data = os.read(outlet, min(n, COPY_CHUNK))
+        data = os.read(outlet, min(n, BUFFER_SIZE))
         try:
             dst.sendall(data)
         except OSError as exc:

@@ -93,9 +93,9 @@ class Report:
         )
 
     def failed(self, peer: str, target: str, error: BaseException) -> None:
-        record = {"event": "forward_failed", "peer": peer, "target": target}
-        record["error"] = describe(error)
-        self._out(record, f"{peer}: cannot reach {target}: {describe(error)}", error=True)
+        why = describe(error)
+        record = {"event": "forward_failed", "peer": peer, "target": target, "error": why}
+        self._out(record, f"{peer}: cannot reach {target}: {why}", error=True)
 
     def refused(self, peer: str, why: str) -> None:
         record = {"event": "forward_refused", "peer": peer, "why": why}

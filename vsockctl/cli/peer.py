@@ -67,15 +67,19 @@ class PeerOptions:
                 return ssh
             guest = guest_named(name)
             if guest is not None:
-                if self.to_host:
-                    raise click.UsageError("--to-host is for CIDs; a VM's name reaches that VM")
-                from vsockctl.vms import guest_route
-
-                return guest_route(guest, _port(port_text, "'CID:PORT'"))
+                return self.to_guest(guest, _port(port_text, "'CID:PORT'"))
         address = _resolve_vsock(target, cid, port)
         if self.to_host:
             address = VsockAddress(address.cid, address.port, VMADDR_FLAG_TO_HOST)
         return Route(address)
+
+    def to_guest(self, guest: Guest, port: int) -> Route:
+        """``port`` in a VM found by name: its hybrid socket, or its CID."""
+        if self.to_host:
+            raise click.UsageError("--to-host is for CIDs; a VM's name reaches that VM")
+        from vsockctl.vms import guest_route
+
+        return guest_route(guest, port)
 
     def _ssh_form(self, host: str, port_text: str) -> Route | None:
         """systemd's ssh host forms, as ``ProxyCommand='vsockctl connect %h:%p'`` gets
@@ -85,12 +89,10 @@ class PeerOptions:
             scheme, rest = "vsock", host.removeprefix("vsock%")
         elif not slash or not rest:
             return None
-        if scheme == "vsock":
+        if scheme in ("vsock", "machine"):  # a CID, or a VM's name
             return self.route(f"{rest}:{port_text}", None, None)
         if scheme == "vsock-mux":
             return Route.hybrid(rest, _port(port_text, "'vsock-mux/PATH:PORT'"))
-        if scheme == "machine":
-            return self.route(f"{rest}:{port_text}", None, None)
         return None
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from vsockctl.address import AddressError, VsockAddress, parse_address
+from vsockctl.address import AddressError, VsockAddress, parse_address, parse_port
 from vsockctl.bench.client import ClientError, run_client
 from vsockctl.bench.protocol import DEFAULT_PORT
 from vsockctl.bench.server import ThroughputServer
@@ -165,10 +165,11 @@ def _client_route(target: str | None, port: int | None, peer: PeerOptions) -> Ro
         if target is None and port is None:
             port = DEFAULT_PORT
         return peer.route(target, None, port)
-    if target is not None and guest_named(target.partition(":")[0]) is not None:
-        name, colon, port_text = target.partition(":")
-        return peer.route(f"{name}:{port_text if colon else port or DEFAULT_PORT}", None, None)
+    name, colon, port_text = (target or "").partition(":")
     try:
+        if (guest := guest_named(name)) is not None:  # a VM's name, found once
+            server_port = parse_port(port_text) if colon else DEFAULT_PORT if port is None else port
+            return peer.to_guest(guest, server_port)
         address = parse_address(target or "", default_port=DEFAULT_PORT if port is None else port)
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="'CID[:PORT]'") from exc
