@@ -360,3 +360,19 @@ def result(cid: int, err: int | None) -> ProbeResult:
 )
 def test_a_cid_exists_when_it_answers(errnos: list[int | None], exists: bool | None) -> None:
     assert cid_verdict([result(3, err) for err in errnos])[0] is exists
+
+
+def test_probe_by_a_firecracker_name_goes_through_its_socket(
+    short_dir: Path, fake_vmms: list[subprocess.Popen[bytes]]
+) -> None:
+    guest_port = DigestServer(_unix_listener(short_dir / "guest_22"))
+    with FakeVmm(short_dir / "v.sock", unix_guest(short_dir)):
+        result = subprocess.run(
+            [sys.executable, "-m", "vsockctl", "--json", "connect", "--probe", "fc1:22,23"],
+            capture_output=True,
+            timeout=30,
+        )
+    guest_port.close()
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["open"] for r in records] == [True, False], (records, result.stderr)
+    assert result.returncode == 4

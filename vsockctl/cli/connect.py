@@ -46,7 +46,9 @@ def _probe(
             ports = parse_port_list(target.rpartition(":")[2])
         elif target is not None and (guest := guest_named(target.rpartition(":")[0])):
             ports = parse_port_list(target.rpartition(":")[2])
-            cids, peer = [guest.cid], replace(peer, uds=guest.uds)
+            # A hybrid socket stands for the CID (Firecracker names both).
+            cids = [None] if guest.uds else [guest.cid]
+            peer = replace(peer, uds=guest.uds)
         elif target is not None:
             found, ports = parse_probe_target(target)
             cids = list(found)
