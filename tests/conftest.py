@@ -14,8 +14,9 @@ import platform
 # Every --json record a test makes vsockctl print (in-process or as a subprocess)
 # is checked against its declaration in vsockctl/events.py before it goes out.
 os.environ["VSOCKCTL_CHECK_EVENTS"] = "1"
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner, Result
@@ -23,16 +24,26 @@ from click.testing import CliRunner, Result
 from vsockctl.cli import cli
 from vsockctl.cli.env import Env
 
+if TYPE_CHECKING:
+    from tests.nested.guest import NestedGuest
+
 LOOPBACK = Path("/sys/module/vsock_loopback").is_dir()
 IN_VM = os.environ.get("VSOCKCTL_VM_TIER") == "1"
 
 
+NESTED_READY = IN_VM and bool(os.environ.get("VSOCKCTL_NESTED_INITRAMFS"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if LOOPBACK:
-        return
     skip = pytest.mark.skip(reason="no vsock loopback here; runs in the VM tier (scripts/vmtest)")
+    skip_nested = pytest.mark.skip(
+        reason="needs the nested guest inside the test VM (scripts/vmtest --nested)"
+    )
+    items.sort(key=lambda item: "nested_last" in item.keywords)  # stable: the rest keep order
     for item in items:
-        if "vsock" in item.keywords:
+        if "nested" in item.keywords and not NESTED_READY:
+            item.add_marker(skip_nested)
+        elif "vsock" in item.keywords and not LOOPBACK:
             item.add_marker(skip)
 
 
@@ -82,3 +93,38 @@ class VmTierTally:
 def pytest_configure(config: pytest.Config) -> None:
     if IN_VM:
         config.pluginmanager.register(VmTierTally(), "vm-tier-tally")
+
+
+# -- the nested guest (tests marked ``nested``; scripts/vmtest --nested) --------------------
+
+NESTED_FIGURES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def nested_guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NestedGuest]:
+    """The guest inside the test VM, booted once per run; its console comes with a failure."""
+    from tests.nested.guest import GuestError, from_environment
+
+    guest = from_environment(tmp_path_factory.mktemp("nested"))
+    try:
+        ready = guest.boot()
+    except GuestError as exc:
+        guest.shutdown()
+        pytest.fail(f"the nested guest did not boot: {exc}", pytrace=False)
+    NESTED_FIGURES.append(
+        f"nested guest: kernel {ready['kernel']}, CID {ready['cid']}, up in "
+        f"{guest.boot_seconds:.0f} s (agent preload {ready['preload_seconds']} s)"
+    )
+    yield guest
+    guest.shutdown()
+
+
+@pytest.fixture
+def nested_figures() -> list[str]:
+    """Lines for the run's summary (figures the tests print but do not assert)."""
+    return NESTED_FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in NESTED_FIGURES:
+        terminalreporter.write_line(line)

@@ -1,0 +1,240 @@
+"""Host and guest for real: the test VM (vhost_vsock, CID 2) and a guest inside it (CID 3).
+
+Run by ``scripts/vmtest --nested``; the guest boots once per run
+(``nested_guest`` in conftest.py) and runs vsockctl and socat through its agent
+(tests/nested). Bytes are checked byte for byte with SHA-256 on both ends.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.nested.guest import Completed, NestedGuest
+from tests.peers import pattern, process, run_vsockctl, stop_process, vsockctl
+from vsockctl.status import ExitStatus
+
+pytestmark = [pytest.mark.nested, pytest.mark.timeout(900)]
+
+GUEST = "3"
+
+
+def vsockctl_args(*args: str) -> list[str]:
+    """The host side as a subprocess: this interpreter, the checkout's vsockctl."""
+    return [sys.executable, "-m", "vsockctl", *args]
+
+
+RETRY = ("--retry", "120", "--retry-delay", "500ms")  # the guest's end is still starting
+
+
+def records(output: bytes, event: str | None = None) -> list[dict[str, Any]]:
+    found = [json.loads(line) for line in output.splitlines() if line.startswith(b"{")]
+    return [r for r in found if event is None or r.get("event") == event]
+
+
+def one(output: bytes, event: str) -> dict[str, Any]:
+    matching = records(output, event)
+    assert len(matching) == 1, (event, output[-2000:])
+    return matching[0]
+
+
+def finished(guest: NestedGuest, pid: int, timeout: float = 300) -> Completed:
+    done = guest.wait(pid, timeout)
+    if done.rc is None:
+        guest.kill(pid)
+        pytest.fail(f"guest program still running after {timeout} s: {done.text[-2000:]}")
+    return done
+
+
+def socat_listener(guest: NestedGuest, port: int, *target: str) -> int:
+    """socat listening in the guest; returns once it says so."""
+    pid = guest.spawn("socat", "-d", "-d", f"VSOCK-LISTEN:{port},fork,reuseaddr", *target)
+    said = guest.wait_for_output(pid, "listening on")
+    assert "listening on" in said.text, said.text
+    return pid
+
+
+# -- host to guest ------------------------------------------------------------------------
+
+
+def test_host_sends_64_mib_to_guest_with_checksums(nested_guest: NestedGuest) -> None:
+    receiver = nested_guest.spawn("vsockctl", "recv", "--port", "6001", "--sha256", "--json")
+    sent = run_vsockctl(
+        "send", "--cid", GUEST, "--port", "6001", "--size", "64M", "--pattern", "random",
+        "--sha256", "--json", *RETRY, timeout=600,
+    )  # fmt: skip
+    got = finished(nested_guest, receiver)
+    assert sent.returncode == 0, sent.stderr
+    assert got.rc == 0, got.text
+    stats_sent, stats_got = one(sent.stdout, "stats"), one(got.stdout, "stats")
+    assert stats_sent["sent_bytes"] == stats_got["received_bytes"] == 64 << 20
+    assert stats_sent["sent_sha256"] == stats_got["received_sha256"] is not None
+    assert one(got.stdout, "accepted")["peer"].startswith("2:")
+
+
+def test_connect_relays_through_an_echo_in_the_guest(nested_guest: NestedGuest) -> None:
+    echo = socat_listener(nested_guest, 6002, "EXEC:cat")
+    try:
+        data = pattern(1 << 20, seed=5)
+        relayed = run_vsockctl("connect", f"{GUEST}:6002", input=data, timeout=300)
+    finally:
+        nested_guest.kill(echo)
+    assert relayed.returncode == 0, relayed.stderr
+    assert relayed.stdout == data
+
+
+def test_probe_finds_exactly_the_open_guest_ports(nested_guest: NestedGuest) -> None:
+    listeners = [socat_listener(nested_guest, port, "EXEC:cat") for port in (6011, 6015)]
+    try:
+        probed = run_vsockctl("connect", "--probe", f"{GUEST}:6010-6019", "--json", timeout=300)
+    finally:
+        for pid in listeners:
+            nested_guest.kill(pid)
+    found = {r["port"]: r for r in records(probed.stdout, "probe")}
+    assert sorted(found) == list(range(6010, 6020)), probed.stderr
+    assert sorted(p for p, r in found.items() if r["open"]) == [6011, 6015]
+    assert {r["errno_name"] for r in found.values() if not r["open"]} == {"ECONNRESET"}
+    assert probed.returncode == ExitStatus.CONNECTION_REFUSED  # some did not accept
+
+
+# -- guest to host ------------------------------------------------------------------------
+
+
+def test_guest_sends_to_the_host_cid_2(nested_guest: NestedGuest) -> None:
+    with process(
+        vsockctl_args("recv", "--port", "6003", "--sha256", "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as receiver:
+        sender = nested_guest.spawn(
+            "vsockctl", "send", "--to", "2:6003", "--size", "16M", "--pattern", "random",
+            "--sha256", "--json", *RETRY,
+        )  # fmt: skip
+        got_out, got_err = receiver.communicate(timeout=600)
+    sent = finished(nested_guest, sender)
+    assert sent.rc == 0, sent.text
+    assert receiver.returncode == 0, got_err
+    stats_sent, stats_got = one(sent.stdout, "stats"), one(got_out, "stats")
+    assert stats_sent["sent_bytes"] == stats_got["received_bytes"] == 16 << 20
+    assert stats_sent["sent_sha256"] == stats_got["received_sha256"] is not None
+    assert one(got_out, "accepted")["peer"].startswith("3:")  # the host sees the guest's CID
+
+
+def test_guest_connects_to_a_listen_on_the_host(nested_guest: NestedGuest) -> None:
+    data = pattern(256 << 10, seed=6)
+    with process(
+        vsockctl_args("listen", "--port", "6004"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as listener:
+        client = nested_guest.spawn("vsockctl", "connect", "2:6004", *RETRY, stdin=data)
+        got_out, got_err = listener.communicate(timeout=600)
+    done = finished(nested_guest, client)
+    assert done.rc == 0, done.text
+    assert listener.returncode == 0, got_err
+    assert got_out == data
+    assert b"connection from 3:" in got_err
+
+
+def test_seqpacket_keeps_message_boundaries_over_virtio(nested_guest: NestedGuest) -> None:
+    receiver = nested_guest.spawn(
+        "vsockctl", "recv", "--port", "6005", "--type", "seqpacket", "--json"
+    )
+    sent = run_vsockctl(
+        "send", "--to", f"{GUEST}:6005", "--type", "seqpacket", "--message-size", "3000",
+        "--count", "200", "--json", *RETRY, timeout=600,
+    )  # fmt: skip
+    got = finished(nested_guest, receiver)
+    assert sent.returncode == 0, sent.stderr
+    assert got.rc == 0, got.text
+    stats = one(got.stdout, "stats")
+    assert stats["received_messages"] == 200
+    assert stats["message_sizes"] == {"3000": 200}
+
+
+# -- info and ls ----------------------------------------------------------------------------
+
+
+def test_info_on_both_ends(nested_guest: NestedGuest) -> None:
+    host = run_vsockctl("info", "--json")
+    guest = nested_guest.run("vsockctl", "info", "--json")
+    assert host.returncode == 0 and guest.rc == 0, (host.stderr, guest.text)
+    host_info, guest_info = one(host.stdout, "info"), one(guest.stdout, "info")
+    present = {t["module"] for t in host_info["transports"] if t["present"]}
+    assert "vhost_vsock" in present
+    assert "host" in host_info["role"] and host_info["local_cid"] == 2
+    guest_present = {t["module"] for t in guest_info["transports"] if t["present"]}
+    assert "vmw_vsock_virtio_transport" in guest_present
+    assert guest_info["role"] == "guest" and guest_info["local_cid"] == 3
+    assert guest_info["kernel"] != host_info["kernel"]  # the two generations, one each side
+
+
+def test_ls_on_the_host_shows_the_guest_connection(nested_guest: NestedGuest) -> None:
+    echo = socat_listener(nested_guest, 6006, "EXEC:cat")
+    client = vsockctl("connect", f"{GUEST}:6006", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert client.stdin is not None and client.stdout is not None
+        client.stdin.write(b"ping\n")
+        client.stdin.flush()
+        assert client.stdout.readline() == b"ping\n"  # connected: the echo came back
+        listed = run_vsockctl("ls", "--json")
+    finally:
+        stop_process(client)
+        nested_guest.kill(echo)
+    assert listed.returncode == 0, listed.stderr
+    ours = [r for r in records(listed.stdout, "socket") if r["peer"] == f"{GUEST}:6006"]
+    assert len(ours) == 1, listed.stdout
+    assert ours[0]["state"] == "established"
+    assert client.pid in {p["pid"] for p in ours[0]["processes"]}
+
+
+# -- throughput ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server_side", ["guest", "host"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["client-sends", "server-sends"])
+def test_throughput_between_host_and_guest(
+    nested_guest: NestedGuest, nested_figures: list[str], server_side: str, reverse: bool
+) -> None:
+    port = "6100" if server_side == "guest" else "6101"
+    client_args = ["throughput", "client", "--time", "3", "--port", port, "--json", *RETRY]
+    client_args += ["-R"] if reverse else []
+    rc: int | None
+    if server_side == "guest":
+        server = nested_guest.spawn("vsockctl", "throughput", "server", "--port", port, "--once")
+        done = run_vsockctl(*client_args, "--cid", GUEST, timeout=600)
+        served = finished(nested_guest, server)
+        out, err, rc = done.stdout, done.stderr, done.returncode
+        assert served.rc == 0, served.text
+    else:
+        with process(
+            vsockctl_args("throughput", "server", "--port", port, "--once"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        ) as server_proc:
+            client = nested_guest.spawn("vsockctl", *client_args, "--cid", "2")
+            got = finished(nested_guest, client)
+            server_proc.wait(120)
+        out, err, rc = got.stdout, got.stderr, got.rc
+    assert rc == 0, err
+    direction = one(out, "summary")["directions"][0]
+    received = direction["receiver"]["bytes"]
+    assert received == direction["sender"]["bytes"] > 0
+    to = "guest" if (server_side == "guest") != reverse else "host"
+    rate = direction["receiver"]["bits_per_second"] / 1e9
+    nested_figures.append(
+        f"throughput {'host' if to == 'guest' else 'guest'} -> {to} (server in the "
+        f"{server_side}): {rate:.3f} Gbit/s, {received / 2**20:.1f} MiB in 3 s"
+    )
+
+
+def test_guest_runs_a_fresh_vsockctl_too(nested_guest: NestedGuest) -> None:
+    """Everything above runs forked from the agent; the installed entry point works as well."""
+    started = time.monotonic()
+    pid = nested_guest.spawn("vsockctl", "--version", fresh=True)
+    done = finished(nested_guest, pid, timeout=600)
+    assert done.rc == 0 and done.stdout.startswith(b"vsockctl"), done.text
+    print(f"fresh 'vsockctl --version' in the nested guest: {time.monotonic() - started:.1f} s")
