@@ -154,7 +154,7 @@ def test_100_concurrent_connections_each_byte_exact(short_dir: Path) -> None:
     assert answers == [hashlib.sha256(p).digest() for p in payloads]
     assert {flow.reason for flow in closed} == {DONE}
     assert sorted(flow.upstream.bytes for flow in closed) == [1 << 20] * 100
-    assert fwd.totals.opened == 100 and fwd.totals.from_client_bytes == 100 << 20
+    assert fwd.totals.opened == 100 and fwd.totals.upstream.bytes == 100 << 20
 
 
 def test_half_close_leaves_the_other_direction_open(short_dir: Path) -> None:

@@ -175,7 +175,7 @@ def test_unix_to_vsock_to_unix_100_connections_at_once(tmp_path: Path) -> None:
     assert answers == [hashlib.sha256(p).digest() for p in payloads]
     assert {flow.reason for flow in closed} == {DONE}
     assert all(flow.peer.startswith("vsock:1:") for flow in inner.of("closed"))
-    assert outer_fwd.totals.from_client_bytes == 100 << 20
+    assert outer_fwd.totals.upstream.bytes == 100 << 20
 
 
 def test_a_stopped_target_fails_open_and_new_connections_but_not_the_forwarder() -> None:

@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Protocol
 
 from vsockctl.address import VsockAddress
@@ -63,12 +63,12 @@ class Flow:
 class Totals:
     """Everything the forwarder did, for the line it prints when it stops."""
 
+    started_ns: int = field(default_factory=time.monotonic_ns)
     opened: int = 0
     failed: int = 0
     refused: int = 0
-    from_client_bytes: int = 0
-    to_client_bytes: int = 0
-    started_ns: int = field(default_factory=time.monotonic_ns)
+    upstream: Direction = field(default_factory=lambda: Direction("clients", "target"))
+    downstream: Direction = field(default_factory=lambda: Direction("target", "clients"))
 
 
 class Observer(Protocol):
@@ -108,36 +108,28 @@ def make_room_for(connections: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 
 
+@dataclass(eq=False)
 class Forwarder:
     """Accepts on ``listener`` and relays each connection to ``target``."""
 
-    def __init__(
-        self,
-        listener: socket.socket,
-        listen_side: Side,
-        target: Side,
-        observer: Observer,
-        *,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        allow: Allow | None = None,
-        timeout: float = 5.0,
-        factory: SocketFactory = socket.socket,
-        splice: bool | None = None,
-    ) -> None:
-        self.listener = listener
-        self.listen_side = listen_side
-        self.target = target
-        self.observer = observer
-        self.allow = allow
-        self.timeout = timeout
-        self.factory = factory
-        self.splice = splice
-        self.totals = Totals()
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._lock = threading.Lock()
-        self._live: dict[Flow, tuple[socket.socket, socket.socket]] = {}
-        self._threads: set[threading.Thread] = set()
-        self._stopping = False
+    listener: socket.socket
+    listen_side: Side
+    target: Side
+    observer: Observer
+    _: KW_ONLY
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    allow: Allow | None = None
+    timeout: float = 5.0
+    factory: SocketFactory = socket.socket
+    splice: bool | None = None
+    totals: Totals = field(init=False, default_factory=Totals)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _live: dict[Flow, tuple[socket.socket, socket.socket]] = field(init=False, default_factory=dict)
+    _threads: set[threading.Thread] = field(init=False, default_factory=set)
+    _stopping: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_connections)
 
     def serve(self, accepted: Callable[[], None] | None = None) -> None:
         """Accept and relay until the calling thread is interrupted (Ctrl-C, SIGTERM)
@@ -232,8 +224,8 @@ class Forwarder:
         flow.ended_ns = time.monotonic_ns()
         with self._lock:
             del self._live[flow]
-            self.totals.from_client_bytes += flow.upstream.bytes
-            self.totals.to_client_bytes += flow.downstream.bytes
+            self.totals.upstream.bytes += flow.upstream.bytes
+            self.totals.downstream.bytes += flow.downstream.bytes
         self.observer.closed(flow)
 
     def _direction(

@@ -83,6 +83,7 @@ class Agent:
         self.pending = b""
         self.children: dict[int, tuple[Path, Path]] = {}
         self.count = 0
+        self.ops = {"spawn": self.spawn, "wait": self.wait, "signal": self.signal}
 
     def send(self, reply: dict[str, Any]) -> None:
         data = json.dumps(reply).encode() + b"\n"
@@ -103,12 +104,12 @@ class Agent:
     def serve(self) -> None:
         for request in self.requests():
             try:
-                reply = getattr(self, "op_" + request["op"])(request)
+                reply = self.ops[request["op"]](request)
             except Exception as exc:
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
             self.send(reply)
 
-    def op_spawn(self, request: dict[str, Any]) -> dict[str, Any]:
+    def spawn(self, request: dict[str, Any]) -> dict[str, Any]:
         self.count += 1
         stdin = Path("/dev/null")
         if request.get("stdin"):
@@ -125,7 +126,7 @@ class Agent:
         self.children[pid] = (out, err)
         return {"pid": pid}
 
-    def op_wait(self, request: dict[str, Any]) -> dict[str, Any]:
+    def wait(self, request: dict[str, Any]) -> dict[str, Any]:
         pid = int(request["pid"])
         out, err = self.children[pid]
         deadline = time.monotonic() + float(request.get("timeout", 0))
@@ -141,7 +142,7 @@ class Agent:
             time.sleep(0.05)
         return {"rc": rc, "stdout": _b64(out), "stderr": _b64(err)}
 
-    def op_signal(self, request: dict[str, Any]) -> dict[str, Any]:
+    def signal(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
             os.killpg(int(request["pid"]), int(request["signal"]))
         except ProcessLookupError:

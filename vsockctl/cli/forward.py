@@ -245,8 +245,8 @@ def _totals(env: Env, forwarder: Forwarder) -> None:
                 "connections": totals.opened,
                 "failed": totals.failed,
                 "refused": totals.refused,
-                "from_client_bytes": totals.from_client_bytes,
-                "to_client_bytes": totals.to_client_bytes,
+                "from_client_bytes": totals.upstream.bytes,
+                "to_client_bytes": totals.downstream.bytes,
                 "duration_ns": elapsed,
             }
         )
@@ -254,6 +254,6 @@ def _totals(env: Env, forwarder: Forwarder) -> None:
     env.message(
         f"forwarded {totals.opened} connections ({totals.failed} failed, "
         f"{totals.refused} refused) in {human_seconds(elapsed)}: "
-        f"{human_bytes(totals.from_client_bytes)} from clients, "
-        f"{human_bytes(totals.to_client_bytes)} to them"
+        f"{human_bytes(totals.upstream.bytes)} from clients, "
+        f"{human_bytes(totals.downstream.bytes)} to them"
     )
