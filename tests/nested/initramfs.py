@@ -72,7 +72,9 @@ class Cpio:
         self.seen: set[str] = set()
         self.inode = 1
 
-    def _entry(self, name: str, mode: int, data: bytes, mtime: int = 0) -> None:
+    def _entry(
+        self, name: str, mode: int, data: bytes, mtime: int = 0, rdev: tuple[int, int] = (0, 0)
+    ) -> None:
         name = name.lstrip("/")
         if name in self.seen:
             return
@@ -81,7 +83,7 @@ class Cpio:
             self.directory(parent)
         self.seen.add(name)
         self.inode += 1
-        fields = (self.inode, mode, 0, 0, 1, mtime, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+        fields = (self.inode, mode, 0, 0, 1, mtime, len(data), 0, 0, *rdev, len(name) + 1, 0)
         header = b"070701" + b"".join(b"%08X" % value for value in fields)
         self.file.write(header + name.encode() + b"\0")
         self.file.write(b"\0" * (-(len(header) + len(name) + 1) % 4))
@@ -89,6 +91,10 @@ class Cpio:
 
     def directory(self, name: str) -> None:
         self._entry(name, stat.S_IFDIR | 0o755, b"")
+
+    def console(self) -> None:
+        """/dev/console, which the kernel opens for init's stdin, stdout and stderr."""
+        self._entry("dev/console", stat.S_IFCHR | 0o600, b"", rdev=(5, 1))
 
     def symlink(self, name: str, target: str) -> None:
         self._entry(name, stat.S_IFLNK | 0o777, target.encode())
@@ -238,6 +244,7 @@ def build(out: Path, kernel: str, checkout: Path) -> None:
         for top, usr in MERGED_USR.items():
             cpio.directory(usr)
             cpio.symlink(top, usr)
+        cpio.console()
         cpio.copy(_which("busybox"), "/usr/bin/busybox")
         copy_binary(cpio, _which("socat"), "/usr/bin/socat")
         python = add_python(cpio, checkout)
