@@ -55,6 +55,7 @@ def preload() -> None:
         importlib.import_module(name)
     hashlib.sha256(b"")
     psutil.Process().name()
+    importlib.import_module("importlib.metadata").version("vsockctl")  # --version
 
 
 def list_imports() -> dict[str, list[str]]:
@@ -73,6 +74,8 @@ def list_imports() -> dict[str, list[str]]:
                 tops.add(top)
         elif file.startswith(stdlib + "/"):
             found["stdlib"].append(file)
+    for top in [*tops, "vsockctl"]:  # and what importlib.metadata reads of them
+        tops.update(path.name for path in Path(site).glob(f"{top}-*.dist-info"))
     found["site"] += sorted(tops)
     return found
 
@@ -188,8 +191,16 @@ def main(argv: list[str]) -> int:
     if argv == ["--list-imports"]:
         print(json.dumps(list_imports()))
         return 0
-    started = time.monotonic()
     log = os.dup(2)  # the console, for the agent's own words
+    try:
+        return serve(argv[0], log)
+    except BaseException:
+        os.write(log, traceback.format_exc().encode())
+        raise
+
+
+def serve(port: str, log: int) -> int:
+    started = time.monotonic()
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)  # so nothing preloaded takes the console for a terminal
@@ -197,7 +208,7 @@ def main(argv: list[str]) -> int:
     preload()
     from vsockctl.system import ProbePaths, read_local_cid
 
-    channel = os.open(argv[0], os.O_RDWR)
+    channel = os.open(port, os.O_RDWR)
     ready = {
         "ready": True,
         "kernel": os.uname().release,

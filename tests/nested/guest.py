@@ -143,6 +143,11 @@ class NestedGuest:
                 chunk = self.agent.recv(1 << 20)
             except TimeoutError:
                 continue
+            except OSError:
+                chunk = b""  # QEMU went away: said below, with why
+            if not chunk:
+                time.sleep(0.5)
+                self._check_alive()
             if not chunk:
                 raise GuestError("the guest's agent went away" + self.tail())
             self.replies += chunk

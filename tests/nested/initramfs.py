@@ -56,7 +56,7 @@ for tries in $(seq 100); do
     [ -n "$port" ] && [ -e "$port" ] && break
     sleep 0.2
 done
-echo "nested init: modules loaded, agent port ${port:-missing}"
+echo "nested init: modules loaded, agent port ${port:-missing}, up $(cut -d' ' -f1 /proc/uptime) s"
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/root PYTHONDONTWRITEBYTECODE=1
 export PYTHONPATH=%(src)s:%(site)s VSOCKCTL_NESTED_GUEST=1
 %(python)s -m tests.nested.agent "$port" || echo "nested init: the agent exited ($?)"
@@ -125,6 +125,10 @@ def in_guest(path: str) -> str:
 def copy_binary(cpio: Cpio, path: str, name: str | None = None) -> None:
     """A program or library, under the path it is asked for, with its libraries."""
     cpio.copy(os.path.realpath(path), in_guest(name or path))
+    add_libraries(cpio, path)
+
+
+def add_libraries(cpio: Cpio, path: str) -> None:
     for library in shared_libraries(path):
         cpio.copy(os.path.realpath(library), in_guest(library))
 
@@ -204,6 +208,8 @@ def add_tree(cpio: Cpio, directory: Path, name: str) -> None:
                 continue
             source = Path(root) / file
             cpio.copy(source, name + "/" + str(source.relative_to(directory)))
+            if ".so" in source.suffixes:
+                add_libraries(cpio, str(source))
 
 
 def add_python(cpio: Cpio, checkout: Path) -> str:
@@ -230,8 +236,7 @@ def add_python(cpio: Cpio, checkout: Path) -> str:
         else:
             cpio.copy(path, f"{SITE}/{top}")
             if path.suffix == ".so":
-                for library in shared_libraries(str(path)):
-                    cpio.copy(os.path.realpath(library), in_guest(library))
+                add_libraries(cpio, str(path))
     add_tree(cpio, checkout / "vsockctl", f"{SRC}/vsockctl")
     cpio.copy(checkout / "tests" / "__init__.py", f"{SRC}/tests/__init__.py")
     add_tree(cpio, checkout / "tests" / "nested", f"{SRC}/tests/nested")
