@@ -9,7 +9,8 @@ Prints, for each forwarder and for a direct vsock transfer:
 
 - bulk: one connection, SIZE bytes client -> TCP 127.0.0.1 -> forwarder -> vsock
   CID 1 -> a receiver that discards them; the median receiver goodput of RUNS;
-- rate: connections per second, one after another (connect, 1 byte each way, close);
+- rate: connections per second, one after another (connect, 1 byte each way, close),
+  and the same straight to the vsock service: the most any forwarder could reach;
 - 100 connections at once, 1 MiB each way, checked byte for byte;
 - resident memory of the forwarder holding 256 idle connections.
 """
@@ -142,10 +143,10 @@ def bulk(open_client: Callable[[], socket.socket], size: int, runs: int) -> floa
     return statistics.median(figures) if figures else 0.0
 
 
-def rate(port: int, count: int) -> float:
+def rate(open_client: Callable[[], socket.socket], count: int) -> float:
     started = time.perf_counter()
     for _ in range(count):
-        with tcp(port) as sock:
+        with open_client() as sock:
             sock.sendall(b"p")
             assert sock.recv(1) == b"p"
     return count / (time.perf_counter() - started)
@@ -196,7 +197,8 @@ def load_figures(kind: str, tcp_port: int, rate_count: int) -> list[str]:
         service = Target(vsock_port, serve)
         with forwarder(kind, tcp_port, vsock_port) as proc:
             if serve is pong:
-                lines.append(f"rate {rate(tcp_port, rate_count):7.1f} connections/s")
+                per_second = rate(lambda: tcp(tcp_port), rate_count)
+                lines.append(f"rate {per_second:7.1f} connections/s")
             elif serve is echo_digest:
                 exact, seconds = concurrent(tcp_port)
                 lines.append(f"100 x 1 MiB at once: {exact} of 100 exact in {seconds:.1f} s")
@@ -236,6 +238,11 @@ def main() -> int:
         )
     target.close()
 
+    # The ceiling for a forwarder's rate: this client and this service, no forwarder.
+    service = Target(TARGET_PORT + 5, pong)
+    direct_rate = rate(lambda: connect(VsockAddress(VMADDR_CID_LOCAL, TARGET_PORT + 5)), 300)
+    service.close()
+    print(f"  direct vsock, no forwarder      rate {direct_rate:7.1f} connections/s")
     for index, kind in enumerate(kinds):
         print(f"  {kind:<9} " + "; ".join(load_figures(kind, 18100 + index, args.rate_count)))
     return 0

@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -105,13 +107,30 @@ class Cpio:
     def copy(self, source: str | Path, name: str | None = None) -> None:
         """A file under its own path (or ``name``), mode and mtime kept (byte code checks it)."""
         info = os.stat(source)
-        self.data(
-            str(name or source), Path(source).read_bytes(), info.st_mode & 0o777, int(info.st_mtime)
-        )
+        self.data(str(name or source), _content(source), info.st_mode & 0o777, int(info.st_mtime))
 
     def close(self) -> None:
         self._entry("TRAILER!!!", 0, b"")
         self.file.close()
+
+
+def _content(path: str | Path) -> bytes:
+    """A file's bytes; a program or library without its symbols, when strip(1) is here.
+
+    Every byte is unpacked by the guest's kernel under two levels of emulation, and
+    libpython alone carries some 20 MB of debug symbols.
+    """
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x7fELF") or shutil.which("strip") is None:
+        return data
+    with tempfile.TemporaryDirectory() as scratch:
+        stripped = Path(scratch) / "stripped"
+        run = subprocess.run(
+            ["strip", "--strip-unneeded", "-o", str(stripped), str(path)],
+            capture_output=True,
+            check=False,
+        )
+        return stripped.read_bytes() if run.returncode == 0 else data
 
 
 def in_guest(path: str) -> str:
@@ -253,6 +272,7 @@ def build(out: Path, kernel: str, checkout: Path) -> None:
         cpio.copy(_which("busybox"), "/usr/bin/busybox")
         copy_binary(cpio, _which("socat"), "/usr/bin/socat")
         python = add_python(cpio, checkout)
+        cpio.symlink("/usr/bin/python3", python)
         wrapper = f'#!/bin/sh\nexec {python} -m vsockctl "$@"\n'
         cpio.data("/usr/bin/vsockctl", wrapper.encode(), 0o755)
         add_modules(cpio, kernel)
