@@ -66,7 +66,8 @@ def invoke() -> Invoke:
 class VmTierTally:
     """Counts vsock test outcomes in the VM, where a skip or an empty run is a failure."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
         self.passed = self.failed = self.skipped = 0
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -74,6 +75,11 @@ class VmTierTally:
             self.skipped += 1
         elif report.failed:
             self.failed += 1
+            # At once, not at the end: a VM run that is cut short keeps why it failed.
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"\n--- {report.nodeid} ({report.when}) ---")
+                reporter.write_line(report.longreprtext[-6000:])
         elif report.when == "call" and report.passed:
             self.passed += 1
 
@@ -92,7 +98,7 @@ class VmTierTally:
 
 def pytest_configure(config: pytest.Config) -> None:
     if IN_VM:
-        config.pluginmanager.register(VmTierTally(), "vm-tier-tally")
+        config.pluginmanager.register(VmTierTally(config), "vm-tier-tally")
 
 
 # -- the nested guest (tests marked ``nested``; scripts/vmtest --nested) --------------------
