@@ -19,7 +19,7 @@ from tests.nested.guest import Completed, NestedGuest
 from tests.peers import pattern, process, run_vsockctl, stop_process, vsockctl
 from vsockctl.status import ExitStatus
 
-pytestmark = [pytest.mark.nested, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.nested, pytest.mark.timeout(600)]
 
 GUEST = "3"
 
@@ -63,7 +63,9 @@ def socat_listener(guest: NestedGuest, port: int, *target: str) -> int:
 
 
 def test_host_sends_64_mib_to_guest_with_checksums(nested_guest: NestedGuest) -> None:
-    receiver = nested_guest.spawn("vsockctl", "recv", "--port", "6001", "--sha256", "--json")
+    receiver = nested_guest.spawn(
+        "vsockctl", "recv", "--port", "6001", "--sha256", "--json", "/dev/null"
+    )
     sent = run_vsockctl(
         "send", "--cid", GUEST, "--port", "6001", "--size", "64M", "--pattern", "random",
         "--sha256", "--json", *RETRY, timeout=600,
@@ -107,7 +109,7 @@ def test_probe_finds_exactly_the_open_guest_ports(nested_guest: NestedGuest) -> 
 
 def test_guest_sends_to_the_host_cid_2(nested_guest: NestedGuest) -> None:
     with process(
-        vsockctl_args("recv", "--port", "6003", "--sha256", "--json"),
+        vsockctl_args("recv", "--port", "6003", "--sha256", "--json", "/dev/null"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     ) as receiver:
@@ -141,7 +143,7 @@ def test_guest_connects_to_a_listen_on_the_host(nested_guest: NestedGuest) -> No
 
 def test_seqpacket_keeps_message_boundaries_over_virtio(nested_guest: NestedGuest) -> None:
     receiver = nested_guest.spawn(
-        "vsockctl", "recv", "--port", "6005", "--type", "seqpacket", "--json"
+        "vsockctl", "recv", "--port", "6005", "--type", "seqpacket", "--json", "/dev/null"
     )
     sent = run_vsockctl(
         "send", "--to", f"{GUEST}:6005", "--type", "seqpacket", "--message-size", "3000",
@@ -205,7 +207,11 @@ def test_throughput_between_host_and_guest(
     rc: int | None
     if server_side == "guest":
         server = nested_guest.spawn("vsockctl", "throughput", "server", "--port", port, "--once")
-        done = run_vsockctl(*client_args, "--cid", GUEST, timeout=600)
+        try:
+            done = run_vsockctl(*client_args, "--cid", GUEST, timeout=240)
+        except subprocess.TimeoutExpired as exc:
+            said = nested_guest.kill(server)
+            pytest.fail(f"client stuck: {exc.stderr!r}; the guest's server said: {said.text}")
         served = finished(nested_guest, server)
         out, err, rc = done.stdout, done.stderr, done.returncode
         assert served.rc == 0, served.text
@@ -216,7 +222,12 @@ def test_throughput_between_host_and_guest(
             stderr=subprocess.PIPE,
         ) as server_proc:
             client = nested_guest.spawn("vsockctl", *client_args, "--cid", "2")
-            got = finished(nested_guest, client)
+            got = nested_guest.wait(client, 240)
+            if got.rc is None:
+                said = nested_guest.kill(client)
+                server_proc.kill()
+                _, server_err = server_proc.communicate()
+                pytest.fail(f"guest client stuck: {said.text}; the server said: {server_err!r}")
             server_proc.wait(120)
         out, err, rc = got.stdout, got.stderr, got.rc
     assert rc == 0, err

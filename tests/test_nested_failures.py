@@ -19,7 +19,7 @@ from tests.peers import run_vsockctl
 from tests.test_nested import GUEST, RETRY, finished, one, socat_listener, vsockctl_args
 from vsockctl.status import ExitStatus
 
-pytestmark = [pytest.mark.nested, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.nested, pytest.mark.timeout(600)]
 
 
 def test_a_cid_with_no_guest(nested_guest: NestedGuest) -> None:
@@ -67,7 +67,9 @@ def _wait_for_bytes(guest: NestedGuest, receiver: int) -> None:
 
 
 def test_a_transfer_survives_a_pause(nested_guest: NestedGuest) -> None:
-    receiver = nested_guest.spawn("vsockctl", "recv", "--port", "6021", "--sha256", "--json")
+    receiver = nested_guest.spawn(
+        "vsockctl", "recv", "--port", "6021", "--sha256", "--json", "/dev/null"
+    )
     sender = _sender("6021", "128M")
     try:
         _wait_for_bytes(nested_guest, receiver)
@@ -88,7 +90,7 @@ def test_a_transfer_survives_a_pause(nested_guest: NestedGuest) -> None:
 
 
 def test_sigterm_stops_a_send_stuck_on_a_paused_guest(nested_guest: NestedGuest) -> None:
-    receiver = nested_guest.spawn("vsockctl", "recv", "--port", "6022", "--json")
+    receiver = nested_guest.spawn("vsockctl", "recv", "--port", "6022", "--json", "/dev/null")
     sender = _sender("6022", "1G")
     try:
         _wait_for_bytes(nested_guest, receiver)
@@ -107,7 +109,7 @@ def test_sigterm_stops_a_send_stuck_on_a_paused_guest(nested_guest: NestedGuest)
 
 @pytest.mark.nested_last
 def test_guest_powered_off_mid_transfer(nested_guest: NestedGuest) -> None:
-    receiver = nested_guest.spawn("vsockctl", "recv", "--port", "6023", "--json")
+    receiver = nested_guest.spawn("vsockctl", "recv", "--port", "6023", "--json", "/dev/null")
     sender = _sender("6023", "1G")
     try:
         _wait_for_bytes(nested_guest, receiver)

@@ -94,8 +94,8 @@ class NestedGuest:
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         command = qemu_command(self.kernel, self.initramfs, self.workdir, self.cid)
-        log = (self.workdir / "qemu.log").open("wb")
-        self.qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        with (self.workdir / "qemu.log").open("wb") as log:
+            self.qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = started + timeout
         self.agent = self._connect_agent(deadline)
         line = self._read_line(deadline)
