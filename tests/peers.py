@@ -54,6 +54,17 @@ def connect_when_listening(
     return connect_with_retry(address, sock_type, timeout=2.0, retries=retries, retry_delay=0.05)
 
 
+def try_unix(path: Path | str) -> socket.socket | None:
+    """A connection to the Unix socket ``path``, or None while nothing accepts there."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
 @contextmanager
 def process(args: Sequence[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(list(args), **kwargs)  # type: ignore[call-overload]

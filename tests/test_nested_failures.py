@@ -8,9 +8,11 @@ documented exit status, never a hang. The power-off runs last (``nested_last``).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -89,17 +91,31 @@ def test_a_transfer_survives_a_pause(nested_guest: NestedGuest) -> None:
     assert stats_got["received_bytes"] == 128 << 20
 
 
-def test_sigterm_stops_a_send_stuck_on_a_paused_guest(nested_guest: NestedGuest) -> None:
-    receiver = nested_guest.spawn("vsockctl", "recv", "--port", "6022", "--json", "/dev/null")
-    sender = _sender("6022", "1G")
+@contextlib.contextmanager
+def gigabyte_under_way(
+    guest: NestedGuest, port: str
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A 1 GiB send from here to a recv in the guest, once bytes flow; the sender
+    is killed at the end if it still runs."""
+    receiver = guest.spawn("vsockctl", "recv", "--port", port, "--json", "/dev/null")
+    sender = _sender(port, "1G")
     try:
-        _wait_for_bytes(nested_guest, receiver)
-        nested_guest.monitor("stop")
-        time.sleep(2)
-        sender.send_signal(signal.SIGTERM)
-        out, err = sender.communicate(timeout=60)  # no hang on the paused guest
+        _wait_for_bytes(guest, receiver)
+        yield receiver, sender
     finally:
-        nested_guest.monitor("cont")
+        if sender.poll() is None:
+            sender.kill()
+
+
+def test_sigterm_stops_a_send_stuck_on_a_paused_guest(nested_guest: NestedGuest) -> None:
+    with gigabyte_under_way(nested_guest, "6022") as (receiver, sender):
+        nested_guest.monitor("stop")
+        try:
+            time.sleep(2)
+            sender.send_signal(signal.SIGTERM)
+            out, err = sender.communicate(timeout=60)  # no hang on the paused guest
+        finally:
+            nested_guest.monitor("cont")
     assert sender.returncode == ExitStatus.TERMINATED, err
     stats = one(out, "stats")
     assert stats["complete"] is False and 0 < stats["sent_bytes"] < 1 << 30
@@ -109,15 +125,9 @@ def test_sigterm_stops_a_send_stuck_on_a_paused_guest(nested_guest: NestedGuest)
 
 @pytest.mark.nested_last
 def test_guest_powered_off_mid_transfer(nested_guest: NestedGuest) -> None:
-    receiver = nested_guest.spawn("vsockctl", "recv", "--port", "6023", "--json", "/dev/null")
-    sender = _sender("6023", "1G")
-    try:
-        _wait_for_bytes(nested_guest, receiver)
+    with gigabyte_under_way(nested_guest, "6023") as (_, sender):
         nested_guest.monitor("quit")
         out, err = sender.communicate(timeout=120)
-    finally:
-        if sender.poll() is None:
-            sender.kill()
     assert not nested_guest.alive
     assert sender.returncode == ExitStatus.CONNECTION_LOST, err
     message = [line for line in err.decode().splitlines() if line.startswith("vsockctl:")]

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_vmm import FakeVmm, unix_guest
-from tests.peers import pattern, process, recv_all
+from tests.peers import pattern, process, recv_all, try_unix
 from vsockctl.signals import Terminated, stop_signals_raise
 from vsockctl.status import ExitStatus, exit_status_for
 
@@ -59,16 +59,11 @@ def wait_for(condition: object, what: str, deadline: float = 20.0) -> None:
 
 def connect_unix(path: Path) -> socket.socket:
     end = time.monotonic() + 20
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(path))
-            return sock
-        except OSError:
-            sock.close()
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.02)
+    while (sock := try_unix(path)) is None:
+        if time.monotonic() > end:
+            raise TimeoutError(f"nothing accepts on {path}")
+        time.sleep(0.02)
+    return sock
 
 
 def unread(sock: socket.socket) -> int:

@@ -28,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tests.peers import try_unix
+
 GUEST_CID = 3
 BOOT_TIMEOUT = 900.0  # seconds; a boot under two levels of emulation takes minutes
 
@@ -109,13 +111,8 @@ class NestedGuest:
         path = self.workdir / "agent.sock"
         while time.monotonic() < deadline:
             self._check_alive()
-            if path.exists():
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.connect(str(path))
-                    return sock
-                except OSError:
-                    sock.close()
+            if path.exists() and (sock := try_unix(path)) is not None:
+                return sock
             time.sleep(0.2)
         raise GuestError("QEMU never opened the agent's socket" + self.tail())
 
