@@ -207,11 +207,17 @@ def test_throughput_between_host_and_guest(
     rc: int | None
     if server_side == "guest":
         server = nested_guest.spawn("vsockctl", "throughput", "server", "--port", port, "--once")
+        # Its start can outlast the client's retries at two levels of emulation.
+        said = nested_guest.wait_for_output(server, "listening on", timeout=300)
+        assert "listening on" in said.text, said.text
         try:
             done = run_vsockctl(*client_args, "--cid", GUEST, timeout=240)
         except subprocess.TimeoutExpired as exc:
             said = nested_guest.kill(server)
             pytest.fail(f"client stuck: {exc.stderr!r}; the guest's server said: {said.text}")
+        if done.returncode != 0:
+            nested_guest.kill(server)
+            pytest.fail(f"client failed: {done.stderr!r}")
         served = finished(nested_guest, server)
         out, err, rc = done.stdout, done.stderr, done.returncode
         assert served.rc == 0, served.text
