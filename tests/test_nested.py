@@ -229,11 +229,11 @@ def test_throughput_between_host_and_guest(
         ) as server_proc:
             client = nested_guest.spawn("vsockctl", *client_args, "--cid", "2")
             got = nested_guest.wait(client, 240)
-            if got.rc is None:
-                said = nested_guest.kill(client)
+            if got.rc != 0:
+                said = nested_guest.kill(client) if got.rc is None else got
                 server_proc.kill()
                 _, server_err = server_proc.communicate()
-                pytest.fail(f"guest client stuck: {said.text}; the server said: {server_err!r}")
+                pytest.fail(f"guest client: {said.rc} {said.text}; the server said: {server_err!r}")
             server_proc.wait(120)
         out, err, rc = got.stdout, got.stderr, got.rc
     assert rc == 0, err
