@@ -202,7 +202,7 @@ def test_throughput_between_host_and_guest(
     nested_guest: NestedGuest, nested_figures: list[str], server_side: str, reverse: bool
 ) -> None:
     port = "6100" if server_side == "guest" else "6101"
-    client_args = ["throughput", "client", "--time", "3", "--port", port, "--json", *RETRY]
+    client_args = ["--time", "3", "--port", port, "--json", *RETRY]
     client_args += ["-R"] if reverse else []
     rc: int | None
     if server_side == "guest":
@@ -211,7 +211,7 @@ def test_throughput_between_host_and_guest(
         said = nested_guest.wait_for_output(server, "listening on", timeout=300)
         assert "listening on" in said.text, said.text
         try:
-            done = run_vsockctl(*client_args, "--cid", GUEST, timeout=240)
+            done = run_vsockctl("throughput", "client", GUEST, *client_args, timeout=240)
         except subprocess.TimeoutExpired as exc:
             said = nested_guest.kill(server)
             pytest.fail(f"client stuck: {exc.stderr!r}; the guest's server said: {said.text}")
@@ -227,7 +227,7 @@ def test_throughput_between_host_and_guest(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         ) as server_proc:
-            client = nested_guest.spawn("vsockctl", *client_args, "--cid", "2")
+            client = nested_guest.spawn("vsockctl", "throughput", "client", "2", *client_args)
             got = nested_guest.wait(client, 240)
             if got.rc != 0:
                 said = nested_guest.kill(client) if got.rc is None else got
