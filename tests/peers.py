@@ -116,18 +116,21 @@ class Listener:
         self.sock.close()
 
 
+def vsockctl_args(*args: str) -> list[str]:
+    """The command line of ``vsockctl ARGS`` as its own process (this Python, the checkout's)."""
+    return [sys.executable, "-m", "vsockctl", *args]
+
+
 def vsockctl(*args: str, **kwargs: object) -> subprocess.Popen[bytes]:
-    """Start ``vsockctl ARGS`` as its own process (the installed module, this Python)."""
-    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-m", "vsockctl", *args], **kwargs
-    )
+    """Start ``vsockctl ARGS`` as its own process."""
+    return subprocess.Popen(vsockctl_args(*args), **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
 def run_vsockctl(
     *args: str, timeout: float = 120, **kwargs: object
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-m", "vsockctl", *args], capture_output=True, timeout=timeout, **kwargs
+        vsockctl_args(*args), capture_output=True, timeout=timeout, **kwargs
     )
 
 

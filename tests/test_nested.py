@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
 from tests.nested.guest import Completed, NestedGuest
-from tests.peers import pattern, process, run_vsockctl, stop_process, vsockctl
+from tests.peers import pattern, process, run_vsockctl, stop_process, vsockctl, vsockctl_args
 from vsockctl.status import ExitStatus
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(600)]
 
 GUEST = "3"
-
-
-def vsockctl_args(*args: str) -> list[str]:
-    """The host side as a subprocess: this interpreter, the checkout's vsockctl."""
-    return [sys.executable, "-m", "vsockctl", *args]
 
 
 RETRY = ("--retry", "120", "--retry-delay", "500ms")  # the guest's end is still starting

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.nested.guest import NestedGuest
-from tests.peers import run_vsockctl
-from tests.test_nested import GUEST, RETRY, finished, one, socat_listener, vsockctl_args
+from tests.peers import run_vsockctl, vsockctl
+from tests.test_nested import GUEST, RETRY, finished, one, socat_listener
 from vsockctl.status import ExitStatus
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(600)]
@@ -58,7 +58,7 @@ def test_connecting_to_a_paused_guest_times_out(nested_guest: NestedGuest) -> No
 def _sender(port: str, size: str) -> subprocess.Popen[bytes]:
     args = ["send", "--to", f"{GUEST}:{port}", "--size", size, "--pattern", "random"]
     args += ["--sha256", "--json", *RETRY]
-    return subprocess.Popen(vsockctl_args(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return vsockctl(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _wait_for_bytes(guest: NestedGuest, receiver: int) -> None:

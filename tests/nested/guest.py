@@ -86,7 +86,6 @@ class NestedGuest:
         self.agent: socket.socket | None = None
         self.replies = b""
         self.lock = threading.Lock()
-        self.ready: dict[str, Any] = {}
         self.boot_seconds = 0.0
 
     # -- life ------------------------------------------------------------------------------
@@ -103,9 +102,9 @@ class NestedGuest:
         line = self._read_line(deadline)
         if line is None:
             raise GuestError(f"no word from the guest's agent in {timeout:.0f} s" + self.tail())
-        self.ready = json.loads(line)
         self.boot_seconds = time.monotonic() - started
-        return self.ready
+        ready: dict[str, Any] = json.loads(line)
+        return ready
 
     def _connect_agent(self, deadline: float) -> socket.socket:
         path = self.workdir / "agent.sock"
@@ -146,8 +145,7 @@ class NestedGuest:
                 chunk = b""  # QEMU went away: said below, with why
             if not chunk:
                 time.sleep(0.5)
-                self._check_alive()
-            if not chunk:
+                self._check_alive()  # says why, when QEMU is gone
                 raise GuestError("the guest's agent went away" + self.tail())
             self.replies += chunk
         line, self.replies = self.replies.split(b"\n", 1)

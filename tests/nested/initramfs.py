@@ -109,6 +109,8 @@ class Cpio:
 
     def copy(self, source: str | Path, name: str | None = None) -> None:
         """A file under its own path (or ``name``), mode and mtime kept (byte code checks it)."""
+        if str(name or source).lstrip("/") in self.seen:  # a library many others need
+            return
         info = os.stat(source)
         self.data(str(name or source), _content(source), info.st_mode & 0o777, int(info.st_mtime))
 
@@ -286,11 +288,10 @@ def build(out: Path, kernel: str, checkout: Path) -> None:
 
 
 def _which(program: str) -> str:
-    for directory in [*os.environ.get("PATH", "").split(":"), "/usr/bin", "/bin"]:
-        candidate = Path(directory) / program
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise SystemExit(f"initramfs: {program} not found (scripts/vm-packages installs it)")
+    found = shutil.which(program, path=f"{os.environ.get('PATH', '')}:/usr/bin:/bin")
+    if found is None:
+        raise SystemExit(f"initramfs: {program} not found (scripts/vm-packages installs it)")
+    return found
 
 
 def extract_vmlinux(bzimage: Path, out: Path) -> None:
