@@ -14,7 +14,6 @@ resumes and powers the guest off.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
@@ -155,15 +154,20 @@ class NestedGuest:
         if self.qemu is None:
             return
         if self.qemu.poll() is None:
-            with contextlib.suppress(OSError):
-                self.monitor("quit")
             try:
-                self.qemu.wait(10)
-            except subprocess.TimeoutExpired:
+                self.power_off(10)
+            except (OSError, subprocess.TimeoutExpired):
                 self.qemu.kill()
                 self.qemu.wait()
         if self.agent is not None:
             self.agent.close()
+
+    def power_off(self, timeout: float = 60.0) -> None:
+        """QEMU's ``quit``, as a guest's power is pulled: nothing in the guest shuts down.
+        Returns once QEMU has exited (raises TimeoutExpired after ``timeout``)."""
+        assert self.qemu is not None, "boot() first"
+        self.monitor("quit")
+        self.qemu.wait(timeout)
 
     @property
     def alive(self) -> bool:
@@ -193,10 +197,10 @@ class NestedGuest:
             raise GuestError(f"the agent could not {message.get('op')}: {reply['error']}")
         return reply
 
-    def spawn(self, *argv: str, stdin: bytes = b"", fresh: bool = False) -> int:
-        """Start ``argv`` in the guest; ``vsockctl`` runs forked from the agent unless ``fresh``."""
+    def spawn(self, *argv: str, stdin: bytes = b"") -> int:
+        """Start ``argv`` in the guest; ``vsockctl`` runs forked from the agent."""
         encoded = base64.b64encode(stdin).decode()
-        reply = self.request({"op": "spawn", "argv": argv, "stdin": encoded, "exec": fresh})
+        reply = self.request({"op": "spawn", "argv": argv, "stdin": encoded})
         return int(reply["pid"])
 
     def wait(self, pid: int, timeout: float = 120.0) -> Completed:
@@ -234,14 +238,16 @@ class NestedGuest:
             sock.connect(str(self.workdir / "monitor.sock"))
             said = _read_until(sock, b"(qemu) ")
             sock.sendall(command.encode() + b"\n")
-            if command != "quit":
-                said = _read_until(sock, b"(qemu) ")
+            # Read on until the next prompt, or until QEMU closes the monitor as it
+            # quits: closing first can drop the command unread.
+            said = _read_until(sock, b"(qemu) " if command != "quit" else None)
             return said.decode(errors="replace")
 
 
-def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+def _read_until(sock: socket.socket, marker: bytes | None) -> bytes:
+    """What ``sock`` says up to ``marker`` (None: up to its end)."""
     data = b""
-    while marker not in data:
+    while marker is None or marker not in data:
         chunk = sock.recv(4096)
         if not chunk:
             break
