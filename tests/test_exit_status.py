@@ -52,6 +52,8 @@ ADDR = VsockAddress(1, 5000)
         (VsockError(errno.ECONNRESET, "recv", ADDR), ExitStatus.CONNECTION_LOST),
         (VsockError(errno.EPIPE, "send", ADDR), ExitStatus.CONNECTION_LOST),
         (VsockError(errno.ENODEV, "connect", ADDR), ExitStatus.VSOCK_UNAVAILABLE),
+        (VsockError(errno.ENODEV, "send", ADDR), ExitStatus.CONNECTION_LOST),  # its VM is gone
+        (VsockError(errno.ENODEV, "recv", ADDR), ExitStatus.CONNECTION_LOST),
         (VsockError(errno.EAFNOSUPPORT, "socket"), ExitStatus.VSOCK_UNAVAILABLE),
         (VsockError(errno.EADDRINUSE, "bind", ADDR), ExitStatus.ERROR),
         (VsockUnavailableError("no vsock_diag"), ExitStatus.VSOCK_UNAVAILABLE),

@@ -8,13 +8,16 @@ Run by ``scripts/vmtest --nested``; the guest boots once per run
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from typing import Any
 
 import pytest
 
+from tests.forward_peers import digest_through
 from tests.nested.guest import Completed, NestedGuest
 from tests.peers import pattern, process, run_vsockctl, stop_process, vsockctl, vsockctl_args
+from tests.test_vm_forward import ForwardProcess
 from vsockctl.status import ExitStatus
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(600)]
@@ -239,3 +242,24 @@ def test_throughput_between_host_and_guest(
         f"throughput {'host' if to == 'guest' else 'guest'} -> {to} (server in the "
         f"{server_side}): {rate:.3f} Gbit/s, {received / 2**20:.1f} MiB in 3 s"
     )
+
+
+# -- forward -----------------------------------------------------------------------------
+
+
+def test_forward_a_host_tcp_port_to_a_guest_service(nested_guest: NestedGuest) -> None:
+    """socat's most common job: a guest's vsock service as a TCP port on the host."""
+    echo = socat_listener(nested_guest, 6030, "EXEC:cat")
+    forward = ForwardProcess("tcp:127.0.0.1:0", f"vsock:{GUEST}:6030")
+    try:
+        port = int(forward.listening().rpartition(":")[2])
+        data = pattern(256 << 10, seed=8)
+        echoed = digest_through(lambda: socket.create_connection(("127.0.0.1", port), 120), data)
+    finally:
+        status, events, err = forward.stop()
+        nested_guest.kill(echo)
+    assert echoed == data
+    assert status == ExitStatus.TERMINATED, err
+    (closed,) = [r for r in events if r["event"] == "forward_closed"]
+    assert closed["target"] == f"vsock:{GUEST}:6030" and closed["reason"] == "done", closed
+    assert closed["from_client_bytes"] == closed["to_client_bytes"] == len(data)

@@ -98,6 +98,9 @@ ERRNO_MEANINGS: dict[int, ErrnoMeaning] = {
 }
 
 
+# The operations of a connection that was made: its errors are the peer's going away.
+MID_TRANSFER = ("send", "recv", "throughput")
+
 # Where an operation gives an errno a meaning of its own.
 OPERATION_MEANINGS: dict[tuple[str, int], ErrnoMeaning] = {
     ("accept", errno.ETIMEDOUT): ErrnoMeaning(
@@ -111,8 +114,18 @@ OPERATION_MEANINGS: dict[tuple[str, int], ErrnoMeaning] = {
             "the peer went away in the middle (it closed, crashed or was reset)",
             "see the peer's own output; the stats above say what got through",
         )
-        for operation in ("send", "recv", "throughput")
+        for operation in MID_TRANSFER
         for err in (errno.ECONNRESET, errno.EPIPE)
+    },
+    # The route existed when the connection was made: now the CID is gone.
+    **{
+        (operation, errno.ENODEV): ErrnoMeaning(
+            "ENODEV",
+            "the peer's CID went away in the middle (its VM was powered off, or its vsock "
+            "device removed)",
+            "see whether the VM still runs; the stats above say what got through",
+        )
+        for operation in MID_TRANSFER
     },
     ("setsockopt", errno.EINVAL): ErrnoMeaning(
         "EINVAL",

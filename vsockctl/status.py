@@ -5,7 +5,13 @@ from __future__ import annotations
 import errno
 from enum import IntEnum
 
-from vsockctl.errors import DataMismatchError, ProtocolError, VsockError, VsockUnavailableError
+from vsockctl.errors import (
+    MID_TRANSFER,
+    DataMismatchError,
+    ProtocolError,
+    VsockError,
+    VsockUnavailableError,
+)
 from vsockctl.signals import Terminated
 
 
@@ -62,6 +68,8 @@ def exit_status_for(exc: BaseException) -> ExitStatus:
     if isinstance(exc, VsockError):
         if exc.errno == errno.ETIMEDOUT:
             return ExitStatus.TIMED_OUT
+        if exc.operation in MID_TRANSFER and exc.errno == errno.ENODEV:
+            return ExitStatus.CONNECTION_LOST  # the peer's VM is gone
         if exc.errno in _UNAVAILABLE_ERRNOS:
             return ExitStatus.VSOCK_UNAVAILABLE
         if exc.operation in _CONNECTING and exc.errno in _REFUSED_ERRNOS:
