@@ -119,7 +119,8 @@ def nested_guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NestedGue
         pytest.fail(f"the nested guest did not boot: {exc}", pytrace=False)
     NESTED_FIGURES.append(
         f"nested guest: kernel {ready['kernel']}, CID {ready['cid']}, up in "
-        f"{guest.boot_seconds:.0f} s (agent preload {ready['preload_seconds']} s)"
+        f"{guest.boot_seconds:.0f} s (the agent started {ready['started_at']} s after the "
+        f"kernel, its preload took {ready['preload_seconds']} s)"
     )
     yield guest
     guest.shutdown()

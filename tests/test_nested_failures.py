@@ -73,7 +73,7 @@ def test_a_transfer_survives_a_pause(nested_guest: NestedGuest) -> None:
     receiver = nested_guest.spawn(
         "vsockctl", "recv", "--port", "6021", "--sha256", "--json", "/dev/null"
     )
-    sender = _sender("6021", "128M")
+    sender = _sender("6021", "32M")
     try:
         _wait_for_bytes(nested_guest, receiver)
         nested_guest.monitor("stop")
@@ -89,7 +89,7 @@ def test_a_transfer_survives_a_pause(nested_guest: NestedGuest) -> None:
     assert got.rc == 0, got.text
     stats_sent, stats_got = one(out, "stats"), one(got.stdout, "stats")
     assert stats_sent["sent_sha256"] == stats_got["received_sha256"] is not None
-    assert stats_got["received_bytes"] == 128 << 20
+    assert stats_got["received_bytes"] == 32 << 20
 
 
 @contextlib.contextmanager

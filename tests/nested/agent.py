@@ -224,6 +224,7 @@ def serve(port: str, log: int) -> int:
         "kernel": os.uname().release,
         "cid": read_local_cid(ProbePaths())[0],
         "preload_seconds": round(time.monotonic() - started, 1),
+        "started_at": round(started, 1),  # seconds since the kernel booted (CLOCK_MONOTONIC)
     }
     os.write(log, f"nested agent: {json.dumps(ready)}\n".encode())
     agent = Agent(channel)
