@@ -2,9 +2,10 @@
 
 Each connection has two threads, one per direction, each blocked in the kernel
 (:func:`~vsockctl.relay.pump`); an idle connection costs two parked threads and
-no buffer. One connection failing (the target refuses, either end resets)
-closes that connection only. The caller learns of every event through an
-:class:`Observer`, from whichever thread it happens on.
+no buffer. The threads are reused (:class:`~vsockctl.workers.Workers`): a short
+connection does not pay for starting two. One connection failing (the target
+refuses, either end resets) closes that connection only. The caller learns of
+every event through an :class:`Observer`, from whichever thread it happens on.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from vsockctl.errors import VsockError
 from vsockctl.forward_address import Side, VsockSide, connect_side, tcp_peer_address
 from vsockctl.relay import Broken, Direction, pump
 from vsockctl.sockets import SocketFactory
+from vsockctl.workers import Workers
 
 DEFAULT_MAX_CONNECTIONS = 256
 STOP_GRACE = 2.0  # seconds connections get to report when the forwarder stops
@@ -125,11 +127,13 @@ class Forwarder:
     totals: Totals = field(init=False, default_factory=Totals)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _live: dict[Flow, tuple[socket.socket, socket.socket]] = field(init=False, default_factory=dict)
-    _threads: set[threading.Thread] = field(init=False, default_factory=set)
+    _serving: int = field(init=False, default=0)  # connections accepted and not yet done
     _stopping: bool = field(init=False, default=False)
+    _workers: Workers = field(init=False, default_factory=lambda: Workers("forward"))
 
     def __post_init__(self) -> None:
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._all_done = threading.Condition(self._lock)
 
     def serve(self, accepted: Callable[[], None] | None = None) -> None:
         """Accept and relay until the calling thread is interrupted (Ctrl-C, SIGTERM)
@@ -168,10 +172,9 @@ class Forwarder:
             conn.close()
             self._slots.release()
             return
-        thread = threading.Thread(target=self._serve, args=(conn, peer), daemon=True)
         with self._lock:
-            self._threads.add(thread)
-        thread.start()
+            self._serving += 1
+        self._workers.run(self._serve, conn, peer)
 
     def _peer_name(self, conn: socket.socket, address: object) -> str:
         if isinstance(address, tuple) and self.listener.family in (
@@ -203,8 +206,9 @@ class Forwarder:
                     self._relay(Flow(peer, str(self.target)), conn, upstream)
         finally:
             self._slots.release()
-            with self._lock:
-                self._threads.discard(threading.current_thread())
+            with self._all_done:
+                self._serving -= 1
+                self._all_done.notify_all()
 
     def _relay(self, flow: Flow, conn: socket.socket, upstream: socket.socket) -> None:
         with self._lock:
@@ -215,12 +219,17 @@ class Forwarder:
             flow.reason = STOPPED
             _shut(conn, upstream)
         self.observer.opened(flow)
-        back = threading.Thread(
-            target=self._direction, args=(flow, upstream, conn, flow.downstream), daemon=True
-        )
-        back.start()
+        back_done = threading.Event()
+
+        def back() -> None:
+            try:
+                self._direction(flow, upstream, conn, flow.downstream)
+            finally:
+                back_done.set()
+
+        self._workers.run(back)
         self._direction(flow, conn, upstream, flow.upstream)
-        back.join()
+        back_done.wait()
         flow.ended_ns = time.monotonic_ns()
         with self._lock:
             del self._live[flow]
@@ -248,12 +257,10 @@ class Forwarder:
                 if flow.reason == DONE:
                     flow.reason = STOPPED
                 _shut(*socks)
-            threads = list(self._threads)
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + STOP_GRACE
-        for thread in threads:
-            thread.join(max(deadline - time.monotonic(), 0))
+        with self._all_done:
+            self._all_done.wait_for(lambda: self._serving == 0, STOP_GRACE)
 
 
 def _shut(*socks: socket.socket) -> None:
