@@ -244,6 +244,20 @@ def test_throughput_between_host_and_guest(
     )
 
 
+def test_loopback_throughput_in_the_test_vm_for_comparison(nested_figures: list[str]) -> None:
+    """The figure the host<->guest ones sit next to: CID 1 in the test VM, the same run."""
+    done = run_vsockctl("--json", "bench", "--loopback", "--time", "3", timeout=180)
+    assert done.returncode == 0, done.stderr
+    direction = one(done.stdout, "summary")["directions"][0]
+    received = direction["receiver"]["bytes"]
+    assert received == direction["sender"]["bytes"] > 0
+    rate = direction["receiver"]["bits_per_second"] / 1e9
+    nested_figures.append(
+        f"throughput over loopback in the test VM (CID 1): {rate:.3f} Gbit/s, "
+        f"{received / 2**20:.1f} MiB in 3 s"
+    )
+
+
 # -- forward -----------------------------------------------------------------------------
 
 
