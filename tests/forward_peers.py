@@ -1,4 +1,5 @@
-"""Peers for the forward tests: a target that answers with a digest, a forwarder in a thread.
+"""Peers for the forward tests: a target that answers with a digest, a forwarder in a
+thread or as its own process.
 
 Shared by the host tier (Unix sockets only) and the VM tier (vsock over CID 1,
 TCP on 127.0.0.1 and ::1).
@@ -9,13 +10,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
+import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.peers import recv_all
+from tests.peers import recv_all, stop_process, vsockctl
 from vsockctl.forward_address import Side, listen_side
 from vsockctl.forwarder import Flow, Forwarder
 
@@ -136,3 +140,40 @@ def forwarding(
         finally:
             forwarder.stop()
             thread.join(10)
+
+
+class ForwardProcess:
+    """``vsockctl --json forward ...`` as its own process, its records read as they come."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = vsockctl(
+            "--json", "forward", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.records: list[dict[str, Any]] = []
+        self._up = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._up.wait(120):
+            stop_process(self.proc)
+            raise AssertionError(f"forward {args} did not start")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            record = json.loads(line)
+            self.records.append(record)
+            if record["event"] in ("forwarding", "error"):
+                self._up.set()
+
+    def listening(self) -> str:
+        return str(next(r["listen"] for r in self.records if r["event"] == "forwarding"))
+
+    def stop(self) -> tuple[int, list[dict[str, Any]], bytes]:
+        """SIGTERM; its exit status, every record, and stderr."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read()
+        self.proc.wait(timeout=60)
+        self._reader.join(10)
+        stop_process(self.proc)  # closes its pipes
+        return self.proc.returncode, self.records, err

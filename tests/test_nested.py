@@ -1,8 +1,8 @@
 """Host and guest for real: the test VM (vhost_vsock, CID 2) and a guest inside it (CID 3).
 
-Run by ``scripts/vmtest --nested``; the guest boots once per run
-(``nested_guest`` in conftest.py) and runs vsockctl and socat through its agent
-(tests/nested). Bytes are checked byte for byte with SHA-256 on both ends.
+Run by ``scripts/vmtest`` after the 6.12 loopback suite (``--nested``: alone); the
+guest boots once per run (``nested_guest`` in conftest.py) and runs vsockctl and
+socat through its agent (tests/nested). Bytes are checked byte for byte with SHA-256 on both ends.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.forward_peers import digest_through
+from tests.forward_peers import ForwardProcess, digest_through
 from tests.nested.guest import Completed, NestedGuest
 from tests.peers import pattern, process, run_vsockctl, stop_process, vsockctl, vsockctl_args
-from tests.test_vm_forward import ForwardProcess
 from vsockctl.status import ExitStatus
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(600)]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,12 +13,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.forward_peers import DigestServer, digest_through, forwarding
-from tests.peers import LOCAL, free_port, pattern, stop_process, vsockctl
+from tests.forward_peers import DigestServer, ForwardProcess, digest_through, forwarding
+from tests.peers import LOCAL, free_port, pattern, stop_process
 from vsockctl.address import VsockAddress
 from vsockctl.events import validate
 from vsockctl.forward_address import TcpSide, UnixSide, VsockSide, connect_side
@@ -48,43 +45,6 @@ def tcp_listener(host: str = "127.0.0.1") -> socket.socket:
     sock.bind((host, 0))
     sock.listen(128)
     return sock
-
-
-class ForwardProcess:
-    """``vsockctl --json forward ...`` as its own process, its records read as they come."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = vsockctl(
-            "--json", "forward", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self.records: list[dict[str, Any]] = []
-        self._up = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if not self._up.wait(120):
-            stop_process(self.proc)
-            raise AssertionError(f"forward {args} did not start")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            record = json.loads(line)
-            self.records.append(record)
-            if record["event"] in ("forwarding", "error"):
-                self._up.set()
-
-    def listening(self) -> str:
-        return str(next(r["listen"] for r in self.records if r["event"] == "forwarding"))
-
-    def stop(self) -> tuple[int, list[dict[str, Any]], bytes]:
-        """SIGTERM; its exit status, every record, and stderr."""
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.stderr is not None
-        err = self.proc.stderr.read()
-        self.proc.wait(timeout=60)
-        self._reader.join(10)
-        stop_process(self.proc)  # closes its pipes
-        return self.proc.returncode, self.records, err
 
 
 @contextmanager

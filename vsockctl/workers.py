@@ -31,7 +31,8 @@ class Workers:
         self._idle = 0  # workers waiting for a job, less the jobs promised to them
 
     def run(self, function: Callable[..., object], *args: Any) -> None:
-        """Start ``function(*args)`` on a worker now; exceptions are the job's own affair."""
+        """Start ``function(*args)`` on a worker now; an exception it raises is reported
+        as a thread's would be (``threading.excepthook``), and the worker lives on."""
         with self._lock:
             if self._idle:
                 self._idle -= 1
