@@ -12,7 +12,9 @@ block size, reading a file), a bare Python ``sendall``/``recv_into`` loop (the
 floor of what Python can do), and ``vsock_perf`` / ``iperf3 --vsock`` when on
 PATH. Then latency: ``vsockctl bench --latency`` against a bare Python
 ping-pong. It prints min/median/max of the runs and the ratios to socat and to
-the bare loop, and the peak RSS of a long ``bench`` run.
+the bare loop, and the peak RSS of a long ``bench`` run. The runs of a table are
+taken in rounds, each tool once a round, so a slow spell of the machine falls on
+every tool alike.
 """
 
 from __future__ import annotations
@@ -321,15 +323,26 @@ def run_vsock_perf(size: int, buf: int, vsock_buf: int | None) -> float:
 # -- reporting -----------------------------------------------------------------------------------
 
 
-def measure(name: str, runs: int, func: Callable[[], float]) -> list[float] | None:
-    figures = []
-    for _ in range(runs):
-        try:
-            figures.append(func())
-        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
-            print(f"  {name}: failed: {exc}")
-            return None
-    return figures
+def measure_all(
+    runs: int, tools: Mapping[str, Callable[[], float]]
+) -> dict[str, list[float] | None]:
+    """``runs`` figures per tool, taken in rounds: each round runs every tool once,
+    starting one tool further on. This machine's speed drifts by tens of per cent
+    over minutes (TCG on a shared host), so all runs of one tool in a row would
+    compare one tool's good minutes with another's bad ones."""
+    names = list(tools)
+    results: dict[str, list[float] | None] = {name: [] for name in names}
+    for round_ in range(runs):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            figures = results[name]
+            if figures is None:
+                continue
+            try:
+                figures.append(tools[name]())
+            except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+                print(f"  {name}: failed: {exc}")
+                results[name] = None
+    return results
 
 
 def row(name: str, figures: list[float], floors: dict[str, float]) -> str:
@@ -379,10 +392,9 @@ def main() -> int:
                 tools[tool] = func
             else:
                 print(f"  {tool}: not on PATH, skipped")
-        results = {
-            name: measure(name, args.runs, partial(func, size, buf, vsock_buf))
-            for name, func in tools.items()
-        }
+        results = measure_all(
+            args.runs, {name: partial(func, size, buf, vsock_buf) for name, func in tools.items()}
+        )
         floors = {
             "bare": statistics.median(results["bare python loop"] or [0]),
             "socat": statistics.median(results["socat -b"] or [0]),
@@ -408,10 +420,15 @@ def main() -> int:
 def zerocopy(runs: int, size: int) -> None:
     """bench with and without --zerocopy (MSG_ZEROCOPY needs Linux 6.7+)."""
     print(f"\nbench --loopback, {size >> 20} MiB, kernel {os.uname().release}")
-    plain = measure("bench", runs, partial(run_bench_defaults, size))
-    copyless = measure("bench --zerocopy", runs, partial(run_bench_defaults, size, "--zerocopy"))
-    floor = {"bench": statistics.median(plain or [0])}
-    for name, figures in (("bench", plain), ("bench --zerocopy", copyless)):
+    results = measure_all(
+        runs,
+        {
+            "bench": partial(run_bench_defaults, size),
+            "bench --zerocopy": partial(run_bench_defaults, size, "--zerocopy"),
+        },
+    )
+    floor = {"bench": statistics.median(results["bench"] or [0])}
+    for name, figures in results.items():
         if figures:
             print(row(name, figures, floor))
 
@@ -455,7 +472,7 @@ def files(runs: int, size: int, source: Path) -> None:
 
 
 def _table(runs: int, tools: Mapping[str, Callable[[], float]], bare: str, socat: str) -> None:
-    results = {name: measure(name, runs, func) for name, func in tools.items()}
+    results = measure_all(runs, tools)
     floors = {
         "bare": statistics.median(results[bare] or [0]),
         "socat": statistics.median(results[socat] or [0]),
