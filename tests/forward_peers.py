@@ -21,7 +21,8 @@ from typing import Any
 
 from tests.peers import recv_all, stop_process, vsockctl
 from vsockctl.forward_address import Side, listen_side
-from vsockctl.forwarder import Flow, Forwarder
+from vsockctl.forward_flow import Flow
+from vsockctl.forwarder import Forwarder
 
 
 @dataclass

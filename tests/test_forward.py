@@ -25,7 +25,7 @@ from tests.peers import pattern, recv_all, vsockctl
 from vsockctl.address import AddressError
 from vsockctl.events import validate
 from vsockctl.forward_address import TcpSide, UnixSide, VsockSide, parse_side
-from vsockctl.forwarder import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Allow
+from vsockctl.forward_flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Allow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -155,6 +155,41 @@ def test_100_concurrent_connections_each_byte_exact(short_dir: Path) -> None:
     assert {flow.reason for flow in closed} == {DONE}
     assert sorted(flow.upstream.bytes for flow in closed) == [1 << 20] * 100
     assert fwd.totals.opened == 100 and fwd.totals.upstream.bytes == 100 << 20
+
+
+def test_a_short_connection_is_served_by_the_loop_and_a_long_one_by_threads(
+    short_dir: Path,
+) -> None:
+    """A few bytes each way never leave the event loop; a MiB is handed to two workers
+    mid-stream, with the bytes the loop had read and not yet sent going first."""
+    target = DigestServer(unix_server(short_dir / "t"))
+    payload = pattern(1 << 20, 7)
+    with forwarding(UnixSide(f"{short_dir}/l"), UnixSide(f"{short_dir}/t")) as (fwd, rec, _):
+        short = digest_through(lambda: unix_client(short_dir / "l"), b"ping")
+        rec.wait_for("closed", 1)
+        threads_for_short = fwd._workers.started
+        long = digest_through(lambda: unix_client(short_dir / "l"), payload)
+        closed = rec.wait_for("closed", 2)
+    target.close()
+    assert short == hashlib.sha256(b"ping").digest()
+    assert long == hashlib.sha256(payload).digest()
+    assert threads_for_short == 0
+    assert fwd._workers.started == 2
+    assert [(f.upstream.bytes, f.downstream.bytes) for f in closed] == [(4, 32), (1 << 20, 32)]
+
+
+def test_failed_connects_give_their_slots_back(short_dir: Path) -> None:
+    with forwarding(
+        UnixSide(f"{short_dir}/l"), UnixSide(f"{short_dir}/t"), max_connections=2
+    ) as (fwd, rec, _):
+        for _ in range(5):
+            assert digest_through(lambda: unix_client(short_dir / "l"), b"lost") == b""
+        rec.wait_for("failed", 5)
+        target = DigestServer(unix_server(short_dir / "t"))
+        answers = [digest_through(lambda: unix_client(short_dir / "l"), b"x") for _ in range(3)]
+        target.close()
+    assert answers == [hashlib.sha256(b"x").digest()] * 3
+    assert (fwd.totals.failed, fwd.totals.opened) == (5, 3)
 
 
 def test_half_close_leaves_the_other_direction_open(short_dir: Path) -> None:

@@ -21,7 +21,7 @@ from tests.peers import LOCAL, free_port, pattern, stop_process
 from vsockctl.address import VsockAddress
 from vsockctl.events import validate
 from vsockctl.forward_address import TcpSide, UnixSide, VsockSide, connect_side
-from vsockctl.forwarder import DONE, TARGET_ERROR, Allow
+from vsockctl.forward_flow import DONE, TARGET_ERROR, Allow
 from vsockctl.route import Route
 from vsockctl.sockets import listen
 

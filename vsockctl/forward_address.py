@@ -26,7 +26,7 @@ from vsockctl.address import AddressError, parse_address, parse_port
 from vsockctl.errors import VsockError
 from vsockctl.hybrid import unix_listener
 from vsockctl.route import Route
-from vsockctl.sockets import SocketFactory, SocketType
+from vsockctl.sockets import SocketFactory, SocketType, open_socket, set_connect_timeout
 
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
 SIDE_FORMS = "tcp:HOST:PORT, unix:PATH, vsock:CID:PORT (or CID:PORT), or uds:PATH:PORT"
@@ -129,6 +129,52 @@ def connect_side(side: Side, timeout: float, factory: SocketFactory) -> socket.s
         return conn
     assert last is not None  # _resolve gives at least one address or raises
     raise last
+
+
+def start_connect(side: Side, timeout: float, factory: SocketFactory) -> socket.socket | None:
+    """A non-blocking connect to ``side`` under way (or done): the socket is writable
+    once it ends, and SO_ERROR says how. None where only the blocking
+    :func:`connect_side` can reach ``side``: hybrid vsock (a handshake follows),
+    ``VMADDR_FLAG_TO_HOST`` (libc's connect), a Unix socket whose backlog is full
+    (EAGAIN there: the blocking connect waits for room), a host name with several
+    addresses (tried in turn)."""
+    if isinstance(side, VsockSide):
+        route = side.route
+        if route.uds is not None or route.address.flags:
+            return None
+        sock = open_socket(SocketType.STREAM, factory)
+        address: Any = route.address.sockaddr()
+        try:
+            set_connect_timeout(sock, timeout)
+        except BaseException:
+            sock.close()
+            raise
+    elif isinstance(side, TcpSide):
+        addresses = _resolve(side, passive=False)
+        if len(addresses) != 1:
+            return None
+        family, kind, proto, _, address = addresses[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        address = side.path
+    sock.setblocking(False)
+    err = sock.connect_ex(address)
+    if err == errno.EAGAIN and sock.family == socket.AF_UNIX:
+        sock.close()
+        return None
+    if err not in (0, errno.EINPROGRESS):
+        sock.close()
+        raise connect_error(side, err)
+    return sock
+
+
+def connect_error(side: Side, err: int) -> VsockError:
+    """A failed connect to ``side``, as :func:`connect_side` reports it."""
+    if isinstance(side, VsockSide):
+        return VsockError(err, "connect", side.route.shown)
+    return VsockError(err, "connect", target=str(side))
 
 
 def _connect(sock: socket.socket, address: Any, timeout: float, shown: str) -> socket.socket:

@@ -1,31 +1,50 @@
 """``forward``'s engine: accept on one side, connect to the other, relay both ways.
 
-Each connection has two threads, one per direction, each blocked in the kernel
-(:func:`~vsockctl.relay.pump`); an idle connection costs two parked threads and
-no buffer. The threads are reused (:class:`~vsockctl.workers.Workers`): a short
-connection does not pay for starting two. One connection failing (the target
-refuses, either end resets) closes that connection only. The caller learns of
-every event through an :class:`Observer`, from whichever thread it happens on.
+A connection starts in one thread's event loop (:mod:`vsockctl.forward_loop`):
+accept, non-blocking connect, first bytes. One that carries more goes to two
+threads, one per direction, each blocked in the kernel
+(:func:`~vsockctl.relay.pump`), splicing where that helps; an idle connection
+there costs two parked threads and no buffer. The threads are reused
+(:class:`~vsockctl.workers.Workers`). Targets the loop cannot connect to
+without blocking (hybrid vsock, ``VMADDR_FLAG_TO_HOST``, Unix sockets) connect
+on a worker. One connection failing (the target refuses, either end resets)
+closes that connection only. The caller learns of every event through an
+:class:`Observer`, from whichever thread it happens on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import resource
-import select
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Protocol
 
 from vsockctl.address import VsockAddress
 from vsockctl.errors import VsockError
-from vsockctl.forward_address import Side, VsockSide, connect_side, tcp_peer_address
+from vsockctl.forward_address import (
+    Side,
+    VsockSide,
+    connect_error,
+    connect_side,
+    start_connect,
+    tcp_peer_address,
+)
+from vsockctl.forward_flow import (
+    CLIENT_ERROR,
+    DONE,
+    STOPPED,
+    TARGET_ERROR,
+    Allow,
+    Flow,
+    Observer,
+    Totals,
+)
+from vsockctl.forward_loop import Loop
 from vsockctl.relay import Broken, Direction, pump
 from vsockctl.sockets import SocketFactory
 from vsockctl.workers import Workers
@@ -35,69 +54,6 @@ STOP_GRACE = 2.0  # seconds connections get to report when the forwarder stops
 FDS_PER_CONNECTION = 6  # two sockets and, while bytes flow, a pipe each way
 SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
 OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-# Why a connection closed
-DONE = "done"  # both ends closed their sides
-CLIENT_ERROR = "client_error"  # the client reset or vanished
-TARGET_ERROR = "target_error"  # the target reset or vanished
-STOPPED = "stopped"  # the forwarder was stopped (Ctrl-C, SIGTERM)
-
-
-@dataclass(eq=False)  # each flow is itself: a key of the live table
-class Flow:
-    """One forwarded connection: who, where to, what moved, and how it ended."""
-
-    peer: str
-    target: str
-    started_ns: int = field(default_factory=time.monotonic_ns)
-    ended_ns: int | None = None
-    reason: str = DONE
-    error: OSError | None = None
-    upstream: Direction = field(default_factory=lambda: Direction("client", "target"))
-    downstream: Direction = field(default_factory=lambda: Direction("target", "client"))
-
-    @property
-    def duration_ns(self) -> int:
-        return (self.ended_ns or time.monotonic_ns()) - self.started_ns
-
-
-@dataclass
-class Totals:
-    """Everything the forwarder did, for the line it prints when it stops."""
-
-    started_ns: int = field(default_factory=time.monotonic_ns)
-    opened: int = 0
-    failed: int = 0
-    refused: int = 0
-    upstream: Direction = field(default_factory=lambda: Direction("clients", "target"))
-    downstream: Direction = field(default_factory=lambda: Direction("target", "clients"))
-
-
-class Observer(Protocol):
-    """What the forwarder reports; called from the connections' threads."""
-
-    def opened(self, flow: Flow) -> None: ...
-
-    def closed(self, flow: Flow) -> None: ...
-
-    def failed(self, peer: str, target: str, error: BaseException) -> None: ...
-
-    def refused(self, peer: str, why: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class Allow:
-    """Who may connect: peer CIDs (a vsock listener) or source networks (TCP)."""
-
-    cids: frozenset[int] = frozenset()
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-
-    def permits(self, family: int, address: object) -> bool:
-        if family in (socket.AF_INET, socket.AF_INET6):
-            source = tcp_peer_address(address)
-            return any(source in network for network in self.networks)
-        assert isinstance(address, tuple)
-        return int(address[0]) in self.cids
 
 
 def make_room_for(connections: int) -> None:
@@ -130,36 +86,48 @@ class Forwarder:
     _serving: int = field(init=False, default=0)  # connections accepted and not yet done
     _stopping: bool = field(init=False, default=False)
     _workers: Workers = field(init=False, default_factory=lambda: Workers("forward"))
+    _loop: Loop = field(init=False)
 
     def __post_init__(self) -> None:
         self._slots = threading.BoundedSemaphore(self.max_connections)
         self._all_done = threading.Condition(self._lock)
 
     def serve(self, accepted: Callable[[], None] | None = None) -> None:
-        """Accept and relay until the calling thread is interrupted (Ctrl-C, SIGTERM)
-        or the listener is closed; ``accepted`` runs after each accept (for tests)."""
-        while True:
-            self._slots.acquire()
-            try:
-                # Woken every half second: a vsock listener's accept() does not end when
-                # stop() shuts it down from another thread.
-                while not select.select([self.listener], [], [], 0.5)[0]:
-                    if self._stopping:
-                        self._slots.release()
-                        return
-                conn, address = self.listener.accept()
-            except OSError as exc:
-                self._slots.release()
-                if self._stopping or exc.errno == errno.EBADF:
-                    return
-                if exc.errno in OUT_OF_FDS:  # wait for connections to close
-                    self.observer.refused("(next client)", f"cannot accept: {exc.strerror}")
-                    time.sleep(0.1)
+        """Accept and relay until the calling thread is interrupted (Ctrl-C, SIGTERM),
+        :meth:`stop` or the listener is closed; ``accepted`` runs after each accept
+        (for tests)."""
+        self.listener.setblocking(False)
+        loop = self._loop = Loop(self, self.listener, str(self.target), self.timeout)
+        slot = False  # a connection slot is held for the next client
+        try:
+            while not self._stopping and self.listener.fileno() != -1:
+                if not slot:
+                    slot = self._slots.acquire(blocking=False)
+                loop.watch_listener(slot)
+                # Woken every half second (a vsock listener's accept does not end when
+                # stop() shuts it down from another thread), or sooner for a free slot.
+                if not loop.poll(0.5 if slot else 0.05):
                     continue
-                raise VsockError.wrap(exc, "accept") from exc
-            self._start(conn, address)
-            if accepted is not None:
-                accepted()
+                try:
+                    conn, address = self.listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    if self._stopping or exc.errno == errno.EBADF:
+                        return
+                    if exc.errno in OUT_OF_FDS:  # wait for connections to close
+                        self.observer.refused("(next client)", f"cannot accept: {exc.strerror}")
+                        time.sleep(0.1)
+                        continue
+                    raise VsockError.wrap(exc, "accept") from exc
+                slot = False
+                self._start(conn, address)
+                if accepted is not None:
+                    accepted()
+        finally:  # the loop's connections end with it; the workers' end in stop()
+            if slot:
+                self._slots.release()
+            loop.stop()
 
     def _start(self, conn: socket.socket, address: object) -> None:
         peer = self._peer_name(conn, address)
@@ -171,6 +139,15 @@ class Forwarder:
             self.observer.refused(peer, "not allowed by --allow")
             conn.close()
             self._slots.release()
+            return
+        try:
+            upstream = start_connect(self.target, self.timeout, self.factory)
+        except Exception as exc:
+            conn.close()
+            self.connect_failed(peer, exc)
+            return
+        if upstream is not None:
+            self._loop.add(conn, peer, upstream)
             return
         with self._lock:
             self._serving += 1
@@ -193,24 +170,75 @@ class Forwarder:
         return f"{self.listen_side} pid {pid}"
 
     def _serve(self, conn: socket.socket, peer: str) -> None:
+        """A worker's whole connection: the blocking connect (hybrid vsock and the
+        other targets :func:`start_connect` leaves out), then both directions."""
         try:
             with conn:
                 try:
                     upstream = connect_side(self.target, self.timeout, self.factory)
                 except Exception as exc:
-                    with self._lock:
-                        self.totals.failed += 1
-                    self.observer.failed(peer, str(self.target), exc)
+                    self.connect_failed(peer, exc, release=False)
                     return
                 with upstream:
-                    self._relay(Flow(peer, str(self.target)), conn, upstream)
+                    flow = Flow(peer, str(self.target))
+                    self.opened(flow, conn, upstream)
+                    self._relay(flow, conn, upstream, b"", b"")
         finally:
-            self._slots.release()
-            with self._all_done:
-                self._serving -= 1
-                self._all_done.notify_all()
+            self._done_serving()
 
-    def _relay(self, flow: Flow, conn: socket.socket, upstream: socket.socket) -> None:
+    def _continue(
+        self,
+        flow: Flow,
+        conn: socket.socket,
+        upstream: socket.socket,
+        up: bytes | None,
+        down: bytes | None,
+    ) -> None:
+        """A worker's share of a connection the loop handed off."""
+        try:
+            with conn, upstream:
+                self._relay(flow, conn, upstream, up, down)
+        finally:
+            self._done_serving()
+
+    def _done_serving(self) -> None:
+        self._slots.release()
+        with self._all_done:
+            self._serving -= 1
+            self._all_done.notify_all()
+
+    def _relay(
+        self,
+        flow: Flow,
+        conn: socket.socket,
+        upstream: socket.socket,
+        up: bytes | None,
+        down: bytes | None,
+    ) -> None:
+        """Each direction still open (not None) on a thread, its first bytes sent first."""
+        back_done = threading.Event()
+
+        def back() -> None:
+            try:
+                if down is not None:
+                    self._direction(flow, upstream, conn, flow.downstream, down)
+            finally:
+                back_done.set()
+
+        if up is None:
+            back()
+        else:
+            if down is None:
+                back_done.set()
+            else:
+                self._workers.run(back)
+            self._direction(flow, conn, upstream, flow.upstream, up)
+        back_done.wait()
+        self._close(flow)
+
+    # -- what the loop (and the workers) report: forward_loop.Owner ---------------------
+
+    def opened(self, flow: Flow, conn: socket.socket, upstream: socket.socket) -> None:
         with self._lock:
             self._live[flow] = (conn, upstream)
             self.totals.opened += 1
@@ -219,17 +247,33 @@ class Forwarder:
             flow.reason = STOPPED
             _shut(conn, upstream)
         self.observer.opened(flow)
-        back_done = threading.Event()
 
-        def back() -> None:
-            try:
-                self._direction(flow, upstream, conn, flow.downstream)
-            finally:
-                back_done.set()
+    def connect_failed(self, peer: str, error: BaseException, *, release: bool = True) -> None:
+        if isinstance(error, OSError) and not isinstance(error, VsockError) and error.errno:
+            error = connect_error(self.target, error.errno)
+        with self._lock:
+            self.totals.failed += 1
+        self.observer.failed(peer, str(self.target), error)
+        if release:
+            self._slots.release()
 
-        self._workers.run(back)
-        self._direction(flow, conn, upstream, flow.upstream)
-        back_done.wait()
+    def finished(self, flow: Flow) -> None:
+        self._close(flow)
+        self._slots.release()
+
+    def hand_off(
+        self,
+        flow: Flow,
+        conn: socket.socket,
+        upstream: socket.socket,
+        up: bytes | None,
+        down: bytes | None,
+    ) -> None:
+        with self._lock:
+            self._serving += 1
+        self._workers.run(self._continue, flow, conn, upstream, up, down)
+
+    def _close(self, flow: Flow) -> None:
         flow.ended_ns = time.monotonic_ns()
         with self._lock:
             del self._live[flow]
@@ -238,10 +282,15 @@ class Forwarder:
         self.observer.closed(flow)
 
     def _direction(
-        self, flow: Flow, src: socket.socket, dst: socket.socket, direction: Direction
+        self,
+        flow: Flow,
+        src: socket.socket,
+        dst: socket.socket,
+        direction: Direction,
+        first: bytes,
     ) -> None:
         try:
-            pump(src, dst, direction, self.splice)
+            pump(src, dst, direction, self.splice, first)
         except Broken as broken:
             with self._lock:
                 if flow.reason == DONE:

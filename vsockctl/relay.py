@@ -49,12 +49,23 @@ def splices_well(dst: socket.socket) -> bool:
 
 
 def pump(
-    src: socket.socket, dst: socket.socket, direction: Direction, splice: bool | None = None
+    src: socket.socket,
+    dst: socket.socket,
+    direction: Direction,
+    splice: bool | None = None,
+    first: bytes = b"",
 ) -> None:
-    """Move everything ``src`` sends into ``dst``, then shut ``dst``'s writing side.
+    """Move ``first``, then everything ``src`` sends, into ``dst``; then shut ``dst``'s
+    writing side.
 
     ``splice`` forces the way (None: :func:`splices_well`). Raises :class:`Broken`.
     """
+    if first:  # bytes read before this pump took over (forward's event loop)
+        try:
+            dst.sendall(first)
+        except OSError as exc:
+            raise Broken(direction.sink, exc) from exc
+        direction.bytes += len(first)
     try:
         first = src.recv(1, socket.MSG_PEEK)  # blocks until data or the end, holding nothing
     except OSError as exc:

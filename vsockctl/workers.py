@@ -29,6 +29,7 @@ class Workers:
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0  # workers waiting for a job, less the jobs promised to them
+        self.started = 0  # threads started so far
 
     def run(self, function: Callable[..., object], *args: Any) -> None:
         """Start ``function(*args)`` on a worker now; an exception it raises is reported
@@ -38,6 +39,7 @@ class Workers:
                 self._idle -= 1
                 self._jobs.put((function, args))
                 return
+        self.started += 1
         threading.Thread(
             target=self._work, args=((function, args),), name=self._name, daemon=True
         ).start()

@@ -30,7 +30,8 @@ from vsockctl.forward_address import (
     listen_side,
     parse_side,
 )
-from vsockctl.forwarder import DEFAULT_MAX_CONNECTIONS, Allow, Flow, Forwarder, make_room_for
+from vsockctl.forward_flow import Allow, Flow
+from vsockctl.forwarder import DEFAULT_MAX_CONNECTIONS, Forwarder, make_room_for
 
 from .app import cli
 from .env import Env, current_env

@@ -1,0 +1,76 @@
+"""What ``forward`` reports and counts: a connection's :class:`Flow`, the
+:class:`Totals`, the :class:`Observer` that hears of them, and :class:`Allow`."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from vsockctl.forward_address import tcp_peer_address
+from vsockctl.relay import Direction
+
+# Why a connection closed
+DONE = "done"  # both ends closed their sides
+CLIENT_ERROR = "client_error"  # the client reset or vanished
+TARGET_ERROR = "target_error"  # the target reset or vanished
+STOPPED = "stopped"  # the forwarder was stopped (Ctrl-C, SIGTERM)
+
+
+@dataclass(eq=False)  # each flow is itself: a key of the live table
+class Flow:
+    """One forwarded connection: who, where to, what moved, and how it ended."""
+
+    peer: str
+    target: str
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    ended_ns: int | None = None
+    reason: str = DONE
+    error: OSError | None = None
+    upstream: Direction = field(default_factory=lambda: Direction("client", "target"))
+    downstream: Direction = field(default_factory=lambda: Direction("target", "client"))
+
+    @property
+    def duration_ns(self) -> int:
+        return (self.ended_ns or time.monotonic_ns()) - self.started_ns
+
+
+@dataclass
+class Totals:
+    """Everything the forwarder did, for the line it prints when it stops."""
+
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    opened: int = 0
+    failed: int = 0
+    refused: int = 0
+    upstream: Direction = field(default_factory=lambda: Direction("clients", "target"))
+    downstream: Direction = field(default_factory=lambda: Direction("target", "clients"))
+
+
+class Observer(Protocol):
+    """What the forwarder reports; called from the connections' threads."""
+
+    def opened(self, flow: Flow) -> None: ...
+
+    def closed(self, flow: Flow) -> None: ...
+
+    def failed(self, peer: str, target: str, error: BaseException) -> None: ...
+
+    def refused(self, peer: str, why: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Allow:
+    """Who may connect: peer CIDs (a vsock listener) or source networks (TCP)."""
+
+    cids: frozenset[int] = frozenset()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def permits(self, family: int, address: object) -> bool:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            source = tcp_peer_address(address)
+            return any(source in network for network in self.networks)
+        assert isinstance(address, tuple)
+        return int(address[0]) in self.cids
