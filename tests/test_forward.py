@@ -179,9 +179,11 @@ def test_a_short_connection_is_served_by_the_loop_and_a_long_one_by_threads(
 
 
 def test_failed_connects_give_their_slots_back(short_dir: Path) -> None:
-    with forwarding(
-        UnixSide(f"{short_dir}/l"), UnixSide(f"{short_dir}/t"), max_connections=2
-    ) as (fwd, rec, _):
+    with forwarding(UnixSide(f"{short_dir}/l"), UnixSide(f"{short_dir}/t"), max_connections=2) as (
+        fwd,
+        rec,
+        _,
+    ):
         for _ in range(5):
             assert digest_through(lambda: unix_client(short_dir / "l"), b"lost") == b""
         rec.wait_for("failed", 5)

@@ -89,7 +89,7 @@ class Forwarder:
     _loop: Loop = field(init=False)
 
     def __post_init__(self) -> None:
-        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._free = self.max_connections  # connection slots (under _lock)
         self._all_done = threading.Condition(self._lock)
 
     def serve(self, accepted: Callable[[], None] | None = None) -> None:
@@ -102,7 +102,7 @@ class Forwarder:
         try:
             while not self._stopping and self.listener.fileno() != -1:
                 if not slot:
-                    slot = self._slots.acquire(blocking=False)
+                    slot = self._take_slot()
                 loop.watch_listener(slot)
                 # Woken every half second (a vsock listener's accept does not end when
                 # stop() shuts it down from another thread), or sooner for a free slot.
@@ -126,8 +126,19 @@ class Forwarder:
                     accepted()
         finally:  # the loop's connections end with it; the workers' end in stop()
             if slot:
-                self._slots.release()
+                self._give_slot()
             loop.stop()
+
+    def _take_slot(self) -> bool:
+        with self._lock:
+            if not self._free:
+                return False
+            self._free -= 1
+            return True
+
+    def _give_slot(self) -> None:
+        with self._lock:
+            self._free += 1
 
     def _start(self, conn: socket.socket, address: object) -> None:
         peer = self._peer_name(conn, address)
@@ -138,7 +149,7 @@ class Forwarder:
                 self.totals.refused += 1
             self.observer.refused(peer, "not allowed by --allow")
             conn.close()
-            self._slots.release()
+            self._give_slot()
             return
         try:
             upstream = start_connect(self.target, self.timeout, self.factory)
@@ -202,7 +213,7 @@ class Forwarder:
             self._done_serving()
 
     def _done_serving(self) -> None:
-        self._slots.release()
+        self._give_slot()
         with self._all_done:
             self._serving -= 1
             self._all_done.notify_all()
@@ -255,11 +266,11 @@ class Forwarder:
             self.totals.failed += 1
         self.observer.failed(peer, str(self.target), error)
         if release:
-            self._slots.release()
+            self._give_slot()
 
     def finished(self, flow: Flow) -> None:
         self._close(flow)
-        self._slots.release()
+        self._give_slot()
 
     def hand_off(
         self,

@@ -59,8 +59,11 @@ def order(settings: Iterable[Setting]) -> list[Setting]:
     return [s for s in settings if s.option.limits] + [s for s in settings if not s.option.limits]
 
 
-def apply(sock: socket.socket, settings: Sequence[Setting], strict: bool = True) -> list[Applied]:
-    """Set each option (in :func:`order`), then read every one back.
+def apply(
+    sock: socket.socket, settings: Sequence[Setting], strict: bool = True, read_back: bool = True
+) -> list[Applied]:
+    """Set each option (in :func:`order`), then read every one back (without
+    ``read_back``, an option set is taken as its value).
 
     ``strict`` raises :class:`VsockError` for the first option the kernel
     refuses; otherwise each refusal is kept in its :class:`Applied`.
@@ -78,6 +81,8 @@ def apply(sock: socket.socket, settings: Sequence[Setting], strict: bool = True)
         Applied(setting, None, None, errors[index])
         if index in errors
         else _read_back(sock, setting)
+        if read_back
+        else Applied(setting, setting.value)
         for index, setting in enumerate(ordered)
     ]
 
@@ -124,7 +129,9 @@ def configured(
         if sock.family != AF_VSOCK or not wanted:
             return sock
         try:
-            applied = apply(sock, wanted, strict=False)
+            # What the kernel makes of the settings is reported once: the sockets
+            # after the first (forward makes one per connection) skip the reading.
+            applied = apply(sock, wanted, strict=False, read_back=not reported)
             refused = next((a for a in applied if a.error and a.setting in settings), None)
             if refused is not None and refused.error is not None:
                 raise refused.error

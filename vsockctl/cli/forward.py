@@ -69,11 +69,20 @@ class Report:
             else:
                 self.env.message(line)
 
+    @property
+    def _silent(self) -> bool:
+        """Opened and closed say nothing (-q without --json): no line is built either."""
+        return self.env.quiet and not self.env.json
+
     def opened(self, flow: Flow) -> None:
+        if self._silent:
+            return
         record = {"event": "forward_opened", "peer": flow.peer, "target": flow.target}
         self._out(record, f"{flow.peer}: opened to {flow.target}")
 
     def closed(self, flow: Flow) -> None:
+        if self._silent:
+            return
         error = describe(flow.error) if flow.error is not None else None
         record = {
             "event": "forward_closed",
