@@ -74,3 +74,15 @@ class Allow:
             return any(source in network for network in self.networks)
         assert isinstance(address, tuple)
         return int(address[0]) in self.cids
+
+
+@dataclass(eq=False)
+class Pending:
+    """A connection for the relay threads: its flow, its sockets, and per direction the
+    bytes to send before anything else (None: that direction has ended)."""
+
+    flow: Flow
+    conn: socket.socket
+    upstream: socket.socket
+    up: bytes | None = b""
+    down: bytes | None = b""

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vsockctl.forward_flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Flow
+from vsockctl.forward_flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Flow, Pending
 from vsockctl.relay import Direction
 from vsockctl.transfer import END_OF_STREAM_ERRNOS
 
@@ -37,14 +37,7 @@ class Owner(Protocol):
 
     def finished(self, flow: Flow) -> None: ...
 
-    def hand_off(
-        self,
-        flow: Flow,
-        conn: socket.socket,
-        upstream: socket.socket,
-        up: bytes | None,
-        down: bytes | None,
-    ) -> None: ...
+    def hand_off(self, pending: Pending) -> None: ...
 
 
 @dataclass(eq=False)
@@ -207,13 +200,14 @@ class Loop:
         self._pairs.discard(pair)
         pair.conn.setblocking(True)
         pair.upstream.setblocking(True)
-        up: bytes | None = b"" if pair.ways[0].open else None
-        down: bytes | None = b"" if pair.ways[1].open else None
+        pending = Pending(pair.flow, pair.conn, pair.upstream)
+        pending.up = b"" if pair.ways[0].open else None
+        pending.down = b"" if pair.ways[1].open else None
         if way is pair.ways[0]:
-            up = unsent
+            pending.up = unsent
         else:
-            down = unsent
-        self.owner.hand_off(pair.flow, pair.conn, pair.upstream, up, down)
+            pending.down = unsent
+        self.owner.hand_off(pending)
 
     def stop(self) -> None:
         """End every connection here (the forwarder stops): connects under way fail,

@@ -42,6 +42,7 @@ from vsockctl.forward_flow import (
     Allow,
     Flow,
     Observer,
+    Pending,
     Totals,
 )
 from vsockctl.forward_loop import Loop
@@ -193,22 +194,15 @@ class Forwarder:
                 with upstream:
                     flow = Flow(peer, str(self.target))
                     self.opened(flow, conn, upstream)
-                    self._relay(flow, conn, upstream, b"", b"")
+                    self._relay(Pending(flow, conn, upstream))
         finally:
             self._done_serving()
 
-    def _continue(
-        self,
-        flow: Flow,
-        conn: socket.socket,
-        upstream: socket.socket,
-        up: bytes | None,
-        down: bytes | None,
-    ) -> None:
+    def _continue(self, pending: Pending) -> None:
         """A worker's share of a connection the loop handed off."""
         try:
-            with conn, upstream:
-                self._relay(flow, conn, upstream, up, down)
+            with pending.conn, pending.upstream:
+                self._relay(pending)
         finally:
             self._done_serving()
 
@@ -218,15 +212,10 @@ class Forwarder:
             self._serving -= 1
             self._all_done.notify_all()
 
-    def _relay(
-        self,
-        flow: Flow,
-        conn: socket.socket,
-        upstream: socket.socket,
-        up: bytes | None,
-        down: bytes | None,
-    ) -> None:
-        """Each direction still open (not None) on a thread, its first bytes sent first."""
+    def _relay(self, pending: Pending) -> None:
+        """Each direction still open on a thread, its first bytes sent first."""
+        flow, conn, upstream = pending.flow, pending.conn, pending.upstream
+        up, down = pending.up, pending.down
         back_done = threading.Event()
 
         def back() -> None:
@@ -272,17 +261,10 @@ class Forwarder:
         self._close(flow)
         self._give_slot()
 
-    def hand_off(
-        self,
-        flow: Flow,
-        conn: socket.socket,
-        upstream: socket.socket,
-        up: bytes | None,
-        down: bytes | None,
-    ) -> None:
+    def hand_off(self, pending: Pending) -> None:
         with self._lock:
             self._serving += 1
-        self._workers.run(self._continue, flow, conn, upstream, up, down)
+        self._workers.run(self._continue, pending)
 
     def _close(self, flow: Flow) -> None:
         flow.ended_ns = time.monotonic_ns()
