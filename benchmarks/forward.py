@@ -8,11 +8,14 @@ Runs where vsock carries data over CID 1 (inside the test VM):
 Prints, for each forwarder and for a direct vsock transfer:
 
 - bulk: one connection, SIZE bytes client -> TCP 127.0.0.1 -> forwarder -> vsock
-  CID 1 -> a receiver that discards them; the median receiver goodput of RUNS;
+  CID 1 -> a receiver that discards them; the median goodput of RUNS;
 - rate: connections per second, one after another (connect, 1 byte each way, close),
   and the same straight to the vsock service: the most any forwarder could reach;
 - 100 connections at once, 1 MiB each way, checked byte for byte;
 - resident memory of the forwarder holding 256 idle connections.
+
+Bulk and rate are medians over rounds in which the direct path and each forwarder
+take one turn each, so the machine's drift over minutes falls on all alike.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from vsockctl.address import VsockAddress
 from vsockctl.constants import VMADDR_CID_LOCAL
@@ -189,17 +193,41 @@ def idle_rss(proc: subprocess.Popen[bytes], port: int, count: int) -> float:
             client.close()
 
 
-def load_figures(kind: str, tcp_port: int, rate_count: int) -> list[str]:
-    """Rate, 100 at once and idle RSS through ``kind``, each with a fresh forwarder."""
+def in_rounds(
+    kinds: list[str],
+    port: int,
+    serve: Callable[[socket.socket], None],
+    rounds: int,
+    measure: Callable[[Callable[[], socket.socket]], float],
+) -> dict[str, list[float]]:
+    """``measure`` straight to a vsock ``serve``ice and through each forwarder of
+    ``kinds``, once each per round, starting one further on each round."""
+    clients: dict[str, Callable[[], socket.socket]] = {
+        "direct": lambda: connect(VsockAddress(VMADDR_CID_LOCAL, port))
+    }
+    figures: dict[str, list[float]] = {"direct": [], **{kind: [] for kind in kinds}}
+    target = Target(port, serve)
+    with contextlib.ExitStack() as stack:
+        for index, kind in enumerate(kinds):
+            tcp_port = 18000 + port % 100 * 10 + index
+            stack.enter_context(forwarder(kind, tcp_port, port))
+            clients[kind] = partial(tcp, tcp_port)
+        names = list(clients)
+        for turn in range(rounds):
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                figures[name].append(measure(clients[name]))
+    target.close()
+    return figures
+
+
+def load_figures(kind: str, tcp_port: int) -> list[str]:
+    """100 at once and idle RSS through ``kind``, each with a fresh forwarder."""
     lines = []
     vsock_port = TARGET_PORT + 10 + tcp_port % 100
-    for serve in (pong, echo_digest, hold):
+    for serve in (echo_digest, hold):
         service = Target(vsock_port, serve)
         with forwarder(kind, tcp_port, vsock_port) as proc:
-            if serve is pong:
-                per_second = rate(lambda: tcp(tcp_port), rate_count)
-                lines.append(f"rate {per_second:7.1f} connections/s")
-            elif serve is echo_digest:
+            if serve is echo_digest:
                 exact, seconds = concurrent(tcp_port)
                 lines.append(f"100 x 1 MiB at once: {exact} of 100 exact in {seconds:.1f} s")
             else:
@@ -215,7 +243,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="256M", help="bytes per bulk run (default 256M)")
     parser.add_argument("--runs", type=int, default=5, help="bulk runs, median (default 5)")
-    parser.add_argument("--rate-count", type=int, default=300, help="connections for the rate")
+    parser.add_argument("--rate-count", type=int, default=300, help="connections per rate run")
+    parser.add_argument("--rate-rounds", type=int, default=3, help="rate runs, median (default 3)")
     args = parser.parse_args()
     size = parse_size(args.size)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -224,27 +253,33 @@ def main() -> int:
         f"forward benchmark: TCP 127.0.0.1 -> forwarder -> vsock CID 1, {args.size} x {args.runs}"
     )
 
-    target = Target(TARGET_PORT, discard)
-    direct = bulk(lambda: connect(VsockAddress(VMADDR_CID_LOCAL, TARGET_PORT)), size, args.runs)
+    # Each figure is a median over rounds in which the direct path and every forwarder
+    # take a turn each: this machine's speed drifts over minutes, and runs of one
+    # kind in a row would compare its good minutes with another's bad ones.
+    bulk_runs = in_rounds(
+        kinds, TARGET_PORT, discard, args.runs, lambda client: bulk(client, size, 1)
+    )
+    direct = statistics.median(bulk_runs["direct"])
     print(f"  direct vsock, no forwarder      bulk {direct:6.2f} Gbit/s")
-    results: dict[str, float] = {}
-    for index, kind in enumerate(kinds):
-        tcp_port = 18000 + index
-        with forwarder(kind, tcp_port, TARGET_PORT):
-            results[kind] = bulk(lambda: tcp(tcp_port), size, args.runs)  # noqa: B023
-        print(
-            f"  {kind:<15} forward          bulk {results[kind]:6.2f} Gbit/s "
-            f"({results[kind] / direct:.2f}x direct)"
-        )
-    target.close()
+    for kind in kinds:
+        figure = statistics.median(bulk_runs[kind])
+        ratio = figure / direct
+        print(f"  {kind:<15} forward          bulk {figure:6.2f} Gbit/s ({ratio:.2f}x direct)")
 
     # The ceiling for a forwarder's rate: this client and this service, no forwarder.
-    service = Target(TARGET_PORT + 5, pong)
-    direct_rate = rate(lambda: connect(VsockAddress(VMADDR_CID_LOCAL, TARGET_PORT + 5)), 300)
-    service.close()
+    rates = in_rounds(
+        kinds, TARGET_PORT + 5, pong, args.rate_rounds, lambda client: rate(client, args.rate_count)
+    )
+    direct_rate = statistics.median(rates["direct"])
     print(f"  direct vsock, no forwarder      rate {direct_rate:7.1f} connections/s")
+    for kind in kinds:
+        figure = statistics.median(rates[kind])
+        print(
+            f"  {kind:<15} forward          rate {figure:7.1f} connections/s "
+            f"({figure / direct_rate:.2f}x direct)"
+        )
     for index, kind in enumerate(kinds):
-        print(f"  {kind:<9} " + "; ".join(load_figures(kind, 18100 + index, args.rate_count)))
+        print(f"  {kind:<9} " + "; ".join(load_figures(kind, 18100 + index)))
     return 0
 
 
