@@ -23,13 +23,14 @@ most 64 KiB. On a seqpacket connection a frame is one message.
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import struct
 from enum import IntEnum
 from typing import Any
 
-from vsockctl.errors import ProtocolError
+from vsockctl.errors import ProtocolError, VsockError
 
 MAGIC = b"VSKB"
 VERSION = 1
@@ -118,8 +119,27 @@ def recv_frame(
     """One frame; ``message`` for seqpacket (the frame is one message).
 
     A ``REFUSE`` when something else was expected raises ProtocolError with
-    the peer's reason. EOFError when the peer closed before a frame began.
+    the peer's reason. EOFError when the peer closed before a frame began;
+    VsockError (ETIMEDOUT) that says which frame did not come in time.
     """
+    try:
+        kind, payload = _recv_frame(sock, message)
+    except TimeoutError as exc:
+        what = "control frame" if expect is None else f"{expect.name} frame"
+        raise VsockError(
+            errno.ETIMEDOUT,
+            "throughput",
+            None,
+            f"the peer sent no {what} within {sock.gettimeout() or 0:g} s",
+        ) from exc
+    if expect is not None and kind != expect:
+        if kind == FrameKind.REFUSE:
+            raise ProtocolError(f"the peer refused: {payload.get('error', 'no reason given')}")
+        raise ProtocolError(f"expected a {expect.name} frame, got {kind.name}")
+    return kind, payload
+
+
+def _recv_frame(sock: socket.socket, message: bool) -> tuple[FrameKind, dict[str, Any]]:
     if message:
         data = sock.recv(HEADER.size + MAX_PAYLOAD)
         if not data:
@@ -133,9 +153,4 @@ def recv_frame(
     else:
         kind, length = decode_header(_recv_exactly(sock, HEADER.size, "header"))
         body = _recv_exactly(sock, length, "control frame")
-    payload = decode_payload(body)
-    if expect is not None and kind != expect:
-        if kind == FrameKind.REFUSE:
-            raise ProtocolError(f"the peer refused: {payload.get('error', 'no reason given')}")
-        raise ProtocolError(f"expected a {expect.name} frame, got {kind.name}")
-    return kind, payload
+    return kind, decode_payload(body)
