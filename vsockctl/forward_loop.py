@@ -5,9 +5,9 @@ A connection starts here: the accept, a non-blocking connect to the target and
 its first bytes each way cost no thread at all. Measured in the test VM (TCG;
 connect, 1 byte each way, close; ``benchmarks/forward.py``), two threads per
 connection served 39 to 43 connections/s (socat, forking per connection, 52 to
-62) and this loop 57 to 95 (socat 41 to 55 in the same runs). A connection that turns out to carry
-more (a full buffer in one read, or a destination that cannot take a whole
-read at once) goes to :meth:`Owner.hand_off`: two threads in the kernel,
+62) and this loop 57 to 95 (socat 41 to 55 in the same runs). A connection that
+turns out to carry more (a full buffer in one read, or a destination that
+cannot take a whole read at once) goes to :meth:`Owner.hand_off`: two threads in the kernel,
 splicing, hold bulk rates where this loop would take the GIL for every 64 KiB.
 """
 
@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vsockctl.forward_address import Side, connect_error
 from vsockctl.forward_flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Flow, Pending
 from vsockctl.relay import Direction
 from vsockctl.transfer import END_OF_STREAM_ERRNOS
@@ -60,19 +61,28 @@ class _Way:
 
 @dataclass(eq=False)
 class _Pair:
+    """A connection in the loop: client to target (``ways[0]``) and back (``ways[1]``)."""
+
     flow: Flow
     conn: socket.socket
     upstream: socket.socket
-    ways: list[_Way] = field(default_factory=list)
+    ways: list[_Way] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ways = [
+            _Way(self.conn, self.upstream, self.flow.upstream),
+            _Way(self.upstream, self.conn, self.flow.downstream),
+        ]
 
 
 class Loop:
     """The epoll over the listener, connects under way and short connections."""
 
-    def __init__(self, owner: Owner, listener: socket.socket, target: str, timeout: float) -> None:
+    def __init__(self, owner: Owner, listener: socket.socket, target: Side, timeout: float) -> None:
         self.owner = owner
         self.listener = listener
         self.target = target
+        self._target_name = str(target)
         self.timeout = timeout
         self._poller = select.epoll()
         self._buffer = memoryview(bytearray(LOOP_BUFFER))
@@ -124,11 +134,7 @@ class Loop:
         self._poller.unregister(fd)
         conn, upstream = pending.client, pending.upstream
         conn.setblocking(False)
-        pair = _Pair(Flow(pending.peer, self.target), conn, upstream)
-        pair.ways = [
-            _Way(conn, upstream, pair.flow.upstream),
-            _Way(upstream, conn, pair.flow.downstream),
-        ]
+        pair = _Pair(Flow(pending.peer, self._target_name), conn, upstream)
         self._pairs.add(pair)
         self.owner.opened(pair.flow, conn, upstream)
         for way in pair.ways:
@@ -140,7 +146,7 @@ class Loop:
         self._poller.unregister(fd)
         pending.upstream.close()
         pending.client.close()
-        self.owner.connect_failed(pending.peer, OSError(err, "connect"))
+        self.owner.connect_failed(pending.peer, connect_error(self.target, err))
 
     def _read(self, pair: _Pair, way: _Way) -> None:
         try:
@@ -200,14 +206,8 @@ class Loop:
         self._pairs.discard(pair)
         pair.conn.setblocking(True)
         pair.upstream.setblocking(True)
-        pending = Pending(pair.flow, pair.conn, pair.upstream)
-        pending.up = b"" if pair.ways[0].open else None
-        pending.down = b"" if pair.ways[1].open else None
-        if way is pair.ways[0]:
-            pending.up = unsent
-        else:
-            pending.down = unsent
-        self.owner.hand_off(pending)
+        up, down = ((unsent if w is way else b"") if w.open else None for w in pair.ways)
+        self.owner.hand_off(Pending(pair.flow, pair.conn, pair.upstream, up, down))
 
     def stop(self) -> None:
         """End every connection here (the forwarder stops): connects under way fail,

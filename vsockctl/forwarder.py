@@ -29,7 +29,6 @@ from vsockctl.errors import VsockError
 from vsockctl.forward_address import (
     Side,
     VsockSide,
-    connect_error,
     connect_side,
     start_connect,
     tcp_peer_address,
@@ -98,7 +97,7 @@ class Forwarder:
         :meth:`stop` or the listener is closed; ``accepted`` runs after each accept
         (for tests)."""
         self.listener.setblocking(False)
-        loop = self._loop = Loop(self, self.listener, str(self.target), self.timeout)
+        loop = self._loop = Loop(self, self.listener, self.target, self.timeout)
         slot = False  # a connection slot is held for the next client
         try:
             while not self._stopping and self.listener.fileno() != -1:
@@ -218,20 +217,19 @@ class Forwarder:
         up, down = pending.up, pending.down
         back_done = threading.Event()
 
-        def back() -> None:
+        def back(first: bytes) -> None:
             try:
-                if down is not None:
-                    self._direction(flow, upstream, conn, flow.downstream, down)
+                self._direction(flow, upstream, conn, flow.downstream, first)
             finally:
                 back_done.set()
 
-        if up is None:
-            back()
+        if down is None:
+            back_done.set()
+        elif up is None:
+            back(down)
         else:
-            if down is None:
-                back_done.set()
-            else:
-                self._workers.run(back)
+            self._workers.run(back, down)
+        if up is not None:
             self._direction(flow, conn, upstream, flow.upstream, up)
         back_done.wait()
         self._close(flow)
@@ -249,8 +247,6 @@ class Forwarder:
         self.observer.opened(flow)
 
     def connect_failed(self, peer: str, error: BaseException, *, release: bool = True) -> None:
-        if isinstance(error, OSError) and not isinstance(error, VsockError) and error.errno:
-            error = connect_error(self.target, error.errno)
         with self._lock:
             self.totals.failed += 1
         self.observer.failed(peer, str(self.target), error)

@@ -67,12 +67,12 @@ def pump(
             raise Broken(direction.sink, exc) from exc
         direction.bytes += len(first)
     try:
-        first = src.recv(1, socket.MSG_PEEK)  # blocks until data or the end, holding nothing
+        peeked = src.recv(1, socket.MSG_PEEK)  # blocks until data or the end, holding nothing
     except OSError as exc:
         if exc.errno not in END_OF_STREAM_ERRNOS:
             raise Broken(direction.source, exc) from exc
-        first = b""
-    if first:
+        peeked = b""
+    if peeked:
         if splice is None:
             splice = splices_well(dst)
         if not splice or not _splice(src, dst, direction):
