@@ -9,13 +9,20 @@ Prints, for each forwarder and for a direct vsock transfer:
 
 - bulk: one connection, SIZE bytes client -> TCP 127.0.0.1 -> forwarder -> vsock
   CID 1 -> a receiver that discards them; the median goodput of RUNS;
-- rate: connections per second, one after another (connect, 1 byte each way, close),
-  and the same straight to the vsock service: the most any forwarder could reach;
+- rate: connections per second (connect, 1 byte each way, close), from one client
+  (each connection waits for the last: latency) and from --clients client
+  processes at once (what a forwarder sustains), with the forwarder's CPU time
+  per connection (socat's includes its forked children); the same straight to
+  the vsock service is the most any forwarder could reach;
 - 100 connections at once, 1 MiB each way, checked byte for byte;
 - resident memory of the forwarder holding 256 idle connections.
 
 Bulk and rate are medians over rounds in which the direct path and each forwarder
 take one turn each, so the machine's drift over minutes falls on all alike.
+
+``--via unix`` measures the rate alone, Unix socket -> forwarder -> Unix socket:
+no vsock and no TCP, so it runs on any machine, and on one whose CPU is not
+emulated it shows what the forwarders themselves cost.
 """
 
 from __future__ import annotations
@@ -23,16 +30,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import multiprocessing
+import os
+import select
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from typing import TypeVar
 
 from vsockctl.address import VsockAddress
 from vsockctl.constants import VMADDR_CID_LOCAL
@@ -41,6 +52,8 @@ from vsockctl.units import parse_size
 
 CHUNK = 1 << 20
 TARGET_PORT = 9300
+T = TypeVar("T")
+Clients = dict[str, tuple[str, int | None]]  # name: (the side its clients connect to, its pid)
 
 
 class Target:
@@ -86,28 +99,87 @@ def echo_digest(conn: socket.socket) -> None:
     conn.sendall(digest.digest())
 
 
-def pong(conn: socket.socket) -> None:
-    conn.sendall(conn.recv(1))
-
-
 def hold(conn: socket.socket) -> None:
     conn.recv(1)
 
 
+def pong_service(listener: socket.socket) -> None:
+    """Send each connection's byte back and close it: one process and one epoll,
+    so that the service costs little next to the forwarders it measures."""
+    listener.setblocking(False)
+    poller = select.epoll()
+    poller.register(listener.fileno(), select.EPOLLIN)
+    conns: dict[int, socket.socket] = {}
+    while True:
+        for fd, _ in poller.poll():
+            if fd != listener.fileno():
+                with contextlib.suppress(OSError), conns.pop(fd) as conn:
+                    conn.send(conn.recv(1))  # the close takes it out of the epoll
+                continue
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    conn, _ = listener.accept()
+                    conns[conn.fileno()] = conn
+                    poller.register(conn.fileno(), select.EPOLLIN)
+
+
 @contextlib.contextmanager
-def forwarder(kind: str, tcp_port: int, vsock_port: int) -> Iterator[subprocess.Popen[bytes]]:
-    sides = [f"tcp:127.0.0.1:{tcp_port}", f"vsock:1:{vsock_port}"]
+def pong(listener: socket.socket) -> Iterator[None]:
+    """:func:`pong_service` on ``listener``, in a process of its own."""
+    service = multiprocessing.Process(target=pong_service, args=(listener,), daemon=True)
+    service.start()
+    listener.close()  # the service has its own
+    try:
+        yield
+    finally:
+        service.kill()
+        service.join()
+
+
+def open_client(side: str) -> socket.socket:
+    """A connection to ``side``: tcp:127.0.0.1:PORT, unix:PATH or vsock:1:PORT."""
+    scheme, _, rest = side.partition(":")
+    if scheme == "tcp":
+        sock = socket.create_connection(("127.0.0.1", int(rest.rpartition(":")[2])))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    if scheme == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(rest)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    return connect(VsockAddress(VMADDR_CID_LOCAL, int(rest.rpartition(":")[2])))
+
+
+def socat_address(side: str, *, listening: bool) -> str:
+    scheme, _, rest = side.partition(":")
+    if scheme == "tcp":
+        port = rest.rpartition(":")[2]
+        return f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr" if listening else f"TCP:{rest}"
+    if scheme == "unix":
+        return f"UNIX-LISTEN:{rest},fork" if listening else f"UNIX-CONNECT:{rest}"
+    return f"VSOCK-CONNECT:{rest}"
+
+
+@contextlib.contextmanager
+def forwarder(kind: str, listen_at: str, target: str) -> Iterator[subprocess.Popen[bytes]]:
+    """vsockctl or socat forwarding ``listen_at`` to ``target``, once it accepts."""
     if kind == "vsockctl":
-        args = [sys.executable, "-m", "vsockctl", "-q", "forward", *sides]
+        args = [sys.executable, "-m", "vsockctl", "-q", "forward", listen_at, target]
     else:
-        args = ["socat", f"TCP-LISTEN:{tcp_port},bind=127.0.0.1,fork,reuseaddr"]
-        args += [f"VSOCK-CONNECT:1:{vsock_port}"]
+        args = [
+            "socat",
+            socat_address(listen_at, listening=True),
+            socat_address(target, listening=False),
+        ]
     proc = subprocess.Popen(args)
     try:
         for _ in range(1200):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", tcp_port)) == 0:
-                    break
+            with contextlib.suppress(OSError), open_client(listen_at):
+                break
             time.sleep(0.05)
         time.sleep(0.2)  # socat serves that probe in a child of its own
         yield proc
@@ -116,51 +188,82 @@ def forwarder(kind: str, tcp_port: int, vsock_port: int) -> Iterator[subprocess.
         proc.wait(30)
 
 
-def tcp(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+@contextlib.contextmanager
+def forwarders(kinds: list[str], listen_at: str, target: str) -> Iterator[Clients]:
+    """The target itself ("direct") and each forwarder of ``kinds`` to it, all up at once,
+    the n-th listening at ``listen_at.format(n)``."""
+    with contextlib.ExitStack() as stack:
+        clients: Clients = {"direct": (target, None)}
+        for index, kind in enumerate(kinds):
+            side = listen_at.format(index)
+            clients[kind] = (side, stack.enter_context(forwarder(kind, side, target)).pid)
+        yield clients
 
 
-def send_all_of(sock: socket.socket, size: int) -> float:
-    """Send ``size`` bytes, half-close, wait for the receiver's byte; Gbit/s."""
+def in_rounds(
+    clients: Clients, rounds: int, measure: Callable[[str, int | None], T]
+) -> dict[str, list[T]]:
+    """``measure`` each of ``clients`` once per round, starting one further on each round."""
+    figures: dict[str, list[T]] = {name: [] for name in clients}
+    names = list(clients)
+    for turn in range(rounds):
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            figures[name].append(measure(*clients[name]))
+    return figures
+
+
+def send_all_of(side: str, size: int) -> float:
+    """Send ``size`` bytes to ``side``, half-close, wait for the receiver's byte; Gbit/s."""
     block = memoryview(bytes(CHUNK))
-    started = time.perf_counter()
-    left = size
-    while left:
-        n = min(left, CHUNK)
-        sock.sendall(block[:n])
-        left -= n
-    sock.shutdown(socket.SHUT_WR)
-    assert sock.recv(1) == b"k"
-    return size * 8 / (time.perf_counter() - started) / 1e9
+    with open_client(side) as sock:
+        started = time.perf_counter()
+        left = size
+        while left:
+            n = min(left, CHUNK)
+            sock.sendall(block[:n])
+            left -= n
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b"k"
+        return size * 8 / (time.perf_counter() - started) / 1e9
 
 
-def bulk(open_client: Callable[[], socket.socket], size: int, runs: int) -> float:
-    figures = []
-    for _ in range(runs):
-        with open_client() as sock:
-            try:
-                figures.append(send_all_of(sock, size))
-            except OSError as exc:  # a forwarder that failed: say so, measure the rest
-                print(f"  (a run failed: {exc})")
-    return statistics.median(figures) if figures else 0.0
-
-
-def rate(open_client: Callable[[], socket.socket], count: int) -> float:
-    started = time.perf_counter()
+def connections(job: tuple[str, int]) -> int:
+    """``count`` connections to ``side``, one after another (a client process's share)."""
+    side, count = job
     for _ in range(count):
-        with open_client() as sock:
+        with open_client(side) as sock:
             sock.sendall(b"p")
             assert sock.recv(1) == b"p"
-    return count / (time.perf_counter() - started)
+    return count
 
 
-def concurrent(port: int) -> tuple[int, float]:
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time of ``pid`` and of its children it has reaped (socat's forks)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def rate(side: str, pid: int | None, count: int, clients: int) -> tuple[float, float]:
+    """Connections per second to ``side`` from ``clients`` processes at once, and the
+    milliseconds of CPU ``pid`` spent on each."""
+    with multiprocessing.Pool(clients) as pool:
+        pool.map(connections, [(side, 2)] * clients)  # every client process up and warm
+        before = cpu_seconds(pid)
+        started = time.perf_counter()
+        done = sum(pool.map(connections, [(side, count // clients)] * clients))
+        elapsed = time.perf_counter() - started
+    time.sleep(0.5)  # socat reaps the children of the last connections
+    return done / elapsed, (cpu_seconds(pid) - before) / done * 1000
+
+
+def concurrent(side: str) -> tuple[int, float]:
     payloads = [hashlib.sha256(bytes([i])).digest() * 32768 for i in range(100)]  # 1 MiB each
 
     def one(payload: bytes) -> bool:
-        with tcp(port) as sock:
+        with open_client(side) as sock:
             sock.sendall(payload)
             sock.shutdown(socket.SHUT_WR)
             return sock.recv(64) == hashlib.sha256(payload).digest()
@@ -183,8 +286,8 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def idle_rss(proc: subprocess.Popen[bytes], port: int, count: int) -> float:
-    clients = [tcp(port) for _ in range(count)]
+def idle_rss(proc: subprocess.Popen[bytes], side: str, count: int) -> float:
+    clients = [open_client(side) for _ in range(count)]
     try:
         time.sleep(2)
         return rss_mib(proc.pid)
@@ -193,91 +296,98 @@ def idle_rss(proc: subprocess.Popen[bytes], port: int, count: int) -> float:
             client.close()
 
 
-def in_rounds(
-    kinds: list[str],
-    port: int,
-    serve: Callable[[socket.socket], None],
-    rounds: int,
-    measure: Callable[[Callable[[], socket.socket]], float],
-) -> dict[str, list[float]]:
-    """``measure`` straight to a vsock ``serve``ice and through each forwarder of
-    ``kinds``, once each per round, starting one further on each round."""
-    clients: dict[str, Callable[[], socket.socket]] = {
-        "direct": lambda: connect(VsockAddress(VMADDR_CID_LOCAL, port))
-    }
-    figures: dict[str, list[float]] = {"direct": [], **{kind: [] for kind in kinds}}
-    target = Target(port, serve)
-    with contextlib.ExitStack() as stack:
-        for index, kind in enumerate(kinds):
-            tcp_port = 18000 + port % 100 * 10 + index
-            stack.enter_context(forwarder(kind, tcp_port, port))
-            clients[kind] = partial(tcp, tcp_port)
-        names = list(clients)
-        for turn in range(rounds):
-            for name in names[turn % len(names) :] + names[: turn % len(names)]:
-                figures[name].append(measure(clients[name]))
-    target.close()
-    return figures
-
-
 def load_figures(kind: str, tcp_port: int) -> list[str]:
     """100 at once and idle RSS through ``kind``, each with a fresh forwarder."""
     lines = []
     vsock_port = TARGET_PORT + 10 + tcp_port % 100
+    side = f"tcp:127.0.0.1:{tcp_port}"
     for serve in (echo_digest, hold):
         service = Target(vsock_port, serve)
-        with forwarder(kind, tcp_port, vsock_port) as proc:
+        with forwarder(kind, side, f"vsock:1:{vsock_port}") as proc:
             if serve is echo_digest:
-                exact, seconds = concurrent(tcp_port)
+                exact, seconds = concurrent(side)
                 lines.append(f"100 x 1 MiB at once: {exact} of 100 exact in {seconds:.1f} s")
             else:
-                lines.append(
-                    f"RSS with 256 idle connections {idle_rss(proc, tcp_port, 256):.1f} MiB"
-                )
+                lines.append(f"RSS with 256 idle connections {idle_rss(proc, side, 256):.1f} MiB")
         service.close()
         vsock_port += 100
     return lines
 
 
+def print_bulk(kinds: list[str], size: int, runs: int) -> None:
+    target = Target(TARGET_PORT, discard)
+    with forwarders(kinds, "tcp:127.0.0.1:1800{}", f"vsock:1:{TARGET_PORT}") as clients:
+        figures = in_rounds(clients, runs, lambda side, _: send_all_of(side, size))
+    target.close()
+    direct = statistics.median(figures["direct"])
+    print(f"  bulk, one connection:\n    direct, no forwarder   {direct:6.2f} Gbit/s")
+    for kind in kinds:
+        figure = statistics.median(figures[kind])
+        print(f"    {kind:<22} {figure:6.2f} Gbit/s ({figure / direct:.2f}x direct)")
+
+
+def print_rates(kinds: list[str], via: str, args: argparse.Namespace) -> None:
+    """Rates from 1 and from --clients clients, through each forwarder and direct."""
+    levels = sorted({1, args.clients})
+    with tempfile.TemporaryDirectory() as tmp:
+        if via == "unix":
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(f"{tmp}/target")
+            listener.listen(1024)
+            target, listen_at = f"unix:{tmp}/target", f"unix:{tmp}/forward{{}}"
+        else:
+            listener = listen(VsockAddress(VMADDR_CID_LOCAL, TARGET_PORT + 5), backlog=1024)
+            target, listen_at = f"vsock:1:{TARGET_PORT + 5}", "tcp:127.0.0.1:1801{}"
+        with pong(listener), forwarders(kinds, listen_at, target) as clients:
+            figures = in_rounds(
+                clients,
+                args.rate_rounds,
+                lambda side, pid: [rate(side, pid, args.rate_count, n) for n in levels],
+            )
+    for index, level in enumerate(levels):
+        medians = {
+            name: tuple(statistics.median(run[index][i] for run in runs) for i in (0, 1))
+            for name, runs in figures.items()
+        }
+        direct = medians["direct"][0]
+        print(f"  rate, {level} client{'s at once' if level > 1 else ' at a time'}:")
+        print(f"    direct, no forwarder   {direct:7.1f} connections/s")
+        for kind in kinds:
+            figure, cpu = medians[kind]
+            print(
+                f"    {kind:<22} {figure:7.1f} connections/s ({figure / direct:.2f}x direct), "
+                f"{cpu:.2f} ms of CPU each"
+            )
+        if "socat" in medians:
+            ours, theirs = medians["vsockctl"], medians["socat"]
+            print(
+                f"    vsockctl / socat: {ours[0] / theirs[0]:.2f}x the rate, "
+                f"{ours[1] / theirs[1]:.2f}x the CPU per connection"
+            )
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", default="256M", help="bytes per bulk run (default 256M)")
     parser.add_argument("--runs", type=int, default=5, help="bulk runs, median (default 5)")
-    parser.add_argument("--rate-count", type=int, default=300, help="connections per rate run")
+    parser.add_argument("--rate-count", type=int, default=240, help="connections per rate run")
     parser.add_argument("--rate-rounds", type=int, default=3, help="rate runs, median (default 3)")
+    parser.add_argument("--clients", type=int, default=8, help="clients at once (default 8)")
+    parser.add_argument("--via", choices=("tcp", "unix"), default="tcp", help="see above")
     args = parser.parse_args()
-    size = parse_size(args.size)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     kinds = ["vsockctl"] + (["socat"] if shutil.which("socat") else [])
+    if args.via == "unix":
+        print("forward benchmark: Unix socket -> forwarder -> Unix socket, connection rate")
+        print_rates(kinds, "unix", args)
+        return 0
     print(
         f"forward benchmark: TCP 127.0.0.1 -> forwarder -> vsock CID 1, {args.size} x {args.runs}"
     )
-
-    # Each figure is a median over rounds in which the direct path and every forwarder
-    # take a turn each: this machine's speed drifts over minutes, and runs of one
-    # kind in a row would compare its good minutes with another's bad ones.
-    bulk_runs = in_rounds(
-        kinds, TARGET_PORT, discard, args.runs, lambda client: bulk(client, size, 1)
-    )
-    direct = statistics.median(bulk_runs["direct"])
-    print(f"  direct vsock, no forwarder      bulk {direct:6.2f} Gbit/s")
-    for kind in kinds:
-        figure = statistics.median(bulk_runs[kind])
-        ratio = figure / direct
-        print(f"  {kind:<15} forward          bulk {figure:6.2f} Gbit/s ({ratio:.2f}x direct)")
-
-    # The ceiling for a forwarder's rate: this client and this service, no forwarder.
-    rates = in_rounds(
-        kinds, TARGET_PORT + 5, pong, args.rate_rounds, lambda client: rate(client, args.rate_count)
-    )
-    direct_rate = statistics.median(rates["direct"])
-    print(f"  direct vsock, no forwarder      rate {direct_rate:7.1f} connections/s")
-    for kind in kinds:
-        figure = statistics.median(rates[kind])
-        print(
-            f"  {kind:<15} forward          rate {figure:7.1f} connections/s "
-            f"({figure / direct_rate:.2f}x direct)"
-        )
+    print_bulk(kinds, parse_size(args.size), args.runs)
+    print_rates(kinds, "tcp", args)
     for index, kind in enumerate(kinds):
         print(f"  {kind:<9} " + "; ".join(load_figures(kind, 18100 + index)))
     return 0

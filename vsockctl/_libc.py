@@ -53,8 +53,7 @@ def pack_sockaddr_vm(cid: int, port: int, flags: int = 0) -> bytes:
 
 
 def setsockopt(fd: int, level: int, name: int, value: bytes) -> None:
-    buf = ctypes.create_string_buffer(value, len(value))
-    _check(_libc.setsockopt(fd, level, name, buf, len(value)))
+    _check(_libc.setsockopt(fd, level, name, value, len(value)))  # read, never written
 
 
 def getsockopt(fd: int, level: int, name: int, size: int) -> bytes:

@@ -20,7 +20,7 @@ import ipaddress
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from vsockctl.address import AddressError, parse_address, parse_port
 from vsockctl.errors import VsockError
@@ -131,18 +131,25 @@ def connect_side(side: Side, timeout: float, factory: SocketFactory) -> socket.s
     raise last
 
 
-def start_connect(side: Side, timeout: float, factory: SocketFactory) -> socket.socket | None:
-    """A non-blocking connect to ``side`` under way (or done): the socket is writable
-    once it ends, and SO_ERROR says how. None where only the blocking
-    :func:`connect_side` can reach ``side``: hybrid vsock (a handshake follows),
-    ``VMADDR_FLAG_TO_HOST`` (libc's connect), a Unix socket whose backlog is full
-    (EAGAIN there: the blocking connect waits for room), a host name with several
-    addresses (tried in turn)."""
+class Started(NamedTuple):
+    """A non-blocking connect: under way, or (``done``) ended at once, as a Unix
+    socket's and sometimes a TCP loopback's do."""
+
+    sock: socket.socket
+    done: bool
+
+
+def start_connect(side: Side, timeout: float, factory: SocketFactory) -> Started | None:
+    """A non-blocking connect to ``side``: its socket is writable once it ends, and
+    SO_ERROR says how. None where only the blocking :func:`connect_side` can reach
+    ``side``: hybrid vsock (a handshake follows), ``VMADDR_FLAG_TO_HOST`` (libc's
+    connect), a Unix socket whose backlog is full (EAGAIN there: the blocking
+    connect waits for room), a host name with several addresses (tried in turn)."""
     if isinstance(side, VsockSide):
         route = side.route
         if route.uds is not None or route.address.flags:
             return None
-        sock = open_socket(SocketType.STREAM, factory)
+        sock = open_socket(SocketType.STREAM, factory, blocking=False)
         address: Any = route.address.sockaddr()
         try:
             set_connect_timeout(sock, timeout)
@@ -154,12 +161,11 @@ def start_connect(side: Side, timeout: float, factory: SocketFactory) -> socket.
         if len(addresses) != 1:
             return None
         family, kind, proto, _, address = addresses[0]
-        sock = socket.socket(family, kind, proto)
+        sock = socket.socket(family, kind | socket.SOCK_NONBLOCK, proto)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     else:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         address = side.path
-    sock.setblocking(False)
     err = sock.connect_ex(address)
     if err == errno.EAGAIN and sock.family == socket.AF_UNIX:
         sock.close()
@@ -167,7 +173,7 @@ def start_connect(side: Side, timeout: float, factory: SocketFactory) -> socket.
     if err not in (0, errno.EINPROGRESS):
         sock.close()
         raise connect_error(side, err)
-    return sock
+    return Started(sock, err == 0)
 
 
 def connect_error(side: Side, err: int) -> VsockError:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vsockctl.forward_address import Side, connect_error
+from vsockctl.forward_address import Side, Started, connect_error
 from vsockctl.forward_flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Flow, Pending
 from vsockctl.relay import Direction
 from vsockctl.transfer import END_OF_STREAM_ERRNOS
@@ -117,8 +117,12 @@ class Loop:
                 self._fail(fd, errno.ETIMEDOUT)
         return waiting
 
-    def add(self, client: socket.socket, peer: str, upstream: socket.socket) -> None:
-        """Relay ``client`` once ``upstream``'s non-blocking connect ends."""
+    def add(self, client: socket.socket, peer: str, started: Started) -> None:
+        """Relay ``client`` once ``started``'s non-blocking connect ends."""
+        upstream = started.sock
+        if started.done:
+            self._open(client, peer, upstream, watched=False)
+            return
         fd = upstream.fileno()
         self._connecting[fd] = _Connecting(
             client, peer, upstream, time.monotonic() + self.timeout + 0.5
@@ -131,20 +135,26 @@ class Loop:
             self._fail(fd, err)
             return
         pending = self._connecting.pop(fd)
-        self._poller.unregister(fd)
-        conn, upstream = pending.client, pending.upstream
+        self._open(pending.client, pending.peer, pending.upstream, watched=True)
+
+    def _open(self, conn: socket.socket, peer: str, upstream: socket.socket, watched: bool) -> None:
+        """Relay between ``conn`` and the connected ``upstream`` (``watched``: still
+        registered, for its connect to end)."""
         conn.setblocking(False)
-        pair = _Pair(Flow(pending.peer, self._target_name), conn, upstream)
+        pair = _Pair(Flow(peer, self._target_name), conn, upstream)
         self._pairs.add(pair)
         self.owner.opened(pair.flow, conn, upstream)
-        for way in pair.ways:
-            self._reading[way.src.fileno()] = (pair, way)
-            self._poller.register(way.src.fileno(), select.EPOLLIN)
+        self._reading[conn.fileno()] = (pair, pair.ways[0])
+        self._reading[upstream.fileno()] = (pair, pair.ways[1])
+        self._poller.register(conn.fileno(), select.EPOLLIN)
+        if watched:
+            self._poller.modify(upstream.fileno(), select.EPOLLIN)
+        else:
+            self._poller.register(upstream.fileno(), select.EPOLLIN)
 
     def _fail(self, fd: int, err: int) -> None:
         pending = self._connecting.pop(fd)
-        self._poller.unregister(fd)
-        pending.upstream.close()
+        pending.upstream.close()  # closing a socket takes it out of the epoll
         pending.client.close()
         self.owner.connect_failed(pending.peer, connect_error(self.target, err))
 
@@ -173,13 +183,15 @@ class Loop:
             self._hand_off(pair, way, bytes(self._buffer[sent:n]))
 
     def _end(self, pair: _Pair, way: _Way) -> None:
-        """``way``'s source ended: half-close its destination; the pair ends with both."""
+        """``way``'s source ended: half-close its destination; the pair ends with both
+        (closing both sockets half-closes that one too)."""
         way.open = False
+        if not any(w.open for w in pair.ways):
+            self._finish(pair)
+            return
         self._unwatch(way)
         with contextlib.suppress(OSError):
             way.dst.shutdown(socket.SHUT_WR)
-        if not any(w.open for w in pair.ways):
-            self._finish(pair)
 
     def _break(self, pair: _Pair, side: str, error: OSError) -> None:
         if pair.flow.reason == DONE:
@@ -193,8 +205,8 @@ class Loop:
             self._poller.unregister(fd)
 
     def _finish(self, pair: _Pair) -> None:
-        for way in pair.ways:
-            self._unwatch(way)
+        for way in pair.ways:  # the close takes the sockets out of the epoll
+            self._reading.pop(way.src.fileno(), None)
         self._pairs.discard(pair)
         pair.conn.close()
         pair.upstream.close()

@@ -90,6 +90,7 @@ class Forwarder:
 
     def __post_init__(self) -> None:
         self._free = self.max_connections  # connection slots (under _lock)
+        self._family = self.listener.family  # read once: each read builds an enum
         self._all_done = threading.Condition(self._lock)
 
     def serve(self, accepted: Callable[[], None] | None = None) -> None:
@@ -142,7 +143,7 @@ class Forwarder:
 
     def _start(self, conn: socket.socket, address: object) -> None:
         peer = self._peer_name(conn, address)
-        if self.allow is not None and not self.allow.permits(conn.family, address):
+        if self.allow is not None and not self.allow.permits(self._family, address):
             # Counted and reported before the client sees the close: a stop signal
             # arriving right after must not lose the refusal.
             with self._lock:
@@ -152,24 +153,23 @@ class Forwarder:
             self._give_slot()
             return
         try:
-            upstream = start_connect(self.target, self.timeout, self.factory)
+            started = start_connect(self.target, self.timeout, self.factory)
         except Exception as exc:
             conn.close()
             self.connect_failed(peer, exc)
             return
-        if upstream is not None:
-            self._loop.add(conn, peer, upstream)
+        if started is not None:
+            self._loop.add(conn, peer, started)
             return
         with self._lock:
             self._serving += 1
         self._workers.run(self._serve, conn, peer)
 
     def _peer_name(self, conn: socket.socket, address: object) -> str:
-        if isinstance(address, tuple) and self.listener.family in (
-            socket.AF_INET,
-            socket.AF_INET6,
-        ):
-            host = str(tcp_peer_address(address))
+        if isinstance(address, tuple) and self._family in (socket.AF_INET, socket.AF_INET6):
+            # An IPv4 listener's peers come as dotted quads already; an IPv6 one's
+            # may be IPv4-mapped.
+            host = address[0] if self._family == socket.AF_INET else str(tcp_peer_address(address))
             return f"tcp:[{host}]:{address[1]}" if ":" in host else f"tcp:{host}:{address[1]}"
         if isinstance(address, tuple) and isinstance(self.listen_side, VsockSide):
             return f"vsock:{VsockAddress(int(address[0]), int(address[1]))}"

@@ -57,11 +57,15 @@ class SocketType(Enum):
 
 
 def open_socket(
-    sock_type: SocketType = SocketType.STREAM, factory: SocketFactory = socket.socket
+    sock_type: SocketType = SocketType.STREAM,
+    factory: SocketFactory = socket.socket,
+    *,
+    blocking: bool = True,
 ) -> socket.socket:
-    """A new, unbound vsock socket of ``sock_type``."""
+    """A new, unbound vsock socket of ``sock_type`` (made non-blocking, without a
+    system call of its own, unless ``blocking``)."""
     try:
-        return factory(AF_VSOCK, sock_type.kind)
+        return factory(AF_VSOCK, sock_type.kind | (0 if blocking else socket.SOCK_NONBLOCK))
     except OSError as exc:
         if sock_type is SocketType.DGRAM and exc.errno == errno.ENODEV:
             raise VsockUnavailableError(

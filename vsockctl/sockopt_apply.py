@@ -14,7 +14,7 @@ from vsockctl import _libc
 from vsockctl.constants import AF_VSOCK
 from vsockctl.errors import VsockError
 from vsockctl.sockets import SocketFactory
-from vsockctl.sockopts import Kind, Setting, SockOpt, Value, lookup
+from vsockctl.sockopts import CType, Kind, Setting, SockOpt, Value, lookup
 
 
 def get_option(sock: socket.socket, opt: SockOpt) -> Value:
@@ -31,7 +31,11 @@ def get_option(sock: socket.socket, opt: SockOpt) -> Value:
 def set_option(sock: socket.socket, opt: SockOpt, value: Value) -> None:
     """Write ``opt`` on ``sock`` with its real width."""
     try:
-        _libc.setsockopt(sock.fileno(), opt.level, opt.number, opt.ctype.pack(value))
+        if opt.ctype is CType.U64 and opt.level == AF_VSOCK:
+            # CPython passes an AF_VSOCK option as 8 bytes: this one's width; no ctypes.
+            sock.setsockopt(opt.level, opt.number, int(value))
+        else:
+            _libc.setsockopt(sock.fileno(), opt.level, opt.number, opt.ctype.pack(value))
     except OSError as exc:
         raise VsockError.wrap(exc, f"setsockopt {opt.name}") from exc
 
@@ -59,11 +63,8 @@ def order(settings: Iterable[Setting]) -> list[Setting]:
     return [s for s in settings if s.option.limits] + [s for s in settings if not s.option.limits]
 
 
-def apply(
-    sock: socket.socket, settings: Sequence[Setting], strict: bool = True, read_back: bool = True
-) -> list[Applied]:
-    """Set each option (in :func:`order`), then read every one back (without
-    ``read_back``, an option set is taken as its value).
+def apply(sock: socket.socket, settings: Sequence[Setting], strict: bool = True) -> list[Applied]:
+    """Set each option (in :func:`order`), then read every one back.
 
     ``strict`` raises :class:`VsockError` for the first option the kernel
     refuses; otherwise each refusal is kept in its :class:`Applied`.
@@ -81,8 +82,6 @@ def apply(
         Applied(setting, None, None, errors[index])
         if index in errors
         else _read_back(sock, setting)
-        if read_back
-        else Applied(setting, setting.value)
         for index, setting in enumerate(ordered)
     ]
 
@@ -120,27 +119,34 @@ def configured(
     retries and probes make many sockets with the same result.
     """
     named = {s.option.name for s in settings}
-    wanted = [*(d for d in defaults if d.option.name not in named), *settings]
+    wanted = order([*(d for d in defaults if d.option.name not in named), *settings])
     reported = False
 
     def make(*args: Any, **kwargs: Any) -> socket.socket:
         nonlocal reported
         sock = factory(*args, **kwargs)
-        if sock.family != AF_VSOCK or not wanted:
+        # The family asked for: reading sock.family builds an enum, and forward
+        # makes a socket per connection.
+        if kwargs.get("family", args[0] if args else None) != AF_VSOCK or not wanted:
             return sock
         try:
-            # What the kernel makes of the settings is reported once: the sockets
-            # after the first (forward makes one per connection) skip the reading.
-            applied = apply(sock, wanted, strict=False, read_back=not reported)
+            if reported:  # the sockets after the first only set, in the same order
+                for setting in wanted:
+                    try:
+                        set_option(sock, setting.option, setting.value)
+                    except VsockError:
+                        if setting in settings:
+                            raise
+                return sock
+            applied = apply(sock, wanted, strict=False)
             refused = next((a for a in applied if a.error and a.setting in settings), None)
             if refused is not None and refused.error is not None:
                 raise refused.error
         except BaseException:
             sock.close()
             raise
-        if not reported:
-            reported = True
-            report([a for a in applied if a.error is None or a.setting in settings])
+        reported = True
+        report([a for a in applied if a.error is None or a.setting in settings])
         return sock
 
     return make
