@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from rounds import turns
+
 from vsockctl.address import VsockAddress
 from vsockctl.constants import VMADDR_CID_LOCAL
 from vsockctl.sockets import connect, listen
@@ -203,12 +205,10 @@ def forwarders(kinds: list[str], listen_at: str, target: str) -> Iterator[Client
 def in_rounds(
     clients: Clients, rounds: int, measure: Callable[[str, int | None], T]
 ) -> dict[str, list[T]]:
-    """``measure`` each of ``clients`` once per round, starting one further on each round."""
+    """``measure`` each of ``clients`` in :func:`rounds.turns`."""
     figures: dict[str, list[T]] = {name: [] for name in clients}
-    names = list(clients)
-    for turn in range(rounds):
-        for name in names[turn % len(names) :] + names[: turn % len(names)]:
-            figures[name].append(measure(*clients[name]))
+    for name in turns(list(clients), rounds):
+        figures[name].append(measure(*clients[name]))
     return figures
 
 

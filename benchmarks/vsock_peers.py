@@ -34,6 +34,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from rounds import turns
+
 CID = 1
 VSOCKCTL = [sys.executable, "-m", "vsockctl"]
 SO_VM_SOCKETS_BUFFER_SIZE, SO_VM_SOCKETS_BUFFER_MAX_SIZE = 0, 2
@@ -326,22 +328,18 @@ def run_vsock_perf(size: int, buf: int, vsock_buf: int | None) -> float:
 def measure_all(
     runs: int, tools: Mapping[str, Callable[[], float]]
 ) -> dict[str, list[float] | None]:
-    """``runs`` figures per tool, taken in rounds: each round runs every tool once,
-    starting one tool further on. This machine's speed drifts by tens of per cent
-    over minutes (TCG on a shared host), so all runs of one tool in a row would
-    compare one tool's good minutes with another's bad ones."""
-    names = list(tools)
-    results: dict[str, list[float] | None] = {name: [] for name in names}
-    for round_ in range(runs):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            figures = results[name]
-            if figures is None:
-                continue
-            try:
-                figures.append(tools[name]())
-            except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
-                print(f"  {name}: failed: {exc}")
-                results[name] = None
+    """``runs`` figures per tool, taken in :func:`rounds.turns`; a tool that fails
+    once is dropped (None)."""
+    results: dict[str, list[float] | None] = {name: [] for name in tools}
+    for name in turns(list(tools), runs):
+        figures = results[name]
+        if figures is None:
+            continue
+        try:
+            figures.append(tools[name]())
+        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+            print(f"  {name}: failed: {exc}")
+            results[name] = None
     return results
 
 

@@ -6,9 +6,10 @@ threads, one per direction, each blocked in the kernel
 (:func:`~vsockctl.relay.pump`), splicing where that helps; an idle connection
 there costs two parked threads and no buffer. The threads are reused
 (:class:`~vsockctl.workers.Workers`). Targets the loop cannot connect to
-without blocking (hybrid vsock, ``VMADDR_FLAG_TO_HOST``, Unix sockets) connect
-on a worker. One connection failing (the target refuses, either end resets)
-closes that connection only. The caller learns of every event through an
+without blocking (hybrid vsock, ``VMADDR_FLAG_TO_HOST``, the others
+:func:`~vsockctl.forward_address.start_connect` names) connect on a worker.
+One connection failing (the target refuses, either end resets) closes that
+connection only. The caller learns of every event through an
 :class:`Observer`, from whichever thread it happens on.
 """
 
