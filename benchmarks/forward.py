@@ -9,11 +9,14 @@ Prints, for each forwarder and for a direct vsock transfer:
 
 - bulk: one connection, SIZE bytes client -> TCP 127.0.0.1 -> forwarder -> vsock
   CID 1 -> a receiver that discards them; the median goodput of RUNS;
-- rate: connections per second (connect, 1 byte each way, close), from one client
-  (each connection waits for the last: latency) and from --clients client
-  processes at once (what a forwarder sustains), with the forwarder's CPU time
-  per connection (socat's includes its forked children); the same straight to
-  the vsock service is the most any forwarder could reach;
+- rate: connections per second (connect, 1 byte each way, close), one at a time
+  (each waits for the last: latency) and more at once (--at-once: what a forwarder
+  sustains), with the forwarder's CPU time per connection (socat's includes its
+  forked children). The forwarder runs on a CPU of its own, the clients and the
+  service on another: on the test VM's 2 vCPUs they would otherwise take CPU
+  from the forwarder (socat's forks spread over both, one event loop does not),
+  and the figure would measure the clients as much as the forwarder. The same
+  straight to the service ("direct") is the most the clients' CPU can drive;
 - 100 connections at once, 1 MiB each way, checked byte for byte;
 - resident memory of the forwarder holding 256 idle connections.
 
@@ -30,9 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import multiprocessing
-import os
-import select
 import shutil
 import socket
 import statistics
@@ -45,11 +45,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from forward_rate import FORWARDER_CPU, LOAD_CPU, open_client, pong, rate
 from rounds import turns
 
 from vsockctl.address import VsockAddress
 from vsockctl.constants import VMADDR_CID_LOCAL
-from vsockctl.sockets import connect, listen
+from vsockctl.sockets import listen
 from vsockctl.units import parse_size
 
 CHUNK = 1 << 20
@@ -105,64 +106,17 @@ def hold(conn: socket.socket) -> None:
     conn.recv(1)
 
 
-def pong_service(listener: socket.socket) -> None:
-    """Send each connection's byte back and close it: one process and one epoll,
-    so that the service costs little next to the forwarders it measures."""
-    listener.setblocking(False)
-    poller = select.epoll()
-    poller.register(listener.fileno(), select.EPOLLIN)
-    conns: dict[int, socket.socket] = {}
-    while True:
-        for fd, _ in poller.poll():
-            if fd != listener.fileno():
-                with contextlib.suppress(OSError), conns.pop(fd) as conn:
-                    conn.send(conn.recv(1))  # the close takes it out of the epoll
-                continue
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    conn, _ = listener.accept()
-                    conns[conn.fileno()] = conn
-                    poller.register(conn.fileno(), select.EPOLLIN)
-
-
-@contextlib.contextmanager
-def pong(listener: socket.socket) -> Iterator[None]:
-    """:func:`pong_service` on ``listener``, in a process of its own."""
-    service = multiprocessing.Process(target=pong_service, args=(listener,), daemon=True)
-    service.start()
-    listener.close()  # the service has its own
-    try:
-        yield
-    finally:
-        service.kill()
-        service.join()
-
-
-def open_client(side: str) -> socket.socket:
-    """A connection to ``side``: tcp:127.0.0.1:PORT, unix:PATH or vsock:1:PORT."""
-    scheme, _, rest = side.partition(":")
-    if scheme == "tcp":
-        sock = socket.create_connection(("127.0.0.1", int(rest.rpartition(":")[2])))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-    if scheme == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(rest)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-    return connect(VsockAddress(VMADDR_CID_LOCAL, int(rest.rpartition(":")[2])))
-
-
 def socat_address(side: str, *, listening: bool) -> str:
     scheme, _, rest = side.partition(":")
     if scheme == "tcp":
         port = rest.rpartition(":")[2]
-        return f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr" if listening else f"TCP:{rest}"
+        return (
+            f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,backlog=1024"
+            if listening
+            else f"TCP:{rest}"
+        )
     if scheme == "unix":
-        return f"UNIX-LISTEN:{rest},fork" if listening else f"UNIX-CONNECT:{rest}"
+        return f"UNIX-LISTEN:{rest},fork,backlog=1024" if listening else f"UNIX-CONNECT:{rest}"
     return f"VSOCK-CONNECT:{rest}"
 
 
@@ -225,38 +179,6 @@ def send_all_of(side: str, size: int) -> float:
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(1) == b"k"
         return size * 8 / (time.perf_counter() - started) / 1e9
-
-
-def connections(job: tuple[str, int]) -> int:
-    """``count`` connections to ``side``, one after another (a client process's share)."""
-    side, count = job
-    for _ in range(count):
-        with open_client(side) as sock:
-            sock.sendall(b"p")
-            assert sock.recv(1) == b"p"
-    return count
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """CPU time of ``pid`` and of its children it has reaped (socat's forks)."""
-    if pid is None:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def rate(side: str, pid: int | None, count: int, clients: int) -> tuple[float, float]:
-    """Connections per second to ``side`` from ``clients`` processes at once, and the
-    milliseconds of CPU ``pid`` spent on each."""
-    with multiprocessing.Pool(clients) as pool:
-        pool.map(connections, [(side, 2)] * clients)  # every client process up and warm
-        before = cpu_seconds(pid)
-        started = time.perf_counter()
-        done = sum(pool.map(connections, [(side, count // clients)] * clients))
-        elapsed = time.perf_counter() - started
-    time.sleep(0.5)  # socat reaps the children of the last connections
-    return done / elapsed, (cpu_seconds(pid) - before) / done * 1000
 
 
 def concurrent(side: str) -> tuple[int, float]:
@@ -327,8 +249,8 @@ def print_bulk(kinds: list[str], size: int, runs: int) -> None:
 
 
 def print_rates(kinds: list[str], via: str, args: argparse.Namespace) -> None:
-    """Rates from 1 and from --clients clients, through each forwarder and direct."""
-    levels = sorted({1, args.clients})
+    """Rates at each --at-once level, through each forwarder and direct."""
+    levels = sorted({int(level) for level in args.at_once.split(",")})
     with tempfile.TemporaryDirectory() as tmp:
         if via == "unix":
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -350,7 +272,8 @@ def print_rates(kinds: list[str], via: str, args: argparse.Namespace) -> None:
             for name, runs in figures.items()
         }
         direct = medians["direct"][0]
-        print(f"  rate, {level} client{'s at once' if level > 1 else ' at a time'}:")
+        apart = "" if FORWARDER_CPU != LOAD_CPU else " (one CPU: clients and forwarder share it)"
+        print(f"  rate, {f'{level} at once' if level > 1 else 'one at a time'}{apart}:")
         print(f"    direct, no forwarder   {direct:7.1f} connections/s")
         for kind in kinds:
             figure, cpu = medians[kind]
@@ -372,9 +295,11 @@ def main() -> int:
     )
     parser.add_argument("--size", default="256M", help="bytes per bulk run (default 256M)")
     parser.add_argument("--runs", type=int, default=5, help="bulk runs, median (default 5)")
-    parser.add_argument("--rate-count", type=int, default=240, help="connections per rate run")
+    parser.add_argument("--rate-count", type=int, default=600, help="connections per rate run")
     parser.add_argument("--rate-rounds", type=int, default=3, help="rate runs, median (default 3)")
-    parser.add_argument("--clients", type=int, default=8, help="clients at once (default 8)")
+    parser.add_argument(
+        "--at-once", default="1,16,128", help="rate: connections under way at once (1,16,128)"
+    )
     parser.add_argument("--via", choices=("tcp", "unix"), default="tcp", help="see above")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]

@@ -54,6 +54,7 @@ DEFAULT_MAX_CONNECTIONS = 256
 STOP_GRACE = 2.0  # seconds connections get to report when the forwarder stops
 FDS_PER_CONNECTION = 6  # two sockets and, while bytes flow, a pipe each way
 SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
+ACCEPT_BATCH = 16  # clients accepted at most per wake-up, before other sockets get a turn
 OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -110,22 +111,30 @@ class Forwarder:
                 # stop() shuts it down from another thread), or sooner for a free slot.
                 if not loop.poll(0.5 if slot else 0.05):
                     continue
-                try:
-                    conn, address = self.listener.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as exc:
-                    if self._stopping or exc.errno == errno.EBADF:
-                        return
-                    if exc.errno in OUT_OF_FDS:  # wait for connections to close
-                        self.observer.refused("(next client)", f"cannot accept: {exc.strerror}")
-                        time.sleep(0.1)
-                        continue
-                    raise VsockError.wrap(exc, "accept") from exc
-                slot = False
-                self._start(conn, address)
-                if accepted is not None:
-                    accepted()
+                # Clients come in bursts: those waiting are taken in one wake-up.
+                for _ in range(ACCEPT_BATCH):
+                    if not slot and not (slot := self._take_slot()):
+                        break
+                    try:
+                        fd, address = self.listener._accept()  # type: ignore[attr-defined]
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as exc:
+                        if self._stopping or exc.errno == errno.EBADF:
+                            return
+                        if exc.errno in OUT_OF_FDS:  # wait for connections to close
+                            self.observer.refused("(next client)", f"cannot accept: {exc.strerror}")
+                            time.sleep(0.1)
+                            break
+                        raise VsockError.wrap(exc, "accept") from exc
+                    slot = False
+                    # Not socket.accept(): that reads the listener's family and type
+                    # (each builds an enum) and sets the new socket blocking, which
+                    # accept(2) made it already.
+                    conn = socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
+                    self._start(conn, address)
+                    if accepted is not None:
+                        accepted()
         finally:  # the loop's connections end with it; the workers' end in stop()
             if slot:
                 self._give_slot()
