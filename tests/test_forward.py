@@ -194,6 +194,33 @@ def test_failed_connects_give_their_slots_back(short_dir: Path) -> None:
     assert (fwd.totals.failed, fwd.totals.opened) == (5, 3)
 
 
+def test_waiting_clients_are_taken_together_but_never_past_the_limit(short_dir: Path) -> None:
+    """Clients already waiting are accepted in one wake-up, up to --max-connections;
+    the rest wait in the backlog until a connection ends."""
+    target = DigestServer(unix_server(short_dir / "t"))
+    with forwarding(UnixSide(f"{short_dir}/l"), UnixSide(f"{short_dir}/t"), max_connections=2) as (
+        fwd,
+        rec,
+        _,
+    ):
+        clients = [unix_client(short_dir / "l") for _ in range(6)]  # all in the backlog
+        for client in clients:
+            client.sendall(b"x")
+        rec.wait_for("opened", 2)
+        time.sleep(0.3)  # time to take more, were the limit not kept
+        opened_first = fwd.totals.opened
+        answers = []
+        for client in clients:
+            with client:
+                client.shutdown(socket.SHUT_WR)
+                answers.append(recv_all(client))
+        rec.wait_for("closed", 6)
+    target.close()
+    assert opened_first == 2
+    assert answers == [hashlib.sha256(b"x").digest()] * 6
+    assert fwd.totals.opened == 6
+
+
 def test_half_close_leaves_the_other_direction_open(short_dir: Path) -> None:
     """The target answers first, then reads to the client's end, then answers again."""
     target = DigestServer(unix_server(short_dir / "t"), reply=b"hello")
