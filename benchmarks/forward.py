@@ -8,7 +8,8 @@ Runs where vsock carries data over CID 1 (inside the test VM):
 Prints, for each forwarder and for a direct vsock transfer:
 
 - bulk: one connection, SIZE bytes client -> TCP 127.0.0.1 -> forwarder -> vsock
-  CID 1 -> a receiver that discards them; the median goodput of RUNS;
+  CID 1 -> a receiver that discards them; the median goodput of RUNS, to a
+  receiver with the kernel's default vsock buffer and to one with vsockctl recv's;
 - rate: connections per second (connect, 1 byte each way, close), one at a time
   (each waits for the last: latency) and more at once (--at-once: what a forwarder
   sustains), with the forwarder's CPU time per connection (socat's includes its
@@ -51,10 +52,16 @@ from rounds import turns
 from vsockctl.address import VsockAddress
 from vsockctl.constants import VMADDR_CID_LOCAL
 from vsockctl.sockets import listen
+from vsockctl.sockopt_apply import apply
+from vsockctl.sockopts import parse_setting
 from vsockctl.units import parse_size
 
 CHUNK = 1 << 20
 TARGET_PORT = 9300
+# Bulk's receivers: the kernel's default vsock buffer and the one vsockctl recv sets.
+# With the first, the window of unread bytes is small enough that the forwarded
+# path's extra hop shows in each wait for credit.
+RECEIVER_BUFFERS = ((None, "the kernel's 256 KiB vsock buffer"), ("1M", "vsockctl's 1 MiB"))
 T = TypeVar("T")
 Clients = dict[str, tuple[str, int | None]]  # name: (the side its clients connect to, its pid)
 
@@ -62,8 +69,18 @@ Clients = dict[str, tuple[str, int | None]]  # name: (the side its clients conne
 class Target:
     """The vsock service behind the forwarder: per connection, ``serve(conn)``."""
 
-    def __init__(self, port: int, serve: Callable[[socket.socket], None]) -> None:
+    def __init__(
+        self, port: int, serve: Callable[[socket.socket], None], buffer: str | None = None
+    ) -> None:
         self.sock = listen(VsockAddress(VMADDR_CID_LOCAL, port), backlog=1024)
+        if buffer is not None:  # its connections' vsock buffer (they take the listener's)
+            apply(
+                self.sock,
+                [
+                    parse_setting(f"buffer-max-size={buffer}"),
+                    parse_setting(f"buffer-size={buffer}"),
+                ],
+            )
         self.serve = serve
         self.conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -237,15 +254,20 @@ def load_figures(kind: str, tcp_port: int) -> list[str]:
 
 
 def print_bulk(kinds: list[str], size: int, runs: int) -> None:
-    target = Target(TARGET_PORT, discard)
-    with forwarders(kinds, "tcp:127.0.0.1:1800{}", f"vsock:1:{TARGET_PORT}") as clients:
-        figures = in_rounds(clients, runs, lambda side, _: send_all_of(side, size))
-    target.close()
-    direct = statistics.median(figures["direct"])
-    print(f"  bulk, one connection:\n    direct, no forwarder   {direct:6.2f} Gbit/s")
-    for kind in kinds:
-        figure = statistics.median(figures[kind])
-        print(f"    {kind:<22} {figure:6.2f} Gbit/s ({figure / direct:.2f}x direct)")
+    """Bulk through each forwarder and direct, to a receiver with the kernel's default
+    vsock buffer and to one with vsockctl recv's."""
+    for index, (buffer, whose) in enumerate(RECEIVER_BUFFERS):
+        port = TARGET_PORT + 20 + index
+        target = Target(port, discard, buffer)
+        with forwarders(kinds, f"tcp:127.0.0.1:182{index}{{}}", f"vsock:1:{port}") as clients:
+            figures = in_rounds(clients, runs, lambda side, _: send_all_of(side, size))
+        target.close()
+        direct = statistics.median(figures["direct"])
+        print(f"  bulk, one connection, to a receiver with {whose}:")
+        print(f"    direct, no forwarder   {direct:6.2f} Gbit/s")
+        for kind in kinds:
+            figure = statistics.median(figures[kind])
+            print(f"    {kind:<22} {figure:6.2f} Gbit/s ({figure / direct:.2f}x direct)")
 
 
 def print_rates(kinds: list[str], via: str, args: argparse.Namespace) -> None:
