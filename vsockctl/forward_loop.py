@@ -3,14 +3,14 @@ connections.
 
 A connection starts here: the accept, a non-blocking connect to the target and
 its first bytes each way cost no thread at all. Measured in the test VM (TCG;
-connect, 1 byte each way, close; ``benchmarks/forward.py``), two threads per
-connection served 39 to 43 connections/s one client at a time (socat, forking
-per connection, 52 to 62); this loop serves 78 to 87 (socat 59 to 61 in the
-same runs), and 154 to 175 from 8 clients at once (socat 72 to 91), at 4.4 to
-4.7 ms of CPU per connection to socat's 13.8 to 14.6. A connection that
-turns out to carry more (a full buffer in one read, or a destination that
-cannot take a whole read at once) goes to :meth:`Owner.hand_off`: two threads in the kernel,
-splicing, hold bulk rates where this loop would take the GIL for every 64 KiB.
+connect, 1 byte each way, close; ``benchmarks/forward.py``, each forwarder on a
+CPU of its own), two threads per connection served 39 to 43 connections/s one
+client at a time; this loop serves 70 to 90 (socat, forking per connection, 43
+to 64), and with 128 connections under way 267 to 272 (socat 69 to 70), at about
+3 ms of CPU per connection to socat's 13. A connection that turns out to carry
+more (a full buffer in one read, or a destination that cannot take a whole read
+at once) goes to :meth:`Owner.hand_off`: two threads in the kernel, splicing,
+hold bulk rates where this loop would take the GIL for every 64 KiB.
 """
 
 from __future__ import annotations
