@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -50,18 +50,23 @@ from forward_rate import FORWARDER_CPU, LOAD_CPU, open_client, pong, rate
 from rounds import turns
 
 from vsockctl.address import VsockAddress
+from vsockctl.cli.options import TRANSFER_BUFFER_DEFAULTS
 from vsockctl.constants import VMADDR_CID_LOCAL
 from vsockctl.sockets import listen
 from vsockctl.sockopt_apply import apply
-from vsockctl.sockopts import parse_setting
-from vsockctl.units import parse_size
+from vsockctl.sockopts import Setting
+from vsockctl.transfer import DEFAULT_CHUNK
+from vsockctl.units import format_size, parse_size
 
 CHUNK = 1 << 20
 TARGET_PORT = 9300
 # Bulk's receivers: the kernel's default vsock buffer and the one vsockctl recv sets.
 # With the first, the window of unread bytes is small enough that the forwarded
 # path's extra hop shows in each wait for credit.
-RECEIVER_BUFFERS = ((None, "the kernel's 256 KiB vsock buffer"), ("1M", "vsockctl's 1 MiB"))
+RECEIVER_BUFFERS: tuple[tuple[Sequence[Setting], str], ...] = (
+    ((), "the kernel's 256 KiB vsock buffer"),
+    (TRANSFER_BUFFER_DEFAULTS, f"vsockctl recv's {format_size(DEFAULT_CHUNK)}"),
+)
 T = TypeVar("T")
 Clients = dict[str, tuple[str, int | None]]  # name: (the side its clients connect to, its pid)
 
@@ -70,17 +75,13 @@ class Target:
     """The vsock service behind the forwarder: per connection, ``serve(conn)``."""
 
     def __init__(
-        self, port: int, serve: Callable[[socket.socket], None], buffer: str | None = None
+        self,
+        port: int,
+        serve: Callable[[socket.socket], None],
+        settings: Sequence[Setting] = (),
     ) -> None:
         self.sock = listen(VsockAddress(VMADDR_CID_LOCAL, port), backlog=1024)
-        if buffer is not None:  # its connections' vsock buffer (they take the listener's)
-            apply(
-                self.sock,
-                [
-                    parse_setting(f"buffer-max-size={buffer}"),
-                    parse_setting(f"buffer-size={buffer}"),
-                ],
-            )
+        apply(self.sock, settings)  # its connections take the listener's options
         self.serve = serve
         self.conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -256,9 +257,9 @@ def load_figures(kind: str, tcp_port: int) -> list[str]:
 def print_bulk(kinds: list[str], size: int, runs: int) -> None:
     """Bulk through each forwarder and direct, to a receiver with the kernel's default
     vsock buffer and to one with vsockctl recv's."""
-    for index, (buffer, whose) in enumerate(RECEIVER_BUFFERS):
+    for index, (settings, whose) in enumerate(RECEIVER_BUFFERS):
         port = TARGET_PORT + 20 + index
-        target = Target(port, discard, buffer)
+        target = Target(port, discard, settings)
         with forwarders(kinds, f"tcp:127.0.0.1:182{index}{{}}", f"vsock:1:{port}") as clients:
             figures = in_rounds(clients, runs, lambda side, _: send_all_of(side, size))
         target.close()

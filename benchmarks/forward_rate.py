@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 
-from vsockctl.constants import VMADDR_CID_LOCAL
+from vsockctl.constants import AF_VSOCK, VMADDR_CID_LOCAL
 
 CPUS = sorted(os.sched_getaffinity(0))
 # The forwarder measured runs on one CPU, the clients and the service on another
@@ -59,13 +59,13 @@ def open_client(side: str) -> socket.socket:
     with as few calls as can be (the clients share a CPU with the service)."""
     scheme, _, rest = side.partition(":")
     address: str | tuple[str | int, int] = rest
-    family = socket.AF_UNIX
+    family: int = socket.AF_UNIX
     if scheme != "unix":
         port = int(rest.rpartition(":")[2])
         family, address = (
             (socket.AF_INET, ("127.0.0.1", port))
             if scheme == "tcp"
-            else (socket.AF_VSOCK, (VMADDR_CID_LOCAL, port))
+            else (AF_VSOCK, (VMADDR_CID_LOCAL, port))
         )
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
