@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import tempfile
 
 # Every --json record a test makes vsockctl print (in-process or as a subprocess)
 # is checked against its declaration in vsockctl/events.py before it goes out.
@@ -21,10 +22,12 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.nested.agent_client import GuestError
 from vsockctl.cli import cli
 from vsockctl.cli.env import Env
 
 if TYPE_CHECKING:
+    from tests.hybrid.vm import HybridVm
     from tests.nested.guest import NestedGuest
 
 LOOPBACK = Path("/sys/module/vsock_loopback").is_dir()
@@ -32,6 +35,8 @@ IN_VM = os.environ.get("VSOCKCTL_VM_TIER") == "1"
 
 
 NESTED_READY = IN_VM and bool(os.environ.get("VSOCKCTL_NESTED_INITRAMFS"))
+# The hybrid stage runs here, on the machine, with the test VM behind a real mux.
+HYBRID_STAGE = os.environ.get("VSOCKCTL_HYBRID_STAGE") == "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -40,9 +45,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason="needs the nested guest inside the test VM (scripts/vmtest --nested)"
     )
     items.sort(key=lambda item: "nested_last" in item.keywords)  # stable: the rest keep order
+    skip_hybrid = pytest.mark.skip(
+        reason="needs the test VM behind vhost-device-vsock (scripts/vmtest --hybrid)"
+    )
     for item in items:
         if "nested" in item.keywords and not NESTED_READY:
             item.add_marker(skip_nested)
+        elif "hybrid" in item.keywords and not HYBRID_STAGE:
+            item.add_marker(skip_hybrid)
         elif "vsock" in item.keywords and not LOOPBACK:
             item.add_marker(skip)
 
@@ -66,8 +76,9 @@ def invoke() -> Invoke:
 class VmTierTally:
     """Counts vsock test outcomes in the VM, where a skip or an empty run is a failure."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, where: str) -> None:
         self.config = config
+        self.where = where
         self.passed = self.failed = self.skipped = 0
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -90,7 +101,7 @@ class VmTierTally:
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         verdict = "ok" if self.passed and not self.skipped and not self.failed else "FAILED"
         terminalreporter.write_line(
-            f"VM tier, kernel {platform.release()}: {self.passed} vsock tests passed in the VM, "
+            f"{self.where}: {self.passed} tests passed, "
             f"{self.failed} failed, {self.skipped} skipped "
             f"({verdict}; a skip or an empty run fails the VM tier)"
         )
@@ -98,18 +109,22 @@ class VmTierTally:
 
 def pytest_configure(config: pytest.Config) -> None:
     if IN_VM:
-        config.pluginmanager.register(VmTierTally(config), "vm-tier-tally")
+        where = f"VM tier, kernel {platform.release()}"
+        config.pluginmanager.register(VmTierTally(config, where), "vm-tier-tally")
+    elif HYBRID_STAGE:
+        where = "hybrid stage (this machine and the test VM behind vhost-device-vsock)"
+        config.pluginmanager.register(VmTierTally(config, where), "vm-tier-tally")
 
 
 # -- the nested guest (tests marked ``nested``; scripts/vmtest --nested) --------------------
 
-NESTED_FIGURES: list[str] = []
+STAGE_FIGURES: list[str] = []
 
 
 @pytest.fixture(scope="session")
 def nested_guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NestedGuest]:
     """The guest inside the test VM, booted once per run; its console comes with a failure."""
-    from tests.nested.guest import GuestError, from_environment
+    from tests.nested.guest import from_environment
 
     guest = from_environment(tmp_path_factory.mktemp("nested"))
     try:
@@ -117,7 +132,7 @@ def nested_guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NestedGue
     except GuestError as exc:
         guest.shutdown()
         pytest.fail(f"the nested guest did not boot: {exc}", pytrace=False)
-    NESTED_FIGURES.append(
+    STAGE_FIGURES.append(
         f"nested guest: kernel {ready['kernel']}, CID {ready['cid']}, up in "
         f"{guest.boot_seconds:.0f} s (the agent started {ready['started_at']} s after the "
         f"kernel, its preload took {ready['preload_seconds']} s)"
@@ -129,9 +144,32 @@ def nested_guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NestedGue
 @pytest.fixture
 def nested_figures() -> list[str]:
     """Lines for the run's summary (figures the tests print but do not assert)."""
-    return NESTED_FIGURES
+    return STAGE_FIGURES
+
+
+# -- the test VM behind a real hybrid mux (tests marked ``hybrid``; scripts/vmtest --hybrid) --
+
+
+@pytest.fixture(scope="session")
+def hybrid_vm() -> Iterator[HybridVm]:
+    """The test VM with vhost-device-vsock as its vsock device, booted once per run."""
+    from tests.hybrid.vm import HybridVm
+
+    with tempfile.TemporaryDirectory(prefix="vsk-hy", dir="/tmp") as name:
+        vm = HybridVm(Path(name), os.environ.get("VSOCKCTL_HYBRID_KERNEL", "6.12"))
+        try:
+            ready = vm.boot()
+        except GuestError as exc:
+            vm.shutdown()
+            pytest.fail(f"the hybrid stage's VM did not boot: {exc}", pytrace=False)
+        STAGE_FIGURES.append(
+            f"hybrid stage: VM kernel {ready['kernel']}, CID {ready['cid']}, up in "
+            f"{vm.boot_seconds:.0f} s behind vhost-device-vsock"
+        )
+        yield vm
+        vm.shutdown()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for line in NESTED_FIGURES:
+    for line in STAGE_FIGURES:
         terminalreporter.write_line(line)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.forward_peers import ForwardProcess, digest_through
-from tests.nested.guest import Completed, NestedGuest
+from tests.nested.agent_client import Completed
+from tests.nested.guest import NestedGuest
 from tests.peers import pattern, process, run_vsockctl, stop_process, vsockctl, vsockctl_args
 from vsockctl.status import ExitStatus
 

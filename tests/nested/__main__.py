@@ -13,7 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.nested.guest import GuestError, from_environment
+from tests.nested.agent_client import GuestError
+from tests.nested.guest import from_environment
 
 SHELL_SIGNS = set("|&;<>()$`\\\"'*?[#~=%")
 

@@ -1,6 +1,8 @@
 """The nested guest's agent: runs what the test VM asks, over a virtio-serial port.
 
-It is the guest's first Python and its only long-lived one. The control channel
+The hybrid stage runs it in the test VM too, for the tests on this machine
+(``python -m tests.nested.agent vsockctl.agent``: a port's name or its device).
+In the nested guest it is the first Python and the only long-lived one. The control channel
 is a virtio-serial port (``vsockctl.agent``), not vsock, so that the tests see
 only their own vsock sockets. One JSON object a line each way; each request
 gets one reply:
@@ -209,8 +211,24 @@ def main(argv: list[str]) -> int:
         raise
 
 
+def find_port(name: str, timeout: float = 30.0) -> str:
+    """The device of the virtio-serial port called ``name`` (a path is taken as it is)."""
+    if name.startswith("/"):
+        return name
+    deadline = time.monotonic() + timeout
+    while True:
+        for label in Path("/sys/class/virtio-ports").glob("*/name"):
+            with contextlib.suppress(OSError):
+                if label.read_text().strip() == name and Path("/dev", label.parent.name).exists():
+                    return f"/dev/{label.parent.name}"
+        if time.monotonic() > deadline:
+            raise FileNotFoundError(f"no virtio-serial port named {name}")
+        time.sleep(0.2)
+
+
 def serve(port: str, log: int) -> int:
     started = time.monotonic()
+    port = find_port(port)
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)  # so nothing preloaded takes the console for a terminal
