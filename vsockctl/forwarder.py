@@ -46,6 +46,7 @@ from vsockctl.forward_flow import (
     Totals,
 )
 from vsockctl.forward_loop import Loop
+from vsockctl.hybrid import linger
 from vsockctl.relay import Broken, Direction, pump
 from vsockctl.sockets import SocketFactory
 from vsockctl.workers import Workers
@@ -94,6 +95,8 @@ class Forwarder:
         self._free = self.max_connections  # connection slots (under _lock)
         self._family = self.listener.family  # read once: each read builds an enum
         self._all_done = threading.Condition(self._lock)
+        target = self.target
+        self.target_is_mux = isinstance(target, VsockSide) and target.route.uds is not None
 
     def serve(self, accepted: Callable[[], None] | None = None) -> None:
         """Accept and relay until the calling thread is interrupted (Ctrl-C, SIGTERM),
@@ -240,7 +243,10 @@ class Forwarder:
         else:
             self._workers.run(back, down)
         if up is not None:
-            self._direction(flow, conn, upstream, flow.upstream, up)
+            wait = None
+            if self.target_is_mux:  # a half-close there is a full close: let the guest finish
+                wait = lambda: linger(lambda: flow.downstream.bytes, back_done.is_set)  # noqa: E731
+            self._direction(flow, conn, upstream, flow.upstream, up, wait)
         back_done.wait()
         self._close(flow)
 
@@ -287,9 +293,10 @@ class Forwarder:
         dst: socket.socket,
         direction: Direction,
         first: bytes,
+        before_shutdown: Callable[[], None] | None = None,
     ) -> None:
         try:
-            pump(src, dst, direction, self.splice, first)
+            pump(src, dst, direction, self.splice, first, before_shutdown)
         except Broken as broken:
             with self._lock:
                 if flow.reason == DONE:

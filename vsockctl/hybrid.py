@@ -11,7 +11,15 @@ These VMMs expose a guest's vsock device on the host as a Unix socket
   listening on the Unix socket ``<uds_path>_<P>``.
 
 Streams only. The sockets returned are plain Python sockets that the data
-path treats exactly like vsock ones.
+path treats exactly like vsock ones, but for one thing: **a host-side
+half-close is a full close.** When the host end shuts down its writing side,
+Firecracker, vhost-device-vsock 0.3 and Cloud Hypervisor before v53 send the
+guest ``SHUTDOWN`` with both flags (receive and send), so the guest can no
+longer answer (its writes fail with EPIPE); Cloud Hypervisor v53 and later pass
+a half-close on as one. So vsockctl does not half-close such a connection when
+its own input ends: it goes on reading until the peer closes, or until the peer
+has sent nothing for :data:`MUX_LINGER` seconds, and only then shuts its side
+down (:func:`linger`).
 """
 
 from __future__ import annotations
@@ -22,14 +30,31 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from vsockctl.address import UnixEndpoint
 from vsockctl.errors import LocalIOError, ProtocolError, VsockError, VsockUnavailableError
 from vsockctl.status import exit_status_for
 
+MUX_LINGER = 2.0  # seconds a mux peer may stay silent after our input ended
 REPLY_MAX = 64  # "OK 4294967295\n" is 14 bytes; anything much longer is not a VMM talking
 _OK = re.compile(rb"^OK (\d{1,10})\n$")
+
+
+def linger(
+    received: Callable[[], int], ended: Callable[[], bool], seconds: float = MUX_LINGER
+) -> None:
+    """Wait until the peer's direction has ``ended``, or ``received`` has not grown for
+    ``seconds``: the moment to shut down a connection whose mux cannot half-close."""
+    last, quiet_since = received(), time.monotonic()
+    while not ended():
+        time.sleep(0.05)
+        now, moved = time.monotonic(), received()
+        if moved != last:
+            last, quiet_since = moved, now
+        elif now - quiet_since >= seconds:
+            return
 
 
 def listener_path(uds_path: str, port: int) -> str:

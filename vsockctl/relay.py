@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vsockctl.constants import AF_VSOCK
@@ -54,9 +55,10 @@ def pump(
     direction: Direction,
     splice: bool | None = None,
     first: bytes = b"",
+    before_shutdown: Callable[[], None] | None = None,
 ) -> None:
     """Move ``first``, then everything ``src`` sends, into ``dst``; then shut ``dst``'s
-    writing side.
+    writing side (after ``before_shutdown``: a hybrid vsock mux's linger).
 
     ``splice`` forces the way (None: :func:`splices_well`). Raises :class:`Broken`.
     """
@@ -77,6 +79,8 @@ def pump(
             splice = splices_well(dst)
         if not splice or not _splice(src, dst, direction):
             _copy(src, dst, direction)
+    if before_shutdown is not None:
+        before_shutdown()
     with contextlib.suppress(OSError):  # a peer already gone shows in the other direction
         dst.shutdown(socket.SHUT_WR)
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from vsockctl.address import Endpoint
 from vsockctl.errors import LocalIOError, VsockError
+from vsockctl.hybrid import linger
 from vsockctl.kernel_copy import SENDFILE_REFUSED, SpliceOut, sendfile_helps
 from vsockctl.signals import stop_after_loop
 from vsockctl.streams import Sink, Source
@@ -336,19 +337,24 @@ class Transfer:
         *,
         source_interactive: bool = False,
         messages: bool = False,
+        mux: bool = False,
     ) -> None:
         """Both directions at once, like netcat: ``source`` to the peer, the peer to ``sink``.
 
         When ``source`` ends, our side is shut down for writing (half-close) and
-        receiving goes on until the peer closes. When the peer closes first, the
-        rest of a piped ``source`` is still sent (nothing piped in is dropped),
-        unless the peer is gone; an interactive ``source`` (a terminal) ends there.
+        receiving goes on until the peer closes. On a hybrid vsock connection
+        (``mux``), where a half-close is a full close, the shutdown waits until
+        the peer closes or falls silent (:func:`~vsockctl.hybrid.linger`). When
+        the peer closes first, the rest of a piped ``source`` is still sent
+        (nothing piped in is dropped), unless the peer is gone; an interactive
+        ``source`` (a terminal) ends there.
         Without a ``source``, only receive, and never half-close. With
         ``messages`` (seqpacket) each send is one message of at most 64 KiB.
         """
         failures: list[BaseException] = []
         # The sending half keeps no digest and no progress: those are the receiver's.
         outgoing = Transfer(self.stats, address=self.address)
+        received = threading.Event()  # the peer closed: nothing more to wait for
 
         def outbound() -> None:
             assert source is not None
@@ -356,6 +362,8 @@ class Transfer:
                 outgoing.send_stream(
                     sock, source, MESSAGE_SEND_CHUNK if messages else DEFAULT_CHUNK
                 )
+                if mux:
+                    linger(lambda: self.stats.received_bytes, received.is_set)
                 sock.shutdown(socket.SHUT_WR)
             except OSError as exc:  # also shutdown on a connection the peer already closed
                 if exc.errno not in PEER_GONE_ERRNOS:
@@ -369,6 +377,7 @@ class Transfer:
             sender.start()
         try:
             self.receive_stream(sock, sink, MESSAGE_BUFFER if messages else DEFAULT_CHUNK)
+            received.set()
             if sender is not None and not source_interactive:
                 sender.join()
         finally:

@@ -211,4 +211,5 @@ def connect(
                 sink,
                 source_interactive=env.io.stdin_isatty,
                 messages=sock_type is SocketType.SEQPACKET,
+                mux=route.uds is not None,
             )

@@ -59,8 +59,10 @@ class Server:
         source: Source | None,
         command: str | None,
         keep_going: bool,
+        mux: bool = False,
     ) -> None:
         self.env = env
+        self.mux = mux  # clients arrive through a hybrid vsock mux, which cannot half-close
         self.sock_type = sock_type
         self.sink = sink
         self.source = source
@@ -88,6 +90,7 @@ class Server:
                         self.sink,
                         source_interactive=self.env.io.stdin_isatty,
                         messages=self.sock_type is SocketType.SEQPACKET,
+                        mux=self.mux,
                     )
         except (VsockError, OSError) as exc:
             if not self.keep_going:
@@ -205,10 +208,11 @@ def listen_command(
         source = None
         if not keep_going and command is None:
             source = open_source(env, "-", stack)
+        route = listen_route(cid, port, uds, sock_type)
         server_sock = open_listener(
             env,
             stack,
-            listen_route(cid, port, uds, sock_type),
+            route,
             sock_type,
             backlog=max(max_clients, socket.SOMAXCONN),
         )
@@ -221,6 +225,7 @@ def listen_command(
             source=source,
             command=command,
             keep_going=keep_going,
+            mux=route.uds is not None,
         )
         if not keep_going:
             conn, peer = accept(server_sock)
