@@ -58,6 +58,16 @@ EVENTS: tuple[Event, ...] = (
         },
     ),
     Event(
+        "stalled",
+        ("send",),
+        "one send has blocked for 10 s (said once per stall; the transfer goes on)",
+        {
+            "waited_ns": "how long the send under way has blocked",
+            "sent_bytes": "bytes sent before it",
+            "hint": "the likely causes, and what to try",
+        },
+    ),
+    Event(
         "connected",
         ("send", "connect"),
         "a connection is made",

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from vsockctl.address import Endpoint, UnixEndpoint, VsockAddress
-from vsockctl.constants import VMADDR_CID_ANY, VMADDR_PORT_ANY
+from vsockctl.constants import VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_PORT_ANY
 from vsockctl.errors import ProtocolError
 from vsockctl.hybrid import connect_hybrid, hybrid_listener, listener_path
 from vsockctl.sockets import (
@@ -51,6 +51,12 @@ class Route:
     def shown(self) -> Endpoint:
         """The peer as the user named it: CID:PORT, or the Unix socket and port."""
         return self.address if self.uds is None else UnixEndpoint(self.uds, self.port)
+
+    @property
+    def half_close_may_be_lost(self) -> bool:
+        """Whether our half-close may never reach the peer: a guest's connection to the
+        host (CID 2) may end at a VMM's user-space mux, which drops it."""
+        return self.uds is None and self.address.cid == VMADDR_CID_HOST
 
     def with_port(self, port: int) -> Route:
         return replace(self, address=replace(self.address, port=port))

@@ -132,6 +132,7 @@ class Transfer:
         self.progress = progress
         self.address = address
         self._next_progress_ns = 0
+        self.blocked_since: float | None = None  # when the send under way began (StallWatch)
 
     def tick(self) -> None:
         """After each chunk: progress, if 100 ms have passed."""
@@ -190,10 +191,12 @@ class Transfer:
                 data = view[:n]
                 if digest is not None:
                     digest.update(data)
+                self.blocked_since = time.monotonic()
                 try:
                     sock.sendall(data)
                 except OSError as exc:
                     raise VsockError.wrap(exc, "send", self.address) from exc
+                self.blocked_since = None
                 stats.sent_bytes += n
                 self.tick()
 
@@ -202,12 +205,14 @@ class Transfer:
         the kernel will not sendfile to this socket."""
         stats, out = self.stats, sock.fileno()
         while True:
+            self.blocked_since = time.monotonic()
             try:
                 n = os.sendfile(out, fd, None, chunk)
             except OSError as exc:
                 if exc.errno in SENDFILE_REFUSED and not stats.sent_bytes:
                     return False
                 raise VsockError.wrap(exc, "send", self.address) from exc
+            self.blocked_since = None
             if n == 0:
                 return True
             stats.sent_bytes += n
@@ -319,11 +324,19 @@ class Transfer:
                 stats.message_sizes[size] = stats.message_sizes.get(size, 0) + 1
                 self.tick()
 
-    def drain(self, sock: socket.socket) -> None:
-        """Read and count until the peer closes (a sender waiting for its receiver)."""
+    def drain(self, sock: socket.socket, quiet: float | None = None) -> None:
+        """Read and count until the peer closes (a sender waiting for its receiver), or
+        with ``quiet`` until it has said nothing for that many seconds: a guest's
+        half-close never reaches a program behind a hybrid VMM's mux (Firecracker,
+        vhost-device-vsock), so a receiver there waits for our full close."""
         view = memoryview(bytearray(64 * 1024))
         try:
-            while n := _recv(sock, view, 0, self.address):
+            while True:
+                if quiet is not None and not select.select([sock], [], [], quiet)[0]:
+                    return
+                n = _recv(sock, view, 0, self.address)
+                if not n:
+                    return
                 self.stats.received_bytes += n
         except VsockError as exc:
             if exc.errno not in PEER_GONE_ERRNOS:

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.nested.agent_client import AgentClient, GuestError
 
 GUEST_CID = 4
@@ -115,6 +117,14 @@ class HybridVm(AgentClient):
         if self.agent is not None:
             self.agent.close()
         if self.vmrun is not None and self.vmrun.poll() is None:
+            # QEMU runs under timeout(1), in a process group of its own: found by its socket.
+            qemus = [p for p in psutil.process_iter(["cmdline"])
+                     if str(self.vhost_user_socket) in " ".join(p.info["cmdline"] or ())
+                     and p.pid != (self.device.pid if self.device else None)]  # fmt: skip
+            for proc in qemus:
+                with contextlib.suppress(psutil.Error):
+                    proc.terminate()
+            psutil.wait_procs(qemus, timeout=30)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.vmrun.pid, signal.SIGTERM)
             try:

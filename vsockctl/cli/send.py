@@ -7,7 +7,9 @@ from contextlib import ExitStack
 
 import click
 
+from vsockctl.hybrid import MUX_LINGER
 from vsockctl.sockets import SocketType
+from vsockctl.stall import STALL_HINT, StallWatch
 from vsockctl.streams import PATTERNS, PatternSource, Source
 from vsockctl.transfer import Transfer, TransferStats
 
@@ -105,12 +107,20 @@ def send(
         stats = TransferStats()
         display = stack.enter_context(TransferDisplay(env, f"to {route.shown}", source.total))
         transfer = Transfer(stats, sha256=sha256, progress=display.update, address=route.shown)
-        with reporting(env, stats):
+
+        def stalled(waited: float) -> None:
+            if env.json:
+                env.emit({"event": "stalled", "waited_ns": int(waited * 1e9),
+                          "sent_bytes": stats.sent_bytes, "hint": STALL_HINT})  # fmt: skip
+            else:
+                env.message(f"vsockctl: no progress for {waited:.0f} s: {STALL_HINT}")
+
+        with reporting(env, stats), StallWatch(lambda: transfer.blocked_since, stalled):
             if message_size is not None or sock_type is not SocketType.STREAM:
                 transfer.send_messages(sock, source, message_size or 64 * 1024, count)
             else:
                 transfer.send_stream(sock, source, buf_size)
             if sock_type.connected:
                 sock.shutdown(socket.SHUT_WR)
-                transfer.drain(sock)
+                transfer.drain(sock, MUX_LINGER if route.half_close_may_be_lost else None)
             stats.finish()
