@@ -109,9 +109,8 @@ def test_each_vmms_command_line_gives_its_guest(
 
 
 def test_a_vhost_user_qemu_takes_cid_and_socket_from_its_backend() -> None:
-    guests = scanned(VHOST_USER_QEMU, VHOST_DEVICE)
-    vu = next(g for g in guests if g.vmm == "qemu")
-    assert (vu.name, vu.cid, vu.uds) == ("vu", 9, "/tmp/vm9.vsock")
+    (vu,) = scanned(VHOST_USER_QEMU, VHOST_DEVICE)  # one VM, not the backend beside it
+    assert (vu.vmm, vu.name, vu.cid, vu.uds) == ("qemu", "vu", 9, "/tmp/vm9.vsock")
     assert "vhost-device-vsock pid 101" in vu.source
 
 

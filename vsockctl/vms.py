@@ -59,13 +59,17 @@ def scan(table: ProcessTable | None = None, libvirt_dir: str = "/run/libvirt/qem
 
 
 def _join_vhost_user(guests: list[Guest]) -> None:
-    """A QEMU with a vhost-user-vsock device gets its CID and socket from the backend."""
+    """A QEMU with a vhost-user-vsock device gets its CID and socket from the backend,
+    which then is not listed on its own: they are one VM."""
     backends = {g.backend: g for g in guests if g.vmm == "vhost-device-vsock" and g.backend}
+    joined = []
     for guest in guests:
         backend = backends.get(guest.backend) if guest.vmm == "qemu" and guest.backend else None
         if backend is not None and guest.cid is None:
             guest.cid, guest.uds = backend.cid, backend.uds
             guest.source += f"; vhost-device-vsock pid {backend.pid}"
+            joined.append(backend)
+    guests[:] = [g for g in guests if not any(g is b for b in joined)]
 
 
 def _join_libvirt(guests: list[Guest], directory: str) -> None:
