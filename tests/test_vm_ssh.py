@@ -15,56 +15,18 @@ from pathlib import Path
 import pytest
 
 from tests.peers import LOCAL, free_port, process, vsockctl_args
+from tests.sshd import SSHD, keygen, serve_command, ssh_args
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(180)]
-
-SSHD = Path("/opt/vsockctl-vm/openssh-server/usr/sbin/sshd")
-# A uid-0 login of the test's own: no shadow entry, so no locked root account
-# can refuse it, and sshd's privilege separation user where the machine has none.
-USERS = "vsocktest:x:0:0:vsockctl test:/root:/bin/sh\n"
-PRIVSEP_USER = "sshd:x:65534:65534:sshd:/run/sshd:/usr/sbin/nologin\n"
 
 
 @pytest.fixture
 def sshd_command(tmp_path: Path) -> str:
-    """A command that serves one ssh connection on its stdin and stdout (``sshd -i``).
-
-    The passwd lines it needs are bind-mounted over /etc/passwd in a mount
-    namespace of sshd's own: the VM's users stay as they are.
-    """
+    """A command that serves one ssh connection on its stdin and stdout (``sshd -i``)."""
     if not SSHD.exists() or shutil.which("ssh") is None:
         pytest.fail("sshd or ssh missing: scripts/vm-packages installs them")
-    for name in ("host_key", "client_key"):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)],
-            check=True,
-        )
-    (tmp_path / "authorized_keys").write_bytes((tmp_path / "client_key.pub").read_bytes())
-    passwd = Path("/etc/passwd").read_text()
-    passwd += USERS + ("" if "\nsshd:" in passwd else PRIVSEP_USER)
-    (tmp_path / "passwd").write_text(passwd)
-    (tmp_path / "sshd_config").write_text(
-        f"HostKey {tmp_path}/host_key\n"
-        f"AuthorizedKeysFile {tmp_path}/authorized_keys\n"
-        "PermitRootLogin yes\nStrictModes no\nUsePAM no\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPidFile none\n"
-    )
-    (tmp_path / "serve.sh").write_text(
-        "mkdir -p /run/sshd\n"
-        f"mount --bind {tmp_path}/passwd /etc/passwd\n"
-        f"exec {SSHD} -i -e -f {tmp_path}/sshd_config\n"
-    )
-    return f"unshare -m sh {tmp_path}/serve.sh"
-
-
-def ssh_args(key: Path, port: int, *command: str) -> list[str]:
-    return [
-        "ssh", "-n", "-F", "/dev/null", "-i", str(key), "-p", str(port),
-        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=60",
-        "-o", "ProxyCommand=vsockctl connect %h:%p",
-        f"vsocktest@vsock/{LOCAL}", *command,
-    ]  # fmt: skip
+    keygen(tmp_path / "client_key")
+    return serve_command(tmp_path, (tmp_path / "client_key.pub").read_text())
 
 
 def test_ssh_logs_in_through_proxycommand_and_listen_exec(
@@ -84,7 +46,7 @@ def test_ssh_logs_in_through_proxycommand_and_listen_exec(
             said += line
         remote = "echo logged in as $(id -u); cat /proc/version"
         session = subprocess.run(
-            ssh_args(tmp_path / "client_key", port, remote),
+            ssh_args(tmp_path / "client_key", f"vsock/{LOCAL}", port, remote),
             capture_output=True,
             timeout=120,
         )

@@ -330,6 +330,8 @@ def _unix_listener(path: Path) -> socket.socket:
         ("vsock/3", Route(VsockAddress(3, 22))),
         ("vsock%3", Route(VsockAddress(3, 22))),
         ("vsock-mux//run/fc/v.sock", Route.hybrid("/run/fc/v.sock", 22)),
+        ("vsock-mux/run/fc/v.sock", Route.hybrid("/run/fc/v.sock", 22)),  # systemd's reading
+        ("vsock-mux/./v.sock", Route.hybrid("./v.sock", 22)),
         ("machine/web", Route(VsockAddress(3, 22))),  # a VM's name, as systemd-machined has it
         ("web", Route(VsockAddress(3, 22))),
     ],

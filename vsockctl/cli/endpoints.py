@@ -8,6 +8,8 @@ import threading
 from contextlib import ExitStack
 from typing import BinaryIO
 
+import click
+
 from vsockctl.address import Endpoint
 from vsockctl.errors import LocalIOError
 from vsockctl.route import Route
@@ -80,6 +82,8 @@ def open_connection(
     env: Env, route: Route, sock_type: SocketType, peer: PeerOptions
 ) -> socket.socket:
     """Connect along ``route``, retrying as ``peer`` says while nothing listens; say so."""
+    if route.uds is not None and sock_type is not SocketType.STREAM:
+        raise click.UsageError("hybrid vsock (--uds) carries streams only; use --type stream")
     sock = route.connect(
         sock_type,
         peer.timeout,

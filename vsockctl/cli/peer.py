@@ -91,8 +91,9 @@ class PeerOptions:
             return None
         if scheme in ("vsock", "machine"):  # a CID, or a VM's name
             return self.route(f"{rest}:{port_text}", None, None)
-        if scheme == "vsock-mux":
-            return Route.hybrid(rest, _port(port_text, "'vsock-mux/PATH:PORT'"))
+        if scheme == "vsock-mux":  # as systemd-ssh-proxy: absolute unless it starts with ./
+            path = rest if rest.startswith(("/", "./")) else f"/{rest}"
+            return Route.hybrid(path, _port(port_text, "'vsock-mux/PATH:PORT'"))
         return None
 
 
