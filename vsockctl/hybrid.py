@@ -38,6 +38,29 @@ from vsockctl.errors import LocalIOError, ProtocolError, VsockError, VsockUnavai
 from vsockctl.status import exit_status_for
 
 MUX_LINGER = 2.0  # seconds a mux peer may stay silent after our input ended
+
+# What each hybrid VMM's mux does with a half-close, read from its source (for the
+# man pages): (VMM, the host end shuts down writing, the guest end does).
+HALF_CLOSE_BY_VMM: tuple[tuple[str, str, str], ...] = (
+    ("Firecracker", "the guest gets SHUTDOWN with both flags: it can no longer send",
+     "ignored: the host program never sees the end of the stream"),
+    ("Cloud Hypervisor before v53", "as Firecracker", "ignored, as Firecracker"),
+    ("Cloud Hypervisor v53 and later", "a half-close (SHUTDOWN send flag only)",
+     "the host program reads the end of the stream"),
+    ("vhost-device-vsock 0.3 (rust-vmm)", "as Firecracker", "ignored, as Firecracker"),
+)  # fmt: skip
+MUX_MAN_SECTION = f"""\
+On the host, a hybrid vsock connection (--uds, uds:, vsock-mux/) is a Unix socket
+to the VMM's mux, and most muxes turn a half-close into a full close. So when its
+own input ends, vsockctl (connect, listen --uds, forward to uds:) does not shut
+its side down at once: it reads on until the guest closes, or until the guest has
+sent nothing for {MUX_LINGER:.0f} s, and then shuts down. A guest service that
+answers only after the end of its input cannot answer through such a mux at all.
+In the guest, a send to CID 2 stops waiting for the receiver's close after
+{MUX_LINGER:.0f} s of silence and closes, because the guest's half-close may never
+reach the host program.
+"""
+
 REPLY_MAX = 64  # "OK 4294967295\n" is 14 bytes; anything much longer is not a VMM talking
 _OK = re.compile(rb"^OK (\d{1,10})\n$")
 

@@ -2,13 +2,14 @@
 
 A sender blocks in the kernel when its peer grants no more credit: a receiver
 that does not read, a paused VM, or a device that dropped a packet. One such
-device is common enough to name: hybrid vsock VMMs built on rust-vmm's
-virtio-vsock crate (vhost-device-vsock 0.3, libkrun, Cloud Hypervisor before
-February 2026) expect a packet's data in one descriptor, while Linux guests
-since commit 6693731487a8 (6.17, and stable kernels it went back to: Debian's
-6.12.95 has it) put a packet over 32 KiB in several. The device drops the
-packet without a word and the connection stalls for good. Writes of at most
-32 KiB (``--buf-size 32K``) keep every packet in one descriptor.
+device is common enough to name: hybrid vsock devices that expect a packet's
+data in one descriptor (vhost-device-vsock 0.3, through rust-vmm's
+virtio-vsock crate; libkrun and Cloud Hypervisor until their fixes of early
+2026) meet Linux guests that, since commit 6693731487a8 (6.17, and the stable
+kernels it went back to: Debian's 6.12.95 here), put a packet over 32 KiB in
+several descriptors. The device drops the packet without a word and the
+connection stalls for good. Writes of at most 32 KiB (--buf-size 32K) keep
+every packet in one descriptor.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from types import TracebackType
 STALL_AFTER = 10.0  # seconds one send may block before we say so
 STALL_HINT = (
     "the receiver is not reading, the VM is paused, or the VMM dropped a packet "
-    "(hybrid vsock muxes built on rust-vmm drop packets over 32 KiB from Linux 6.17 and "
-    "recent stable guests: try --buf-size 32K)"
+    "(some hybrid vsock devices drop packets over 32 KiB from Linux 6.17 and recent stable "
+    "guests: try --buf-size 32K)"
 )
 
 

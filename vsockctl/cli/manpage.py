@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from vsockctl import events
+from vsockctl import events, hybrid, stall
 from vsockctl.bench import protocol, schema
 from vsockctl.errors import ERRNO_MEANINGS
 from vsockctl.sockopts import OPTIONS
@@ -24,7 +24,8 @@ from vsockctl.status import EXIT_STATUS_MEANINGS
 from .app import cli
 from .completion import SHELLS
 
-DATE = "2026-11-25"  # of this page layout; bump when the pages change in substance
+MUX_PAGES = ("vsockctl-connect", "vsockctl-listen", "vsockctl-send", "vsockctl-forward")
+DATE = "2026-11-30"  # of this page layout; bump when the pages change in substance
 SEE_ALSO = ["socat(1)", "ncat(1)", "ss(8)", "vsock(7)"]
 
 
@@ -161,6 +162,12 @@ def _extra_sections(name: str) -> list[str]:
             out += [".SS " + title]
             for key, text in keys.items():
                 out += [".TP", f"\\fB{roff(key)}\\fR", roff(text)]
+    if name in MUX_PAGES:
+        out += [".SH HYBRID VSOCK", ".PP", roff(" ".join(hybrid.MUX_MAN_SECTION.split()))]
+        for vmm, host_end, guest_end in hybrid.HALF_CLOSE_BY_VMM:
+            text = f"host end shuts down writing: {host_end}; guest end: {guest_end}."
+            out += [".TP", f"\\fB{roff(vmm)}\\fR", roff(text)]
+        out += [".PP", roff(" ".join((stall.__doc__ or "").split("\n\n", 1)[1].split()))]
     if name == "vsockctl-sockopt":
         out += [".SH OPTIONS KNOWN"]
         for opt in OPTIONS:
