@@ -38,6 +38,7 @@ from vsockctl.errors import LocalIOError, ProtocolError, VsockError, VsockUnavai
 from vsockctl.status import exit_status_for
 
 MUX_LINGER = 2.0  # seconds a mux peer may stay silent after our input ended
+CLOSE_WAIT = 0.5  # seconds a guest's send waits in silence for its receiver's close
 
 # What each hybrid VMM's mux does with a half-close, read from its source (for the
 # man pages): (VMM, the host end shuts down writing, the guest end does).
@@ -57,7 +58,7 @@ its side down at once: it reads on until the guest closes, or until the guest ha
 sent nothing for {MUX_LINGER:.0f} s, and then shuts down. A guest service that
 answers only after the end of its input cannot answer through such a mux at all.
 In the guest, a send to CID 2 stops waiting for the receiver's close after
-{MUX_LINGER:.0f} s of silence and closes, because the guest's half-close may never
+{CLOSE_WAIT} s of silence and closes, because the guest's half-close may never
 reach the host program.
 """
 

@@ -7,7 +7,7 @@ from contextlib import ExitStack
 
 import click
 
-from vsockctl.hybrid import MUX_LINGER
+from vsockctl.hybrid import CLOSE_WAIT
 from vsockctl.sockets import SocketType
 from vsockctl.stall import STALL_HINT, StallWatch
 from vsockctl.streams import PATTERNS, PatternSource, Source
@@ -122,5 +122,5 @@ def send(
                 transfer.send_stream(sock, source, buf_size)
             if sock_type.connected:
                 sock.shutdown(socket.SHUT_WR)
-                transfer.drain(sock, MUX_LINGER if route.half_close_may_be_lost else None)
+                transfer.drain(sock, CLOSE_WAIT if route.half_close_may_be_lost else None)
             stats.finish()
