@@ -10,7 +10,7 @@ stream), the receiver always ``vsockctl recv`` into /dev/null:
 
 - host to guest: the sender here speaks ``CONNECT <port>`` on the mux. vsockctl
   (``send --uds``, sendfile from a file); socat from the same file onto a Unix
-  socket whose handshake a small wrapper did (``FD:3``); a bare Python loop
+  socket whose handshake a small wrapper did (``FD:N``); a bare Python loop
   (handshake, ``readinto`` and ``sendall`` of 1 MiB).
 - guest to host: the sender in the VM connects to CID 2, the receiver here
   listens on ``mux.sock_PORT``. Every sender writes 32 KiB at a time: this
@@ -49,8 +49,8 @@ reply = b""
 while not reply.endswith(b"\\n"):
     reply += sock.recv(1)
 assert reply.startswith(b"OK "), reply
-os.dup2(sock.fileno(), 3)
-os.execvp(argv[0], argv)
+os.set_inheritable(sock.fileno(), True)
+os.execvp(argv[0], [a.replace("FD:SOCK", f"FD:{sock.fileno()}") for a in argv])
 """
 BARE_HOST = """
 import socket, sys
@@ -169,7 +169,7 @@ def measure(bench: Bench, mux: str, source: Path, rounds: int) -> dict[str, dict
             "131072",
             "-u",
             f"OPEN:{src}",
-            "FD:3",
+            "FD:SOCK",
         ],
         "python": lambda p: [sys.executable, "-c", BARE_HOST, mux, str(p), src],
     }
