@@ -243,9 +243,11 @@ class Forwarder:
         else:
             self._workers.run(back, down)
         if up is not None:
-            wait = None
-            if self.target_is_mux:  # a half-close there is a full close: let the guest finish
-                wait = lambda: linger(lambda: flow.downstream.bytes, back_done.is_set)  # noqa: E731
+
+            def guest_done() -> None:  # a half-close into a mux is a full close: wait first
+                linger(lambda: flow.downstream.bytes, back_done.is_set)
+
+            wait = guest_done if self.target_is_mux else None
             self._direction(flow, conn, upstream, flow.upstream, up, wait)
         back_done.wait()
         self._close(flow)

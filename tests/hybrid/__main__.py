@@ -26,7 +26,9 @@ def up(workdir: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         ready = vm.boot()
-        vm.agent.close() if vm.agent else None  # free the channel for 'run'
+        if vm.agent is not None:
+            vm.agent.close()  # the channel is 'run''s from now on
+            vm.agent = None
         print(f"hybrid: up in {vm.boot_seconds:.0f} s: {ready}; mux {vm.mux}", flush=True)
         while True:
             vm.check_alive()
@@ -58,7 +60,7 @@ def main(argv: list[str]) -> int:
         return up(Path(argv[1]))
     if len(argv) == 3 and argv[0] == "run":
         return run(Path(argv[1]), argv[2])
-    print(__doc__.strip().splitlines()[2:4], file=sys.stderr)
+    print("\n".join((__doc__ or "").strip().splitlines()[2:4]), file=sys.stderr)
     return 2
 
 
