@@ -39,9 +39,10 @@ from tests.hybrid.vm import HybridVm
 from vsockctl.units import parse_size
 
 VSOCKCTL = [sys.executable, "-m", "vsockctl"]
-HANDSHAKE = """
+# Programs for ``python -c``: CONNECT through the mux, then a sender (socat, or a loop).
+CONNECT = """
 import os, socket, sys
-mux, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+mux, port, rest = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 sock = socket.socket(socket.AF_UNIX)
 sock.connect(mux)
 sock.sendall(b"CONNECT %d\\n" % port)
@@ -49,24 +50,24 @@ reply = b""
 while not reply.endswith(b"\\n"):
     reply += sock.recv(1)
 assert reply.startswith(b"OK "), reply
-os.set_inheritable(sock.fileno(), True)
-os.execvp(argv[0], [a.replace("FD:SOCK", f"FD:{sock.fileno()}") for a in argv])
 """
-BARE_HOST = """
-import socket, sys
-mux, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-sock = socket.socket(socket.AF_UNIX)
-sock.connect(mux)
-sock.sendall(b"CONNECT %d\\n" % port)
-reply = b""
-while not reply.endswith(b"\\n"):
-    reply += sock.recv(1)
+HANDSHAKE = (
+    CONNECT
+    + """
+os.set_inheritable(sock.fileno(), True)
+os.execvp(rest[0], [a.replace("FD:SOCK", f"FD:{sock.fileno()}") for a in rest])
+"""
+)
+BARE_HOST = (
+    CONNECT
+    + """
 view = memoryview(bytearray(1 << 20))
-with open(path, "rb", buffering=0) as f:
+with open(rest[0], "rb", buffering=0) as f:
     while n := f.readinto(view):
         sock.sendall(view[:n])
 sock.close()
 """
+)
 BARE_GUEST = """
 import socket, sys
 port, path = int(sys.argv[1]), sys.argv[2]

@@ -17,7 +17,7 @@ import tempfile
 os.environ["VSOCKCTL_CHECK_EVENTS"] = "1"
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -121,17 +121,22 @@ def pytest_configure(config: pytest.Config) -> None:
 STAGE_FIGURES: list[str] = []
 
 
+def _boot(guest: NestedGuest | HybridVm, what: str) -> dict[str, Any]:
+    """``guest`` booted, or the test failed with why (its console's last lines)."""
+    try:
+        return guest.boot()
+    except GuestError as exc:
+        guest.shutdown()
+        pytest.fail(f"{what} did not boot: {exc}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def nested_guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NestedGuest]:
     """The guest inside the test VM, booted once per run; its console comes with a failure."""
     from tests.nested.guest import from_environment
 
     guest = from_environment(tmp_path_factory.mktemp("nested"))
-    try:
-        ready = guest.boot()
-    except GuestError as exc:
-        guest.shutdown()
-        pytest.fail(f"the nested guest did not boot: {exc}", pytrace=False)
+    ready = _boot(guest, "the nested guest")
     STAGE_FIGURES.append(
         f"nested guest: kernel {ready['kernel']}, CID {ready['cid']}, up in "
         f"{guest.boot_seconds:.0f} s (the agent started {ready['started_at']} s after the "
@@ -157,11 +162,7 @@ def hybrid_vm() -> Iterator[HybridVm]:
 
     with tempfile.TemporaryDirectory(prefix="vsk-hy", dir="/tmp") as name:
         vm = HybridVm(Path(name), os.environ.get("VSOCKCTL_HYBRID_KERNEL", "6.12"))
-        try:
-            ready = vm.boot()
-        except GuestError as exc:
-            vm.shutdown()
-            pytest.fail(f"the hybrid stage's VM did not boot: {exc}", pytrace=False)
+        ready = _boot(vm, "the hybrid stage's VM")
         STAGE_FIGURES.append(
             f"hybrid stage: VM kernel {ready['kernel']}, CID {ready['cid']}, up in "
             f"{vm.boot_seconds:.0f} s behind vhost-device-vsock"
