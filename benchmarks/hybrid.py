@@ -104,7 +104,7 @@ class Bench:
         port = self.next_port()
         pid = self.vm.spawn("vsockctl", "--json", "recv", "--port", str(port), "/dev/null")
         self.vm.wait_for_output(pid, '"listening"', 60)
-        subprocess.run(sender(port), check=True, stdout=subprocess.DEVNULL, timeout=600)
+        subprocess.run(sender(port), check=True, capture_output=True, timeout=600)
         done = self.vm.wait(pid, 120)
         return rate_of(done.stdout.decode())
 
