@@ -10,7 +10,6 @@ vm.shutdown()
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -30,12 +29,10 @@ DEVICE = Path("/opt/vsockctl-vm/vhost-device-vsock/usr/bin/vhost-device-vsock")
 
 class HybridVm(AgentClient):
     def __init__(self, workdir: Path, kernel: str = "6.12") -> None:
-        super().__init__()
-        self.workdir = workdir
+        super().__init__(workdir)
         self.kernel = kernel
         self.device: subprocess.Popen[bytes] | None = None
         self.vmrun: subprocess.Popen[bytes] | None = None
-        self.boot_seconds = 0.0
 
     @property
     def mux(self) -> Path:
@@ -61,13 +58,7 @@ class HybridVm(AgentClient):
                  "--hybrid", str(self.workdir), command],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
-        deadline = started + timeout
-        self.agent = self.connect_agent(self.workdir / "agent.sock", deadline)
-        line = self.read_line(deadline)
-        if line is None:
-            raise GuestError(f"no word from the VM's agent in {timeout:.0f} s" + self.tail())
-        self.boot_seconds = time.monotonic() - started
-        ready: dict[str, Any] = json.loads(line)
+        ready = self.await_ready(started, timeout, "the VM")
         if not self.mux.exists():
             raise GuestError("the VM is up but the device made no mux socket" + self.tail())
         return ready

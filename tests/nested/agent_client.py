@@ -41,7 +41,9 @@ class Completed:
 
 
 class AgentClient:
-    def __init__(self) -> None:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir  # where QEMU puts the agent's socket (agent.sock)
+        self.boot_seconds = 0.0
         self.agent: socket.socket | None = None
         self.replies = b""
         self.lock = threading.Lock()
@@ -63,6 +65,18 @@ class AgentClient:
                 return sock
             time.sleep(0.2)
         raise GuestError("QEMU never opened the agent's socket" + self.tail())
+
+    def await_ready(self, started: float, timeout: float, who: str) -> dict[str, Any]:
+        """The agent's ready line, once QEMU's socket opens and the agent speaks (within
+        ``timeout`` of ``started``); ``boot_seconds`` says how long it took."""
+        deadline = started + timeout
+        self.agent = self.connect_agent(self.workdir / "agent.sock", deadline)
+        line = self.read_line(deadline)
+        if line is None:
+            raise GuestError(f"no word from {who}'s agent in {timeout:.0f} s" + self.tail())
+        self.boot_seconds = time.monotonic() - started
+        ready: dict[str, Any] = json.loads(line)
+        return ready
 
     def read_line(self, deadline: float) -> bytes | None:
         assert self.agent is not None

@@ -13,7 +13,6 @@ resumes and powers the guest off.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -56,13 +55,11 @@ def load_vhost() -> None:
 
 class NestedGuest(AgentClient):
     def __init__(self, workdir: Path, kernel: Path, initramfs: Path, cid: int = GUEST_CID) -> None:
-        super().__init__()
-        self.workdir = workdir
+        super().__init__(workdir)
         self.kernel = kernel
         self.initramfs = initramfs
         self.cid = cid
         self.qemu: subprocess.Popen[bytes] | None = None
-        self.boot_seconds = 0.0
 
     # -- life ------------------------------------------------------------------------------
 
@@ -73,14 +70,7 @@ class NestedGuest(AgentClient):
         command = qemu_command(self.kernel, self.initramfs, self.workdir, self.cid)
         with (self.workdir / "qemu.log").open("wb") as log:
             self.qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        deadline = started + timeout
-        self.agent = self.connect_agent(self.workdir / "agent.sock", deadline)
-        line = self.read_line(deadline)
-        if line is None:
-            raise GuestError(f"no word from the guest's agent in {timeout:.0f} s" + self.tail())
-        self.boot_seconds = time.monotonic() - started
-        ready: dict[str, Any] = json.loads(line)
-        return ready
+        return self.await_ready(started, timeout, "the guest")
 
     def check_alive(self) -> None:
         if self.qemu is not None and self.qemu.poll() is not None:
