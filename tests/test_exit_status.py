@@ -35,6 +35,7 @@ def test_codes_are_stable() -> None:
         "PROTOCOL_ERROR": 8,
         "HANGUP": 129,
         "INTERRUPTED": 130,
+        "PIPE_CLOSED": 141,
         "TERMINATED": 143,
     }
     assert set(EXIT_STATUS_MEANINGS) == set(ExitStatus)

@@ -144,6 +144,8 @@ def accept(server: socket.socket) -> tuple[socket.socket, Endpoint]:
     try:
         conn, peer = server.accept()
     except OSError as exc:
+        if isinstance(exc, BlockingIOError):  # a timeout of 0: no client was waiting
+            exc = TimeoutError()
         local = local_address(server)
         raise VsockError.wrap(
             exc, "accept", local if isinstance(local, VsockAddress) else None

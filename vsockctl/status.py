@@ -29,6 +29,7 @@ class ExitStatus(IntEnum):
     PROTOCOL_ERROR = 8  # the peer answered, but not in the expected protocol
     HANGUP = 129  # SIGHUP (128 + 1): the terminal went away
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    PIPE_CLOSED = 141  # stdout's reader went away (128 + SIGPIPE): '| head -1'
     TERMINATED = 143  # SIGTERM (128 + 15): systemd, timeout(1), kill
 
 
@@ -44,6 +45,7 @@ EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.PROTOCOL_ERROR: "protocol error: the peer answered in an unexpected way",
     ExitStatus.HANGUP: "hung up (SIGHUP); handled as Ctrl-C is",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitStatus.PIPE_CLOSED: "stdout's reader went away (a pipe into head); nothing more is said",
     ExitStatus.TERMINATED: "terminated (SIGTERM: systemd, timeout); handled as Ctrl-C is",
 }
 

@@ -7,6 +7,7 @@ Local I/O failures are raised as :class:`LocalIOError`, naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import os
@@ -157,6 +158,53 @@ class StreamSink:
             self.stream.flush()
         except OSError as exc:
             raise LocalIOError.wrap(exc, "writing", self.name) from exc
+
+
+class OutputFile(StreamSink):
+    """A file written in place, whose old bytes survive until new ones arrive.
+
+    It is opened at once (so a path that cannot be written fails before any
+    socket is made) but not truncated: a bind that fails, a timeout or Ctrl-C
+    before a sender, or a sender that leaves without a byte, leave an existing
+    file as it was, and remove one this run created. Once bytes came, or the
+    command succeeded, the file is cut to what was written. In place rather than
+    through a temporary name and a rename: the file keeps its inode, owner, mode
+    and links, a FIFO or device works as a file does, the disk needs no room for
+    two copies, and the kernel can splice into it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.created = True
+        try:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            except FileExistsError:
+                self.created = False
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise LocalIOError.wrap(exc, "writing", path) from exc
+        self.path = path
+        self.regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        super().__init__(open(fd, "wb", buffering=0), path)  # noqa: SIM115 (closed by close())
+
+    def close(self, complete: bool) -> None:
+        """Cut the file to what was written, or leave it as it was (see the class)."""
+        fd = self.stream.fileno()
+        written = os.lseek(fd, 0, os.SEEK_CUR) if self.regular else 0
+        try:
+            if self.regular and (written or complete):
+                os.ftruncate(fd, written)
+        finally:
+            self.stream.close()
+            if self.created and not written and not complete:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+
+    def __enter__(self) -> OutputFile:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.close(complete=exc_type is None)
 
 
 class NullSink:

@@ -12,6 +12,7 @@ MODES = ("throughput", "latency")
 TYPES = ("stream", "seqpacket")
 MAX_PARALLEL = 128
 MAX_BUF = 64 << 20
+MAX_SECONDS = 86400.0  # a day
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ class TestSpec:
             raise bad(f"buffers above {MAX_BUF} bytes")
         if self.parallel > MAX_PARALLEL:
             raise bad(f"parallel above {MAX_PARALLEL}")
-        if self.seconds is not None and not (0 < float(self.seconds) <= 86400):
-            raise bad("seconds must be in (0, 86400]")
+        if self.seconds is not None and not (0 < float(self.seconds) <= MAX_SECONDS):
+            raise bad(f"seconds must be in (0, {MAX_SECONDS:.0f}]")
         if self.nbytes is not None and (not isinstance(self.nbytes, int) or self.nbytes < 1):
             raise bad("bytes must be a whole number >= 1")
         if self.mode == "latency" and (self.parallel != 1 or self.direction != "send"):

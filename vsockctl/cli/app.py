@@ -13,7 +13,8 @@ from vsockctl.signals import stop_signals_raise
 from vsockctl.status import EXIT_STATUS_MEANINGS, ExitStatus, exit_status_for
 
 from .env import Env, current_env
-from .errors import describe, report
+from .errors import describe, report, report_output_failure, report_usage
+from .stdio import flush_stdout, reserve_standard_fds
 
 EXIT_STATUS_HELP = "\n".join(
     f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_STATUS_MEANINGS.items()
@@ -72,26 +73,46 @@ class VsockctlGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        reserve_standard_fds()
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            status = self._run(argv, prog_name, complete_var, **extra)
+            flush_stdout()
+        except OSError as exc:  # click's own output (help, version) found stdout full or gone
+            status = report_output_failure(exc)
+        if standalone_mode:
+            sys.exit(int(status))
+        return status
+
+    def _run(
+        self, argv: list[str], prog_name: str | None, complete_var: str | None, **extra: Any
+    ) -> int:
         try:
             with stop_signals_raise():  # SIGTERM and SIGHUP end a command as Ctrl-C does
-                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-            status = result if isinstance(result, int) else 0
+                result = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            return result if isinstance(result, int) else 0
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare 'vsockctl': its help
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else self.name)
+            return ExitStatus.OK
         except click.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx is not None else "vsockctl"
-            click.echo(f"vsockctl: {exc.format_message()} (see '{command} --help')", err=True)
-            status = ExitStatus.USAGE
+            message = " ".join(exc.format_message().split())  # one line, whatever click wrote
+            return report_usage(f"{message} (see '{command} --help')", _wants_json(argv))
         except click.ClickException as exc:
             click.echo(f"vsockctl: {exc.format_message()}", err=True)
-            status = exc.exit_code
+            return exc.exit_code
         except click.Abort as exc:  # Ctrl-C or a stop signal before the command ran
             stop = exc.__cause__ or exc.__context__
             if not isinstance(stop, KeyboardInterrupt):
                 stop = KeyboardInterrupt()
             click.echo(f"vsockctl: {describe(stop)}", err=True)
-            status = exit_status_for(stop)
-        if standalone_mode:
-            sys.exit(int(status))
-        return status
+            return exit_status_for(stop)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """Whether --json was given, before or after the command name (not after ``--``)."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
 
 
 @click.group(

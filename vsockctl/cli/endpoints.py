@@ -14,7 +14,7 @@ from vsockctl.address import Endpoint
 from vsockctl.errors import LocalIOError
 from vsockctl.route import Route
 from vsockctl.sockets import SocketType, local_address
-from vsockctl.streams import Sink, Source, StreamSink, StreamSource
+from vsockctl.streams import OutputFile, Sink, Source, StreamSink, StreamSource
 from vsockctl.system import read_local_cid
 
 from .env import Env
@@ -33,18 +33,14 @@ def open_source(env: Env, path: str | None, stack: ExitStack) -> Source:
 
 
 def open_sink(env: Env, path: str | None, stack: ExitStack) -> Sink:
-    """``path`` (created or truncated), or stdout for ``-`` or nothing.
+    """``path`` (an :class:`OutputFile`), or stdout for ``-`` or nothing.
 
     When the data go to stdout, JSON events move to stderr.
     """
     if path is None or path == "-":
         env.events_to_stderr = True
         return StreamSink(_unbuffered(env.stdout, stack), "stdout")
-    try:
-        stream = stack.enter_context(open(path, "wb", buffering=0))  # noqa: SIM115 (closed by the stack)
-    except OSError as exc:
-        raise LocalIOError.wrap(exc, "writing", path) from exc
-    return StreamSink(stream, path)
+    return stack.enter_context(OutputFile(path))
 
 
 def _unbuffered(stream: BinaryIO, stack: ExitStack) -> BinaryIO:

@@ -6,19 +6,24 @@ the streams) by passing their own ``Env`` as CliRunner's ``obj``.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, TextIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 
 import click
 
+from vsockctl.errors import LocalIOError
 from vsockctl.events import check
 from vsockctl.sockets import SocketFactory
 from vsockctl.sockopt_apply import configured
 from vsockctl.sockopts import Setting
 from vsockctl.system import ProbePaths
+
+from .stdio import ReportingText, binary_stdin, binary_stdout
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -47,7 +52,8 @@ class Streams:
     @classmethod
     def current(cls) -> Streams:
         """The process's streams (CliRunner's, under a test)."""
-        stdin, stdout, stderr = sys.stdin.buffer, sys.stdout.buffer, sys.stderr
+        stdin, stdout = binary_stdin(), binary_stdout()
+        stderr = sys.stderr if sys.stderr is not None else open(os.devnull, "w")  # noqa: SIM115
         return cls(stdin, stdout, stderr, _isatty(stdin), _isatty(stdout), _isatty(stderr))
 
 
@@ -106,8 +112,9 @@ class Env:
             from rich.console import Console  # imported on first use: rich is slow to load
 
             tty = self.io.stdout_isatty
+            text = sys.stdout or io.TextIOWrapper(self.stdout)
             self._consoles["out"] = Console(
-                file=sys.stdout,
+                file=cast(TextIO, ReportingText(text, "stdout")),
                 force_terminal=tty,
                 highlight=False,
                 # A pipe or file has no width: wide enough that tables do not fold.
@@ -122,7 +129,9 @@ class Env:
             from rich.console import Console
 
             self._consoles["err"] = Console(
-                file=self.stderr, force_terminal=self.io.stderr_isatty, highlight=False
+                file=cast(TextIO, ReportingText(self.stderr, "stderr")),
+                force_terminal=self.io.stderr_isatty,
+                highlight=False,
             )
         return self._consoles["err"]
 
@@ -139,9 +148,12 @@ class Env:
         if self.events_to_stderr:
             self.stderr.write(line + "\n")
             self.stderr.flush()
-        else:
+            return
+        try:
             self.stdout.write(line.encode() + b"\n")
             self.stdout.flush()
+        except OSError as exc:
+            raise LocalIOError.wrap(exc, "writing", "stdout") from exc
 
 
 def current_env() -> Env:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import io
-import os
 import sys
 import traceback
 
@@ -20,6 +17,7 @@ from vsockctl.signals import Terminated
 from vsockctl.status import ExitStatus, exit_status_for
 
 from .env import Env
+from .stdio import is_closed_pipe, silence_stdout
 
 
 def describe(exc: BaseException) -> str:
@@ -45,31 +43,21 @@ def describe(exc: BaseException) -> str:
     return f"unexpected error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)"
 
 
-def _silence_broken_stdout() -> None:
-    """After EPIPE on stdout, point it at /dev/null so Python's exit flush stays quiet."""
-    with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
 def report(env: Env, exc: BaseException) -> ExitStatus:
-    """Say what went wrong, once, and return the exit status for it."""
+    """Say what went wrong, once, and return the exit status for it.
+
+    stdout's reader having gone (``| head -1``) ends the command without a word.
+    """
+    if is_closed_pipe(exc):
+        silence_stdout()
+        return ExitStatus.PIPE_CLOSED
     status = exit_status_for(exc)
-    if isinstance(exc, LocalIOError) and exc.name == "stdout" and exc.errno == errno.EPIPE:
-        _silence_broken_stdout()
-        env.events_to_stderr = True
     if env.verbose and not isinstance(exc, KeyboardInterrupt):
         env.stderr.write("".join(traceback.format_exception(exc)))
     env.stderr.write(f"vsockctl: {describe(exc)}\n")
     env.stderr.flush()
     if env.json:
-        record: dict[str, object] = {
-            "event": "error",
-            "message": describe(exc),
-            "exit_status": int(status),
-            "exit_name": status.name.lower(),
-        }
+        record: dict[str, object] = error_record(describe(exc), status)
         if isinstance(exc, OSError) and exc.errno is not None:
             record["errno"] = exc.errno
         if isinstance(exc, VsockError):
@@ -81,3 +69,31 @@ def report(env: Env, exc: BaseException) -> ExitStatus:
         with contextlib.suppress(OSError):  # stdout itself is gone; stderr had the line
             env.emit(record)
     return status
+
+
+def error_record(message: str, status: ExitStatus) -> dict[str, object]:
+    return {
+        "event": "error",
+        "message": message,
+        "exit_status": int(status),
+        "exit_name": status.name.lower(),
+    }
+
+
+def report_usage(message: str, json: bool) -> ExitStatus:
+    """A bad command line: one line on stderr, and with --json an ``error`` record."""
+    sys.stderr.write(f"vsockctl: {message}\n")
+    if json:
+        Env(json=True).emit(error_record(message, ExitStatus.USAGE))
+    return ExitStatus.USAGE
+
+
+def report_output_failure(exc: OSError) -> ExitStatus:
+    """Writing click's own output (help, version, a usage line) failed."""
+    if is_closed_pipe(exc):
+        silence_stdout()
+        return ExitStatus.PIPE_CLOSED
+    silence_stdout()
+    with contextlib.suppress(OSError):
+        sys.stderr.write(f"vsockctl: {LocalIOError.wrap(exc, 'writing', 'stdout')}\n")
+    return ExitStatus.ERROR

@@ -36,6 +36,7 @@ from .env import Env, current_env
 from .errors import describe
 from .options import (
     CID,
+    LOCAL_FILE,
     PORT,
     output_options,
     socket_type_option,
@@ -74,6 +75,7 @@ class Server:
 
     def handle(self, conn: socket.socket, peer: Endpoint) -> None:
         stats = TransferStats()
+        complete = False
         with self._lock:
             self._live.add(conn)
         try:
@@ -92,6 +94,7 @@ class Server:
                         messages=self.sock_type is SocketType.SEQPACKET,
                         mux=self.mux,
                     )
+            complete = True
         except (VsockError, OSError) as exc:
             if not self.keep_going:
                 raise
@@ -100,7 +103,7 @@ class Server:
             with self._lock:
                 self._live.discard(conn)
             stats.finish()
-            self._closed(peer, stats)
+            self._closed(peer, stats, complete)
 
     def stop(self, threads: list[threading.Thread]) -> None:
         """End every connection still being served, so each reports how it closed."""
@@ -134,11 +137,13 @@ class Server:
         elif self.env.verbose:
             self.env.message(f"{peer}: command exited with {returncode}")
 
-    def _closed(self, peer: Endpoint, stats: TransferStats) -> None:
+    def _closed(self, peer: Endpoint, stats: TransferStats, complete: bool) -> None:
+        """The connection's stats: with --json always; as a line with -v, or when a relay
+        failed or was interrupted."""
         if self.env.json:
             self.env.emit({"event": "closed", "peer": str(peer), **stats.to_dict()})
-        elif self.env.verbose:
-            report_stats(self.env, stats, complete=True)
+        elif self.env.verbose or (not complete and self.command is None):
+            report_stats(self.env, stats, complete)
 
 
 @cli.command(name="listen", short_help="Listen on a port; relay, receive, or --exec per client.")
@@ -148,7 +153,7 @@ class Server:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, allow_dash=True),
+    type=LOCAL_FILE,
     help="Write what clients send to this file instead of stdout.",
 )
 @click.option(

@@ -45,6 +45,9 @@ CID = ParsedParam("CID", parse_cid, AddressError, int)
 PORT = ParsedParam("PORT", parse_port, AddressError, int)
 SIZE = ParsedParam("SIZE", parse_size, UnitError, int)
 DURATION = ParsedParam("DURATION", parse_duration, UnitError, float)
+# A file to read or write: completed as a path, but checked only by opening it, so a
+# missing, unreadable or directory FILE is a local-file error (exit 1), not a usage one.
+LOCAL_FILE = click.Path(allow_dash=True, readable=False)
 
 
 def _set_output(ctx: click.Context, param: click.Parameter, value: Any) -> None:

@@ -16,6 +16,7 @@ from .env import current_env
 from .options import (
     CID,
     DURATION,
+    LOCAL_FILE,
     PORT,
     SIZE,
     output_options,
@@ -36,7 +37,7 @@ def _check_hex(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 @cli.command(short_help="Receive one transfer into a file or stdout, and check it.")
-@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("file", required=False, type=LOCAL_FILE)
 @click.option("--port", type=PORT, required=True, help="Port to listen on ('any': kernel picks).")
 @click.option("--cid", type=CID, default="any", show_default=True, help="Local CID to bind.")
 @socket_type_option()

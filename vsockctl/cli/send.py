@@ -18,6 +18,7 @@ from .endpoints import open_connection, open_source
 from .env import current_env
 from .options import (
     CID,
+    LOCAL_FILE,
     PORT,
     SIZE,
     output_options,
@@ -29,9 +30,7 @@ from .transfer_ui import TransferDisplay, reporting
 
 
 @cli.command(short_help="Send a file, stdin or generated data, with stats.")
-@click.argument(
-    "file", required=False, type=click.Path(exists=True, dir_okay=False, allow_dash=True)
-)
+@click.argument("file", required=False, type=LOCAL_FILE)
 @click.option("--cid", type=CID, help="The receiver's CID.")
 @click.option("--port", type=PORT, help="The receiver's port.")
 @click.option("--to", "target", metavar="CID:PORT", help="The receiver, as CID:PORT.")

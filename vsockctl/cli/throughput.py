@@ -15,12 +15,12 @@ from vsockctl.address import AddressError, VsockAddress, parse_address, parse_po
 from vsockctl.bench.client import ClientError, run_client
 from vsockctl.bench.protocol import DEFAULT_PORT
 from vsockctl.bench.server import ThroughputServer
-from vsockctl.bench.spec import TestSpec
+from vsockctl.bench.spec import MAX_BUF, MAX_SECONDS, TestSpec
 from vsockctl.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL
 from vsockctl.errors import ProtocolError, VsockUnavailableError
 from vsockctl.route import Route
 from vsockctl.sockets import SocketType
-from vsockctl.units import UnitError, parse_size
+from vsockctl.units import UnitError, format_size, parse_size
 
 from .app import cli
 from .endpoints import announce_listening, open_listener
@@ -200,6 +200,11 @@ def _spec(
         raise click.UsageError("--latency runs one stream there and back; drop -P/-R/--bidir")
     if nbytes is not None and nbytes < parallel:
         raise click.UsageError("--bytes must be at least one byte per stream")
+    if seconds is not None and not 0 < seconds <= MAX_SECONDS:
+        raise click.UsageError(f"--time must be more than 0 and at most {MAX_SECONDS:.0f}s")
+    for option, size in (("--buf-size", buf_size), ("--msg-size", msg_size)):
+        if not 1 <= size <= MAX_BUF:
+            raise click.UsageError(f"{option} must be from 1 byte to {format_size(MAX_BUF)}")
     direction = "reverse" if reverse else "bidir" if bidir else "send"
     spec = TestSpec(
         mode="latency" if latency else "throughput",

@@ -101,11 +101,11 @@ def report_stats(env: Env, stats: TransferStats, complete: bool) -> None:
 
 @contextmanager
 def reporting(env: Env, stats: TransferStats) -> Iterator[TransferStats]:
-    """Report ``stats`` when the block ends: complete, or partial when it raised."""
+    """Report ``stats`` when the block ends: complete, or partial when it raised (even
+    with nothing moved: the error's hint points at them)."""
     try:
         yield stats
     except BaseException:
-        if stats.moved_bytes:
-            report_stats(env, stats, complete=False)
+        report_stats(env, stats, complete=False)
         raise
     report_stats(env, stats, complete=True)
