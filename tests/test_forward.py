@@ -26,6 +26,7 @@ from vsockctl.address import AddressError
 from vsockctl.events import validate
 from vsockctl.forward_address import TcpSide, UnixSide, VsockSide, parse_side
 from vsockctl.forward_flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Allow
+from vsockctl.status import ExitStatus
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -125,11 +126,14 @@ def test_bad_command_lines_exit_2_in_one_line(invoke: Invoke, args: list[str], s
     assert says in result.output and "Traceback" not in result.output
 
 
-def test_a_listener_in_use_exits_2_with_a_hint(invoke: Invoke, short_dir: Path) -> None:
+def test_a_listener_in_use_exits_1_as_recv_does_with_a_hint_for_its_family(
+    invoke: Invoke, short_dir: Path
+) -> None:
     with unix_server(short_dir / "busy"):
         result = invoke(["forward", f"unix:{short_dir}/busy", f"unix:{short_dir}/t"])
-    assert result.exit_code == 2, result.output
-    assert "is in use" in result.output and "ss -lxp" in result.output
+    assert result.exit_code == ExitStatus.ERROR, result.output
+    assert "(EADDRINUSE)" in result.output and "ss -lxp" in result.output
+    assert "vsockctl ls" not in result.output
 
 
 def test_a_file_that_is_not_a_socket_is_never_replaced(invoke: Invoke, short_dir: Path) -> None:

@@ -20,6 +20,7 @@ from vsockctl.constants import (
     VMADDR_FLAG_TO_HOST,
     VMADDR_PORT_ANY,
 )
+from vsockctl.units import whole_number
 
 CID_FORMS = "a number from 0 to 4294967295, or any, hypervisor, local, host"
 PORT_FORMS = "a number from 0 to 4294967295, or any"
@@ -93,7 +94,7 @@ def _parse_u32(text: str, what: str, forms: str) -> int:
         hint = " (use 'any' for VMADDR_CID_ANY)" if stripped == "-1" and what == "CID" else ""
         raise AddressError(f"{what} {text!r} is negative{hint}; expected {forms}")
     try:
-        value = int(stripped, 16) if stripped.lower().startswith("0x") else int(stripped, 10)
+        value = whole_number(stripped)
     except ValueError:
         raise AddressError(f"{what} {text!r} is not a number; expected {forms}") from None
     if value > U32_MAX:

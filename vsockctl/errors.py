@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vsockctl.address import Endpoint
 
@@ -57,7 +57,7 @@ ERRNO_MEANINGS: dict[int, ErrnoMeaning] = {
     ),
     errno.EADDRINUSE: ErrnoMeaning(
         "EADDRINUSE",
-        "the port is already bound",
+        "the port (or socket path) is already bound",
         "choose another port, or see who holds it with 'vsockctl ls'",
     ),
     errno.EACCES: ErrnoMeaning(
@@ -166,11 +166,13 @@ class VsockError(OSError):
         detail: str | None = None,
         *,
         target: str | None = None,
+        hint: str | None = None,
     ) -> None:
         super().__init__(err, detail or os.strerror(err))
         self.operation = operation
         self.address = address
         self.target = target  # what was addressed when it is not a CID:port (a Unix socket)
+        self.hint = hint  # what to try, where the errno's vsock hint does not fit (TCP)
 
     @property
     def where(self) -> str | None:
@@ -189,7 +191,8 @@ class VsockError(OSError):
     @property
     def meaning(self) -> ErrnoMeaning:
         assert self.errno is not None  # __init__ always sets it
-        return explain(self.errno, self.operation)
+        meaning = explain(self.errno, self.operation)
+        return meaning if self.hint is None else replace(meaning, hint=self.hint)
 
     def __str__(self) -> str:
         where = f" {self.where}" if self.where is not None else ""

@@ -27,6 +27,7 @@ from vsockctl.errors import VsockError
 from vsockctl.hybrid import unix_listener
 from vsockctl.route import Route
 from vsockctl.sockets import SocketFactory, SocketType, open_socket, set_connect_timeout
+from vsockctl.units import whole_number
 
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
 SIDE_FORMS = "tcp:HOST:PORT, unix:PATH, vsock:CID:PORT (or CID:PORT), or uds:PATH:PORT"
@@ -102,7 +103,7 @@ def _parse_tcp(text: str, rest: str) -> TcpSide:
         if ":" in host:
             raise AddressError(f"{text!r}: an IPv6 address goes in brackets, tcp:[{host}]:PORT")
     try:
-        port = int(port_text, 10)
+        port = whole_number(port_text)
     except ValueError:
         raise AddressError(f"{text!r}: the TCP port {port_text!r} is not a number") from None
     if not 0 <= port <= TCP_PORT_MAX:

@@ -30,7 +30,7 @@ from vsockctl.constants import (
     SO_VM_SOCKETS_TRUSTED,
     SO_ZEROCOPY,
 )
-from vsockctl.units import UnitError, format_size, parse_duration, parse_size
+from vsockctl.units import UnitError, format_size, parse_duration, parse_size, whole_number
 
 # On 64-bit Linux the plain SO_RCVTIMEO/SO_SNDTIMEO are the _OLD numbers (20/21),
 # which take a struct timeval of two longs.
@@ -306,7 +306,7 @@ def parse_value(opt: SockOpt, text: str) -> Value:
         elif opt.kind is Kind.DURATION:
             value = parse_duration(text)
         elif opt.kind is Kind.INT:
-            value = int(text, 0)
+            value = whole_number(text)
         elif text.strip().lower() in _TRUE | _FALSE:
             value = int(text.strip().lower() in _TRUE)
         else:

@@ -12,13 +12,28 @@ SIZE_FORMS = "a number of bytes with an optional K, M, G or T suffix (for exampl
 DURATION_FORMS = "seconds, or a number with ms, s, m or h (for example 500ms, 2s, 1.5m)"
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+# ASCII digits only: Python's own int() also takes '+3', '1_0' and '٣', which no one means.
+_SIZE_RE = re.compile(
+    r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE | re.ASCII
+)
 _DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "us": 0.000001, "m": 60.0, "h": 3600.0}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|us|s|m|h)?\s*$", re.IGNORECASE)
+_DURATION_RE = re.compile(
+    r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|us|s|m|h)?\s*$", re.IGNORECASE | re.ASCII
+)
+_WHOLE_RE = re.compile(r"-?(?:0x[0-9a-f]+|[0-9]+)", re.IGNORECASE | re.ASCII)
 
 
 class UnitError(ValueError):
     """Text that is not a size or duration; the message names the accepted forms."""
+
+
+def whole_number(text: str) -> int:
+    """A whole number in ASCII decimal or ``0x`` hex, with an optional minus: nothing
+    else Python's int() would take. Raises ValueError."""
+    stripped = text.strip()
+    if not _WHOLE_RE.fullmatch(stripped):
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(stripped, 0) if "x" in stripped.lower() else int(stripped, 10)
 
 
 def parse_size(text: str) -> int:

@@ -22,6 +22,7 @@ from .format import human_seconds
 from .options import (
     CID,
     PORT,
+    WholeRange,
     output_options,
     socket_type_option,
     transfer_sockopt_option,
@@ -143,7 +144,7 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(1, 256),
+    type=WholeRange(1, 256),
     default=16,
     show_default=True,
     help="With --probe: ports tried at once.",

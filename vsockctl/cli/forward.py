@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from vsockctl.address import AddressError, parse_cid
+from vsockctl.constants import VMADDR_CID_ANY, VMADDR_PORT_ANY
 from vsockctl.errors import VsockError
 from vsockctl.forward_address import (
     Side,
@@ -37,7 +38,7 @@ from .app import cli
 from .env import Env, current_env
 from .errors import describe
 from .format import human_bytes, human_seconds
-from .options import DURATION, output_options, transfer_sockopt_option
+from .options import DURATION, WholeRange, output_options, transfer_sockopt_option
 
 
 class SideParam(click.ParamType[Side]):
@@ -144,7 +145,7 @@ def _in_use_hint(side: Side) -> str:
 @click.argument("target", metavar="TARGET", type=SideParam())
 @click.option(
     "--max-connections",
-    type=click.IntRange(min=1),
+    type=WholeRange(min=1),
     default=DEFAULT_MAX_CONNECTIONS,
     show_default=True,
     help="Relay up to N connections at once; more wait in the listen queue.",
@@ -198,6 +199,13 @@ def forward_command(
     env = current_env()
     if isinstance(target, TcpSide) and target.port == 0:
         raise click.BadParameter("a target needs a TCP port from 1 to 65535", param_hint="'TARGET'")
+    if isinstance(target, VsockSide) and target.route.uds is None:
+        address = target.route.address
+        if address.cid == VMADDR_CID_ANY or address.port == VMADDR_PORT_ANY:
+            raise click.BadParameter(
+                f"{target} is not a peer: 'any' is for LISTEN; a target names its CID and port",
+                param_hint="'TARGET'",
+            )
     allowed = parse_allow(listen_at, allow)
     make_room_for(max_connections)
     report = Report(env)
@@ -207,8 +215,10 @@ def forward_command(
                 listen_side(listen_at, max(max_connections, socket.SOMAXCONN), env.vsock_factory())
             )
         except VsockError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise click.UsageError(f"{listen_at} is in use; {_in_use_hint(listen_at)}") from exc
+            if exc.errno == errno.EADDRINUSE:  # the hint for this family's listeners
+                raise VsockError(
+                    exc.errno, "bind", target=str(listen_at), hint=_in_use_hint(listen_at)
+                ) from exc
             raise
         listen_at = bound_side(listen_at, listener)
         forwarder = Forwarder(

@@ -38,6 +38,8 @@ from .options import (
     CID,
     LOCAL_FILE,
     PORT,
+    WholeRange,
+    given,
     output_options,
     socket_type_option,
     transfer_sockopt_option,
@@ -165,7 +167,7 @@ class Server:
 )
 @click.option(
     "--max-clients",
-    type=click.IntRange(min=1),
+    type=WholeRange(min=1),
     default=1,
     show_default=True,
     help="Serve up to N clients at once (implies --keep-open).",
@@ -207,6 +209,15 @@ def listen_command(
       vsockctl listen --port any --json
     """
     env = current_env()
+    if given("keep_open") and not keep_open and max_clients > 1:
+        raise click.UsageError("--once serves one client, --max-clients several: give one")
+    if command is not None and not command.strip():
+        raise click.UsageError("--exec needs a command (for example --exec cat)")
+    if command is not None and output is not None:
+        raise click.UsageError(
+            "--exec hands each client to the command, so -o would get nothing; "
+            "redirect the command's own output instead"
+        )
     keep_going = keep_open or max_clients > 1
     with ExitStack() as stack:
         sink = open_sink(env, output, stack)

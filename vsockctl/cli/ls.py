@@ -12,7 +12,7 @@ from vsockctl.sockets import SocketType
 from .app import cli
 from .env import current_env
 from .format import escape, new_table
-from .options import CID, PORT, output_options
+from .options import CID, PORT, WholeRange, output_options
 
 
 def _owners_text(sock: VsockSocket) -> str:
@@ -68,7 +68,7 @@ def _matches(
 )
 @click.option("--port", type=PORT, help="Only sockets with this local or peer port.")
 @click.option("--cid", type=CID, help="Only sockets with this local or peer CID.")
-@click.option("--pid", type=click.IntRange(min=1), help="Only sockets this process holds.")
+@click.option("--pid", type=WholeRange(min=1), help="Only sockets this process holds.")
 @output_options
 def ls_command(
     *, listening: bool, sock_type: str | None, port: int | None, cid: int | None, pid: int | None

@@ -6,13 +6,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
 from vsockctl.address import AddressError, parse_cid, parse_port
 from vsockctl.sockets import SocketType
 from vsockctl.sockopts import OPTIONS, Setting, SockOptError, parse_setting
 from vsockctl.transfer import DEFAULT_CHUNK
-from vsockctl.units import UnitError, format_size, parse_duration, parse_size
+from vsockctl.units import UnitError, format_size, parse_duration, parse_size, whole_number
 
 from .env import current_env
 
@@ -45,6 +46,27 @@ CID = ParsedParam("CID", parse_cid, AddressError, int)
 PORT = ParsedParam("PORT", parse_port, AddressError, int)
 SIZE = ParsedParam("SIZE", parse_size, UnitError, int)
 DURATION = ParsedParam("DURATION", parse_duration, UnitError, float)
+
+
+def given(name: str) -> bool:
+    """Whether the running command's parameter ``name`` was written on the command line
+    (or in the environment), rather than left at its default."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source is not ParameterSource.DEFAULT
+
+
+class WholeRange(click.IntRange):
+    """click's IntRange taking ASCII digits only (its int() also takes '+3', '1_0', '٣')."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                value = whole_number(value)
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+        return super().convert(value, param, ctx)
+
+
 # A file to read or write: completed as a path, but checked only by opening it, so a
 # missing, unreadable or directory FILE is a local-file error (exit 1), not a usage one.
 LOCAL_FILE = click.Path(allow_dash=True, readable=False)

@@ -24,7 +24,7 @@ from vsockctl.sockets import SocketType
 if TYPE_CHECKING:
     from vsockctl.vmm_sources import Guest
 
-from .options import DURATION
+from .options import DURATION, WholeRange
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,8 +53,14 @@ class PeerOptions:
             if target is not None:
                 if port is not None:
                     raise click.UsageError("give PORT or --port, not both")
+                cid_text, colon, port_text = target.rpartition(":")
+                if colon and cid_text:
+                    raise click.UsageError(
+                        f"with --uds the VMM's socket stands for the CID: give only the port "
+                        f"({port_text}), not {target}"
+                    )
                 try:
-                    port = parse_port(target.rpartition(":")[2])
+                    port = parse_port(port_text)
                 except AddressError as exc:
                     raise click.BadParameter(str(exc), param_hint="'PORT'") from exc
             if port is None:
@@ -156,7 +162,7 @@ _PEER_OPTIONS = [
     ),
     click.option(
         "--retry",
-        type=click.IntRange(min=0),
+        type=WholeRange(min=0),
         default=0,
         show_default=True,
         metavar="N",

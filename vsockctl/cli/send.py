@@ -21,6 +21,8 @@ from .options import (
     LOCAL_FILE,
     PORT,
     SIZE,
+    WholeRange,
+    given,
     output_options,
     socket_type_option,
     transfer_sockopt_option,
@@ -49,7 +51,7 @@ from .transfer_ui import TransferDisplay, reporting
     type=SIZE,
     help="Send messages of this size (one send each; seqpacket keeps the boundaries).",
 )
-@click.option("--count", type=click.IntRange(min=1), help="Stop after this many messages.")
+@click.option("--count", type=WholeRange(min=1), help="Stop after this many messages.")
 @click.option(
     "--buf-size",
     type=SIZE,
@@ -97,6 +99,8 @@ def send(
         raise click.UsageError("--count needs --message-size")
     if buf_size < 1 or (message_size is not None and message_size < 1):
         raise click.UsageError("--buf-size and --message-size must be at least 1 byte")
+    if size is None and count is None and given("pattern"):
+        raise click.UsageError("--pattern shapes generated data: give --size (or --count)")
     if size is None and count is not None and message_size is not None and file is None:
         size = count * message_size  # --count alone: generated messages, not stdin
     with ExitStack() as stack:

@@ -29,6 +29,7 @@ from .options import (
     DURATION,
     PORT,
     SIZE,
+    WholeRange,
     output_options,
     socket_type_option,
     sockopt_option,
@@ -83,7 +84,7 @@ class BufferSizeParam(click.ParamType[int | None]):
 @click.option(
     "-P",
     "--parallel",
-    type=click.IntRange(1, 128),
+    type=WholeRange(1, 128),
     default=1,
     show_default=True,
     help="Streams at once.",
@@ -162,9 +163,12 @@ def throughput(
 def _client_route(target: str | None, port: int | None, peer: PeerOptions) -> Route:
     """CID[:PORT] (the port defaults to the server's), or with --uds only the port."""
     if peer.uds is not None:  # only the port: the VMM's socket stands for the CID
-        if target is None and port is None:
-            port = DEFAULT_PORT
-        return peer.route(target, None, port)
+        if target is not None:
+            raise click.UsageError(
+                f"with --uds the VMM's socket stands for the CID: drop {target!r}, "
+                "give the server's port with --port"
+            )
+        return peer.route(None, None, DEFAULT_PORT if port is None else port)
     name, colon, port_text = (target or "").partition(":")
     try:
         if (guest := guest_named(name)) is not None:  # a VM's name, found once
