@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from vsockctl.address import Endpoint
 
@@ -57,7 +57,7 @@ ERRNO_MEANINGS: dict[int, ErrnoMeaning] = {
     ),
     errno.EADDRINUSE: ErrnoMeaning(
         "EADDRINUSE",
-        "the port (or socket path) is already bound",
+        "the port is already bound",
         "choose another port, or see who holds it with 'vsockctl ls'",
     ),
     errno.EACCES: ErrnoMeaning(
@@ -166,13 +166,13 @@ class VsockError(OSError):
         detail: str | None = None,
         *,
         target: str | None = None,
-        hint: str | None = None,
+        meaning: ErrnoMeaning | None = None,
     ) -> None:
         super().__init__(err, detail or os.strerror(err))
         self.operation = operation
         self.address = address
         self.target = target  # what was addressed when it is not a CID:port (a Unix socket)
-        self.hint = hint  # what to try, where the errno's vsock hint does not fit (TCP)
+        self._meaning = meaning  # where the errno's vsock meaning does not fit (TCP, Unix)
 
     @property
     def where(self) -> str | None:
@@ -191,8 +191,7 @@ class VsockError(OSError):
     @property
     def meaning(self) -> ErrnoMeaning:
         assert self.errno is not None  # __init__ always sets it
-        meaning = explain(self.errno, self.operation)
-        return meaning if self.hint is None else replace(meaning, hint=self.hint)
+        return self._meaning or explain(self.errno, self.operation)
 
     def __str__(self) -> str:
         where = f" {self.where}" if self.where is not None else ""

@@ -21,7 +21,7 @@ import click
 
 from vsockctl.address import AddressError, parse_cid
 from vsockctl.constants import VMADDR_CID_ANY, VMADDR_PORT_ANY
-from vsockctl.errors import VsockError
+from vsockctl.errors import ErrnoMeaning, VsockError
 from vsockctl.forward_address import (
     Side,
     TcpSide,
@@ -216,9 +216,10 @@ def forward_command(
             )
         except VsockError as exc:
             if exc.errno == errno.EADDRINUSE:  # the hint for this family's listeners
-                raise VsockError(
-                    exc.errno, "bind", target=str(listen_at), hint=_in_use_hint(listen_at)
-                ) from exc
+                in_use = ErrnoMeaning(
+                    "EADDRINUSE", "the address is in use", _in_use_hint(listen_at)
+                )
+                raise VsockError(exc.errno, "bind", target=str(listen_at), meaning=in_use) from exc
             raise
         listen_at = bound_side(listen_at, listener)
         forwarder = Forwarder(
