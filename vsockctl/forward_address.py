@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from vsockctl.address import AddressError, parse_address, parse_port
-from vsockctl.errors import VsockError
+from vsockctl.errors import ErrnoMeaning, VsockError
 from vsockctl.hybrid import unix_listener
 from vsockctl.route import Route
 from vsockctl.sockets import SocketFactory, SocketType, open_socket, set_connect_timeout
@@ -111,18 +111,18 @@ def _parse_tcp(text: str, rest: str) -> TcpSide:
     return TcpSide(host, port)
 
 
-def connect_side(side: Side, timeout: float, factory: SocketFactory) -> socket.socket:
+def connect_side(side: Side, timeout: float | None, factory: SocketFactory) -> socket.socket:
     """A connected stream to ``side`` (vsock sockets come from ``factory``)."""
     if isinstance(side, VsockSide):
         return side.route.connect(SocketType.STREAM, timeout, factory=factory)
     if isinstance(side, UnixSide):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        return _connect(sock, side.path, timeout, str(side))
+        return _connect(sock, side.path, timeout, side)
     last: OSError | None = None
     for family, kind, proto, _, address in _resolve(side, passive=False):
         sock = socket.socket(family, kind, proto)
         try:
-            conn = _connect(sock, address, timeout, str(side))
+            conn = _connect(sock, address, timeout, side)
         except VsockError as exc:
             last = exc
             continue
@@ -140,7 +140,7 @@ class Started(NamedTuple):
     done: bool
 
 
-def start_connect(side: Side, timeout: float, factory: SocketFactory) -> Started | None:
+def start_connect(side: Side, timeout: float | None, factory: SocketFactory) -> Started | None:
     """A non-blocking connect to ``side``: its socket is writable once it ends, and
     SO_ERROR says how. None where only the blocking :func:`connect_side` can reach
     ``side``: hybrid vsock (a handshake follows), ``VMADDR_FLAG_TO_HOST`` (libc's
@@ -153,7 +153,8 @@ def start_connect(side: Side, timeout: float, factory: SocketFactory) -> Started
         sock = open_socket(SocketType.STREAM, factory, blocking=False)
         address: Any = route.address.sockaddr()
         try:
-            set_connect_timeout(sock, timeout)
+            if timeout is not None:
+                set_connect_timeout(sock, timeout)
         except BaseException:
             sock.close()
             raise
@@ -177,14 +178,43 @@ def start_connect(side: Side, timeout: float, factory: SocketFactory) -> Started
     return Started(sock, err == 0)
 
 
+# A vsock peer that does not answer is not there (vsock has no lost handshakes to
+# retry); a TCP or Unix service can be live but slow to accept, and its kernel
+# keeps trying (TCP resends a dropped SYN for about two minutes).
+VSOCK_CONNECT_TIMEOUT = 5.0
+
+# What a failed connect to a TCP or Unix target means: not the vsock meanings.
+_SERVICE_MEANINGS = {
+    errno.ETIMEDOUT: ErrnoMeaning(
+        "ETIMEDOUT",
+        "the service did not accept within the connect timeout",
+        "is it up, and keeping up? raise --timeout, or leave it unset to wait as its kernel does",
+    ),
+    errno.ECONNREFUSED: ErrnoMeaning(
+        "ECONNREFUSED", "nothing listens there", "is the service running at that address?"
+    ),
+    errno.ENOENT: ErrnoMeaning(
+        "ENOENT", "there is no socket at that path", "is the service running, with that socket?"
+    ),
+}
+
+
+def connect_timeout(side: Side, given: float | None) -> float | None:
+    """How long to wait for ``side`` to accept: ``given``, else 5 s for vsock, else as
+    long as the kernel keeps trying (None)."""
+    if given is not None:
+        return given
+    return VSOCK_CONNECT_TIMEOUT if isinstance(side, VsockSide) else None
+
+
 def connect_error(side: Side, err: int) -> VsockError:
     """A failed connect to ``side``, as :func:`connect_side` reports it."""
     if isinstance(side, VsockSide):
         return VsockError(err, "connect", side.route.shown)
-    return VsockError(err, "connect", target=str(side))
+    return VsockError(err, "connect", target=str(side), meaning=_SERVICE_MEANINGS.get(err))
 
 
-def _connect(sock: socket.socket, address: Any, timeout: float, shown: str) -> socket.socket:
+def _connect(sock: socket.socket, address: Any, timeout: float | None, side: Side) -> socket.socket:
     try:
         sock.settimeout(timeout)
         sock.connect(address)
@@ -192,7 +222,7 @@ def _connect(sock: socket.socket, address: Any, timeout: float, shown: str) -> s
     except OSError as exc:
         sock.close()
         err = errno.ETIMEDOUT if isinstance(exc, TimeoutError) else (exc.errno or errno.EIO)
-        raise VsockError(err, "connect", target=shown) from exc
+        raise connect_error(side, err) from exc
     return sock
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import select
 import socket
 import time
@@ -80,7 +81,9 @@ class _Pair:
 class Loop:
     """The epoll over the listener, connects under way and short connections."""
 
-    def __init__(self, owner: Owner, listener: socket.socket, target: Side, timeout: float) -> None:
+    def __init__(
+        self, owner: Owner, listener: socket.socket, target: Side, timeout: float | None
+    ) -> None:
         self.owner = owner
         self.listener = listener
         self.target = target
@@ -126,9 +129,10 @@ class Loop:
             self._open(client, peer, upstream, watched=False)
             return
         fd = upstream.fileno()
-        self._connecting[fd] = _Connecting(
-            client, peer, upstream, time.monotonic() + self.timeout + 0.5
-        )
+        # A vsock connect ends by its own timeout; this is the backstop. Without a
+        # timeout, the kernel decides (TCP's SYN retries).
+        deadline = math.inf if self.timeout is None else time.monotonic() + self.timeout + 0.5
+        self._connecting[fd] = _Connecting(client, peer, upstream, deadline)
         self._poller.register(fd, select.EPOLLOUT)
 
     def _connected(self, fd: int) -> None:

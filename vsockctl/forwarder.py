@@ -28,6 +28,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from vsockctl.address import VsockAddress
 from vsockctl.errors import VsockError
 from vsockctl.forward_address import (
+    VSOCK_CONNECT_TIMEOUT,
     Side,
     VsockSide,
     connect_side,
@@ -80,7 +81,7 @@ class Forwarder:
     _: KW_ONLY
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     allow: Allow | None = None
-    timeout: float = 5.0
+    timeout: float | None = VSOCK_CONNECT_TIMEOUT  # None: as long as the kernel tries
     factory: SocketFactory = socket.socket
     splice: bool | None = None
     totals: Totals = field(init=False, default_factory=Totals)

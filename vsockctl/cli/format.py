@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from rich.table import Table
-
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
@@ -34,15 +29,3 @@ def human_seconds(ns: int) -> str:
 def escape(text: str) -> str:
     """``text`` with rich markup made literal (rich reads ``\\[`` as a plain ``[``)."""
     return text.replace("[", "\\[")
-
-
-def new_table(*columns: str, **kwargs: Any) -> Table:
-    """A rich table; rich is imported on first use, to keep the CLI's start quick."""
-    from rich.table import Table
-
-    kwargs.setdefault("box", None)
-    kwargs.setdefault("padding", (0, 2))
-    table = Table(**kwargs)
-    for column in columns:
-        table.add_column(column)
-    return table

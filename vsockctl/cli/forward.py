@@ -28,6 +28,7 @@ from vsockctl.forward_address import (
     UnixSide,
     VsockSide,
     bound_side,
+    connect_timeout,
     listen_side,
     parse_side,
 )
@@ -161,9 +162,10 @@ def _in_use_hint(side: Side) -> str:
 @click.option(
     "--timeout",
     type=DURATION,
-    default="5s",
-    show_default=True,
-    help="Give up connecting to TARGET after this long (that client is closed).",
+    help="Give up connecting to TARGET after this long (that client is closed). "
+    "[default: 5s for a vsock TARGET; a TCP or Unix TARGET gets as long as its kernel "
+    "keeps trying, so a busy service loses no client (TCP resends a dropped SYN for "
+    "about 2 minutes)]",
 )
 @transfer_sockopt_option
 @output_options
@@ -173,7 +175,7 @@ def forward_command(
     target: Side,
     max_connections: int,
     allow: tuple[str, ...],
-    timeout: float,
+    timeout: float | None,
 ) -> None:
     """Accept connections on LISTEN and relay each one to TARGET, both ways.
 
@@ -229,7 +231,7 @@ def forward_command(
             report,
             max_connections=max_connections,
             allow=allowed,
-            timeout=timeout,
+            timeout=connect_timeout(target, timeout),
             factory=env.vsock_factory(),
         )
         _announce(env, listen_at, target, max_connections)

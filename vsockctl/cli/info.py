@@ -21,6 +21,7 @@ from .app import cli
 from .env import Env, current_env
 from .format import escape
 from .options import PORT, output_options
+from .table import Column, Table, print_paragraph
 
 
 def _yes(flag: bool, yes: str = "yes", no: str = "no") -> str:
@@ -29,73 +30,61 @@ def _yes(flag: bool, yes: str = "yes", no: str = "no") -> str:
 
 def render(env: Env, info: SystemInfo) -> None:
     out = env.out
-    from rich.table import Table  # imported here: rich is slow to load
-
-    summary = Table.grid(padding=(0, 2))
-    summary.add_column(style="bold")
-    summary.add_column()
-    summary.add_row("kernel", info.kernel)
-    summary.add_row("AF_VSOCK", _yes(info.af_vsock))
+    summary = Table(Column("key"), Column("value", wrap=True), header=False)
+    rows = [("kernel", escape(info.kernel)), ("AF_VSOCK", _yes(info.af_vsock))]
     if info.local_cid is not None:
-        summary.add_row("local CID", f"{info.local_cid} ({describe_cid(info.local_cid)})")
+        rows.append(("local CID", f"{info.local_cid} ({describe_cid(info.local_cid)})"))
     else:
-        summary.add_row("local CID", f"unknown: {info.local_cid_error}")
-    summary.add_row("role", info.role)
-    summary.add_row("/dev/vsock", _yes(info.dev_vsock, "present", "absent"))
-    summary.add_row("/dev/vhost-vsock", _yes(info.dev_vhost_vsock, "present", "absent"))
-    summary.add_row("vsock_diag", _yes(info.diag_loaded, "loaded", "not loaded"))
-    if info.ns_mode is not None:
-        summary.add_row("namespace mode", f"{info.ns_mode} (children: {info.child_ns_mode})")
-    out.print("[bold]vsock on this machine[/]")
-    out.print(summary)
-
-    tables: list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]] = [
-        (
-            "Transports",
-            ("transport", "state", "role", "module", "what it serves"),
-            [
-                (t.name, _yes(t.present, "present", "absent"), t.role, t.module, t.description)
-                for t in info.transports
-            ],
-        ),
-        (
-            "Socket types (create + bind here)",
-            ("type", "usable", "why not"),
-            [
-                (s.type, _yes(s.usable), escape(f"{s.error}: {s.meaning}") if s.error else "")
-                for s in info.socket_types
-            ],
-        ),
-        (
-            "Kernel features (each tried, not read off the version)",
-            ("feature", "here", "how it was found"),
-            [
-                (
-                    f.name,
-                    "[dim]unknown[/]" if f.available is None else _yes(f.available),
-                    escape(f.how),
-                )
-                for f in info.features
-            ],
-        ),
+        rows.append(("local CID", escape(f"unknown: {info.local_cid_error}")))
+    rows += [
+        ("role", info.role),
+        ("/dev/vsock", _yes(info.dev_vsock, "present", "absent")),
+        ("/dev/vhost-vsock", _yes(info.dev_vhost_vsock, "present", "absent")),
+        ("vsock_diag", _yes(info.diag_loaded, "loaded", "not loaded")),
     ]
-    for title, columns, rows in tables:
-        if not rows:
-            continue
-        table = Table(title=title, title_justify="left", box=None, padding=(0, 2))
-        for column in columns:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*row)
-        out.print()
-        out.print(table)
+    if info.ns_mode is not None:
+        rows.append(("namespace mode", f"{info.ns_mode} (children: {info.child_ns_mode})"))
+    for key, value in rows:
+        summary.add_row(f"[bold]{key}[/]", value)
+    out.print("[bold]vsock on this machine[/]")
+    summary.print(env)
+
+    tables = [
+        Table(
+            "transport", "state", Column("role", optional=True), "module",
+            Column("what it serves", wrap=True, optional=True),
+            title="Transports",
+        ),
+        Table(
+            "type", "usable", Column("why not", wrap=True),
+            title="Socket types (create + bind here)",
+        ),
+        Table(
+            "feature", "here", Column("how it was found", wrap=True),
+            title="Kernel features (each tried, not read off the version)",
+        ),
+    ]  # fmt: skip
+    for t in info.transports:
+        tables[0].add_row(
+            t.name, _yes(t.present, "present", "absent"), t.role, t.module, escape(t.description)
+        )
+    for st in info.socket_types:
+        why = escape(f"{st.error}: {st.meaning}") if st.error else ""
+        tables[1].add_row(st.type, _yes(st.usable), why)
+    for f in info.features:
+        here = "[dim]unknown[/]" if f.available is None else _yes(f.available)
+        tables[2].add_row(f.name, here, escape(f.how))
+    for table in tables:
+        if table.rows:
+            out.print()
+            table.print(env)
 
     notes = findings(info)
     if notes:
         out.print()
         out.print("[bold]Notes[/]")
         for note in notes:
-            out.print(f"  - {note}")
+            print_paragraph(env, note, first="  - ", rest="    ")
 
 
 def _info_uds(env: Env, path: str, port: int | None) -> int:

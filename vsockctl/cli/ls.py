@@ -11,8 +11,9 @@ from vsockctl.sockets import SocketType
 
 from .app import cli
 from .env import current_env
-from .format import escape, new_table
+from .format import escape
 from .options import CID, PORT, WholeRange, output_options
+from .table import Column, Table
 
 
 def _owners_text(sock: VsockSocket) -> str:
@@ -108,9 +109,15 @@ def ls_command(
             else "no listening or connected vsock sockets"
         )
         return
-    table = new_table()
-    for column in ("type", "state", "local", "peer", "shutdown", "inode", "process"):
-        table.add_column(column)
+    table = Table(
+        "type",
+        "state",
+        "local",
+        "peer",
+        Column("shutdown", optional=True),
+        Column("inode", optional=True),
+        Column("process", wrap=True),
+    )
     for sock in sockets:
         table.add_row(
             sock.type_name,
@@ -121,4 +128,4 @@ def ls_command(
             str(sock.inode),
             escape(_owners_text(sock)),
         )
-    env.out.print(table)
+    table.print(env)

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from rich.table import Table
-
 import socket
 
 import click
@@ -19,9 +14,10 @@ from vsockctl.status import ExitStatus
 
 from .app import cli
 from .env import Env, current_env
-from .format import escape, new_table
+from .format import escape
 from .options import SOCKOPT, output_options, socket_type_option
 from .sockopt_view import applied_record, applied_table
+from .table import Column, Table
 
 
 @cli.group(short_help="List, read and set vsock socket options (with their C widths).")
@@ -88,22 +84,29 @@ def list_command(sock_type: SocketType) -> None:
                 }
             )
         return
-    table = new_table()
-    for column in ("option", "level", "no.", "C type", "default", "here", "Linux / VMware name"):
-        table.add_column(column)
+    table = Table(
+        "option",
+        "C type",
+        "default",
+        "here",
+        Column("level", optional=True),
+        Column("no.", optional=True),
+        Column("Linux name", optional=True),
+        Column("VMware name", optional=True),
+    )
     for opt, state, err, _ in rows:
         here = "[green]yes[/]" if state == "yes" else f"[red]no ({err})[/]"
-        names = " / ".join(n for n in (opt.linux, opt.vmci) if n)
         table.add_row(
             opt.name,
-            opt.level_name,
-            str(opt.number),
             f"{opt.ctype.label} ({opt.ctype.width})",
             opt.default,
             here,
-            names,
+            opt.level_name,
+            str(opt.number),
+            opt.linux or "",
+            opt.vmci or "",
         )
-    env.out.print(table)
+    table.print(env)
 
 
 @sockopt.command("get", short_help="Read options on a fresh socket.")
@@ -127,9 +130,7 @@ def get_command(names: tuple[str, ...], sock_type: SocketType) -> None:
     except SockOptError as exc:
         raise click.BadParameter(str(exc), param_hint="'NAME'") from exc
     failed = False
-    table = new_table()
-    for column in ("option", "value", "C type"):
-        table.add_column(column)
+    table = Table("option", Column("value", wrap=True), "C type")
     with open_socket(sock_type, env.socket_factory) as sock:
         for opt in options:
             try:
@@ -140,7 +141,7 @@ def get_command(names: tuple[str, ...], sock_type: SocketType) -> None:
             else:
                 _show_get(env, table, opt, value=value, error=None)
     if not env.json:
-        env.out.print(table)
+        table.print(env)
     if failed:
         raise click.exceptions.Exit(int(ExitStatus.ERROR))
 
@@ -192,6 +193,6 @@ def set_command(settings: tuple[Setting, ...], sock_type: SocketType) -> None:
         for item in applied:
             env.emit(applied_record(item))
     else:
-        env.out.print(applied_table(applied))
+        applied_table(applied).print(env)
     if any(item.error is not None for item in applied):
         raise click.exceptions.Exit(int(ExitStatus.ERROR))

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from rich.table import Table
-
 from typing import Any
 
 from vsockctl.sockopt_apply import Applied
 from vsockctl.sockopts import format_value
 
 from .env import Env
-from .format import escape, new_table
+from .format import escape
+from .table import Column, Table
 
 
 def applied_record(applied: Applied) -> dict[str, Any]:
@@ -55,9 +51,7 @@ def report_applied(env: Env, applied: list[Applied]) -> None:
 
 
 def applied_table(applied: list[Applied]) -> Table:
-    table = new_table()
-    for column in ("option", "requested", "effective", "note"):
-        table.add_column(column)
+    table = Table("option", "requested", "effective", Column("note", wrap=True))
     for item in applied:
         style = "red" if item.error else ("yellow" if item.changed else "green")
         table.add_row(

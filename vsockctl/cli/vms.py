@@ -21,8 +21,9 @@ from vsockctl.vms import guest_route, scan
 from .app import cli
 from .env import Env, current_env
 from .errors import describe
-from .format import escape, new_table
+from .format import escape
 from .options import PORT, output_options
+from .table import Column, Table
 
 PROBE_TIMEOUT = 2.0
 
@@ -119,15 +120,16 @@ def vms_command(probe_port: int | None) -> None:
 def _table(env: Env, records: list[dict[str, Any]], probe_port: int | None) -> None:
     if not records:
         return
-    columns = ["VMM", "PID", "NAME", "CID", "HYBRID SOCKET", "FROM"]
+    columns: list[Column | str] = ["VMM", "PID", "NAME", "CID", "HYBRID SOCKET"]
+    columns.append(Column("FROM", optional=True))
     if probe_port is not None:
-        columns.append(f"PORT {probe_port}")
-    table = new_table(*columns)
+        columns.insert(4, Column(f"PORT {probe_port}", wrap=True))
+    table = Table(*columns)
     for r in records:
         row = [r["vmm"], str(r["pid"] or "?"), r["name"], "" if r["cid"] is None else str(r["cid"])]
-        row += [r["uds"] or "", r["source"] or "; ".join(r["notes"]) or "?"]
         if probe_port is not None:
             probed = r["probe"]
             row.append("open" if probed["open"] else probed["error"])
+        row += [r["uds"] or "", r["source"] or "; ".join(r["notes"]) or "?"]
         table.add_row(*(escape(cell) for cell in row))
-    env.out.print(table)
+    table.print(env)
