@@ -20,6 +20,7 @@ from pathlib import Path
 from vsockctl.address import VsockAddress
 from vsockctl.constants import AF_VSOCK, NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY
 from vsockctl.errors import VsockError, VsockUnavailableError
+from vsockctl.kmod import ModuleState, load_hint, module_state
 from vsockctl.sockets import SocketFactory, SocketType
 
 NLMSG_HEADER = struct.Struct("=IHHII")  # len, type, flags, seq, pid
@@ -48,7 +49,12 @@ STATES = {
 STATE_LISTEN = 10
 RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
 
-DIAG_HINT = "'modprobe vsock_diag' (as root), then try again"
+
+def diag_hint() -> str:
+    """How to get vsock_diag on this kernel, or why it cannot be had."""
+    state = module_state("vsock_diag")
+    hint = load_hint("vsock_diag", state)
+    return f"{hint}, then try again" if state is ModuleState.LOADABLE else hint
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ def parse_messages(data: bytes, seq: int) -> tuple[list[VsockSocket], bool]:
                 if err == -errno.ENOENT:
                     raise VsockUnavailableError(
                         "the kernel cannot list vsock sockets: vsock_diag is not loaded",
-                        DIAG_HINT,
+                        diag_hint(),
                     )
                 if err:
                     raise VsockError(-err, "sock_diag")

@@ -195,6 +195,8 @@ EVENTS: tuple[Event, ...] = (
             "diag_loaded": "whether vsock_diag is loaded (for ls)",
             "ns_mode": "/proc/sys/net/vsock/ns_mode, or null",
             "child_ns_mode": "/proc/sys/net/vsock/child_ns_mode, or null",
+            "modules": "{module: loaded, built-in, loadable, absent (this kernel was built "
+            "without it) or unknown (no /lib/modules for this kernel)}",
             "socket_types": "[{type, usable, error, meaning}]",
             "features": "[{name, available, how}]: seqpacket, msg_zerocopy, siocoutq, siocinq, "
             "sockmap, netns, each tried here (available null: could not be tried)",

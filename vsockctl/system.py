@@ -30,7 +30,9 @@ from vsockctl.constants import (
     VMADDR_PORT_ANY,
 )
 from vsockctl.errors import VsockError, explain
+from vsockctl.kmod import LIB_MODULES, ModuleState, load_hint, module_state
 from vsockctl.sockets import SocketFactory, SocketType, bind, open_socket
+from vsockctl.sockmap import try_sockmap
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class ProbePaths:
     sys: Path = Path("/sys")
     dev: Path = Path("/dev")
     proc: Path = Path("/proc")
+    modules: Path = LIB_MODULES  # each kernel's modules.dep and modules.builtin
 
 
 @dataclass
@@ -105,8 +108,14 @@ class SystemInfo:
     diag_loaded: bool
     ns_mode: str | None
     child_ns_mode: str | None
+    modules: dict[str, str] = field(default_factory=dict)  # module: ModuleState value
     socket_types: list[SocketTypeStatus] = field(default_factory=list)
     features: list[FeatureStatus] = field(default_factory=list)
+
+    def load_hint(self, module: str) -> str:
+        """How to get ``module`` on this kernel (or why it cannot be had)."""
+        state = ModuleState(self.modules.get(module, ModuleState.UNKNOWN))
+        return load_hint(module, state, self.kernel)
 
     @property
     def loopback(self) -> bool:
@@ -197,8 +206,9 @@ def probe(
         for t in TRANSPORTS
     ]
     cid, cid_error = read_local_cid(paths) if af_vsock else (None, "no AF_VSOCK in this kernel")
+    release = kernel if kernel is not None else platform.release()
     info = SystemInfo(
-        kernel=kernel if kernel is not None else platform.release(),
+        kernel=release,
         af_vsock=af_vsock,
         vsock_module=module_present(paths, "vsock"),
         local_cid=cid,
@@ -209,6 +219,10 @@ def probe(
         diag_loaded=module_present(paths, "vsock_diag"),
         ns_mode=_read_text(paths.proc / "sys/net/vsock/ns_mode"),
         child_ns_mode=_read_text(paths.proc / "sys/net/vsock/child_ns_mode"),
+        modules={
+            module: module_state(module, release, paths.sys / "module", paths.modules).value
+            for module in ("vsock", "vsock_diag", *(t.module for t in TRANSPORTS))
+        },
     )
     if af_vsock:
         info.socket_types = [check_socket_type(t, factory) for t in SocketType]
@@ -228,15 +242,19 @@ def _try(what: str, action: Callable[[], object], known: frozenset[int]) -> tupl
     return True, f"{what}: accepted"
 
 
-def _queue_ioctls(info: SystemInfo, factory: SocketFactory) -> list[FeatureStatus]:
+def _connected_features(info: SystemInfo, factory: SocketFactory) -> list[FeatureStatus]:
     """SIOCOUTQ and SIOCINQ, which only a connected socket answers (6.1 says EOPNOTSUPP
     to both whatever the socket; later kernels say it too on a socket with no
-    connection). Tried over a connection to this machine itself (CID 1), so only
-    where vsock_loopback is loaded; elsewhere they stay unknown."""
+    connection), and a sockmap, which takes only connected sockets. Tried over a
+    connection to this machine itself (CID 1), so only where vsock_loopback is
+    loaded; elsewhere the ioctls stay unknown (a sockmap is still made, to say
+    whether this user could)."""
     names = (("siocoutq", termios.TIOCOUTQ), ("siocinq", termios.FIONREAD))
     if not info.loopback:
         why = "not tried: it needs a connection, and no vsock_loopback is loaded to make one"
-        return [FeatureStatus(name, None, why) for name, _ in names]
+        return [FeatureStatus(name, None, why) for name, _ in names] + [
+            FeatureStatus("sockmap", *try_sockmap(None))
+        ]
     try:
         with (
             factory(AF_VSOCK, socket.SOCK_STREAM) as server,
@@ -256,10 +274,10 @@ def _queue_ioctls(info: SystemInfo, factory: SocketFactory) -> list[FeatureStatu
                         frozenset(),
                     )
                     results.append(FeatureStatus(name, ok, how))
-                return results
+                return [*results, FeatureStatus("sockmap", *try_sockmap(client.fileno()))]
     except OSError as exc:
         why = f"not tried: no connection over CID 1 ({exc.strerror})"
-        return [FeatureStatus(name, None, why) for name, _ in names]
+        return [FeatureStatus(name, None, why) for name in ("siocoutq", "siocinq", "sockmap")]
 
 
 def check_features(info: SystemInfo, factory: SocketFactory) -> list[FeatureStatus]:
@@ -280,8 +298,7 @@ def check_features(info: SystemInfo, factory: SocketFactory) -> list[FeatureStat
             frozenset(),
         )
     features.append(FeatureStatus("msg_zerocopy", ok, how))
-    features += _queue_ioctls(info, factory)
-    features.append(FeatureStatus("sockmap", None, "not tried: a sockmap needs CAP_BPF to create"))
+    features += _connected_features(info, factory)
     features.append(
         FeatureStatus(
             "netns",
@@ -319,11 +336,13 @@ def findings(info: SystemInfo) -> list[str]:
         )
     if not info.loopback:
         notes.append(
-            "No loopback transport: nothing can be sent to CID 1 (local) here. "
-            "'modprobe vsock_loopback' (Linux 5.6+) adds it."
+            "No loopback transport: nothing can be sent to CID 1 (local) here; "
+            f"vsock_loopback (Linux 5.6+): {info.load_hint('vsock_loopback')}."
         )
     if not info.diag_loaded:
-        notes.append("vsock_diag is not loaded: 'vsockctl ls' needs it ('modprobe vsock_diag').")
+        notes.append(
+            f"vsock_diag is not loaded, and 'vsockctl ls' needs it: {info.load_hint('vsock_diag')}."
+        )
     if info.local_cid is None and info.local_cid_error:
         notes.append(f"Local CID unknown: {info.local_cid_error}.")
     return notes
