@@ -110,7 +110,7 @@ def test_completion_of_commands_options_and_sockopt_values() -> None:
     assert "plain,throughput" in complete("vsockctl thr", 1)
     assert "plain,--sockopt" in complete("vsockctl send --sock", 2)
     values = complete("vsockctl send --sockopt buffer-m", 3)
-    assert values == ["plain,buffer-min-size=", "plain,buffer-max-size="]
+    assert values == ["nospace,buffer-min-size=", "nospace,buffer-max-size="]  # no space after =
     assert "plain,seqpacket" in complete("vsockctl recv --type s", 3)
 
 

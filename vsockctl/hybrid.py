@@ -98,8 +98,13 @@ def _read_reply(sock: socket.socket) -> bytes:
             return bytes(data)
     raise ProtocolError(
         f"the VMM's reply to CONNECT is over {REPLY_MAX} bytes without a newline: "
-        f"{bytes(data)[:32]!r}..."
+        f"{_shown(bytes(data)[:32])}..."
     )
+
+
+def _shown(reply: bytes) -> str:
+    """A VMM's reply as text in quotes, its line end dropped and odd bytes escaped."""
+    return repr(reply.decode("utf-8", errors="backslashreplace").removesuffix("\n"))
 
 
 def connect_hybrid(path: str, port: int, timeout: float | None = None) -> socket.socket:
@@ -147,10 +152,11 @@ def connect_hybrid(path: str, port: int, timeout: float | None = None) -> socket
         if not _OK.match(reply):
             if not reply.endswith(b"\n"):
                 raise ProtocolError(
-                    f"the VMM closed in the middle of its reply to CONNECT {port}: {reply!r}"
+                    f"the VMM closed in the middle of its reply to CONNECT {port}: {_shown(reply)}"
                 )
             raise ProtocolError(
-                f"unexpected reply to CONNECT {port} from {path}: {reply!r} (expected 'OK <port>')"
+                f"unexpected reply to CONNECT {port} from {path}: {_shown(reply)} "
+                "(expected 'OK <port>')"
             )
         sock.settimeout(None)
         return sock

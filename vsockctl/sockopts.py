@@ -344,10 +344,17 @@ def parse_setting(text: str) -> Setting:
     return Setting(opt, parse_value(opt, value.strip()), value.strip())
 
 
+def json_value(opt: SockOpt, value: Value | None) -> int | float | None:
+    """``value`` for JSON: durations in whole ns, as every duration vsockctl prints."""
+    if value is None or opt.kind is not Kind.DURATION:
+        return value
+    return round(value * 1_000_000_000)
+
+
 def format_value(opt: SockOpt, value: Value) -> str:
     """``value`` as a person reads it: sizes exact with a suffix, durations in seconds."""
-    if opt.kind is Kind.DURATION:
-        return f"{value:g}s"
+    if opt.kind is Kind.DURATION:  # whole microseconds (a timeval), never an exponent
+        return f"{float(value):.6f}".rstrip("0").rstrip(".") + "s"
     if opt.kind is Kind.BOOL:
         return "on" if value else "off"
     if opt.kind is Kind.INT:

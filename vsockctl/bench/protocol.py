@@ -135,7 +135,8 @@ def recv_frame(
     if expect is not None and kind != expect:
         if kind == FrameKind.REFUSE:
             raise ProtocolError(f"the peer refused: {payload.get('error', 'no reason given')}")
-        raise ProtocolError(f"expected a {expect.name} frame, got {kind.name}")
+        article = "an" if expect.name[0] in "AEIOU" else "a"
+        raise ProtocolError(f"expected {article} {expect.name} frame, got {kind.name}")
     return kind, payload
 
 

@@ -29,3 +29,8 @@ def human_seconds(ns: int) -> str:
 def escape(text: str) -> str:
     """``text`` with rich markup made literal (rich reads ``\\[`` as a plain ``[``)."""
     return text.replace("[", "\\[")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 connection``, ``2 connections``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -38,7 +38,7 @@ from vsockctl.forwarder import DEFAULT_MAX_CONNECTIONS, Forwarder, make_room_for
 from .app import cli
 from .env import Env, current_env
 from .errors import describe
-from .format import human_bytes, human_seconds
+from .format import human_bytes, human_seconds, plural
 from .options import DURATION, WholeRange, output_options, transfer_sockopt_option
 
 
@@ -254,7 +254,8 @@ def _announce(env: Env, listen_at: Side, target: Side, max_connections: int) -> 
         )
     else:
         env.message(
-            f"forwarding {listen_at} to {target}, up to {max_connections} connections at once"
+            f"forwarding {listen_at} to {target}, "
+            f"up to {plural(max_connections, 'connection')} at once"
         )
 
 
@@ -275,7 +276,7 @@ def _totals(env: Env, forwarder: Forwarder) -> None:
         )
         return
     env.message(
-        f"forwarded {totals.opened} connections ({totals.failed} failed, "
+        f"forwarded {plural(totals.opened, 'connection')} ({totals.failed} failed, "
         f"{totals.refused} refused) in {human_seconds(elapsed)}: "
         f"{human_bytes(totals.upstream.bytes)} from clients, "
         f"{human_bytes(totals.downstream.bytes)} to them"

@@ -34,15 +34,16 @@ from .endpoints import (
 )
 from .env import Env, current_env
 from .errors import describe
+from .format import plural
 from .options import (
     CID,
     LOCAL_FILE,
     PORT,
     WholeRange,
     given,
+    listener_sockopt_option,
     output_options,
     socket_type_option,
-    transfer_sockopt_option,
 )
 from .peer import listen_route, uds_listen_option
 from .transfer_ui import report_stats
@@ -180,7 +181,7 @@ class Server:
     help="Run CMD (with /bin/sh -c) per connection, the socket as its stdin and stdout.",
 )
 @uds_listen_option
-@transfer_sockopt_option
+@listener_sockopt_option
 @output_options
 def listen_command(
     *,
@@ -232,7 +233,7 @@ def listen_command(
             sock_type,
             backlog=max(max_clients, socket.SOMAXCONN),
         )
-        what = "one client" if not keep_going else f"up to {max_clients} clients at once"
+        what = "one client" if not keep_going else f"up to {plural(max_clients, 'client')} at once"
         announce_listening(env, server_sock, what)
         server = Server(
             env,

@@ -80,14 +80,10 @@ def _options(command: click.Command, ctx: click.Context) -> list[str]:
     return out
 
 
-def _arguments(command: click.Command) -> str:
-    parts = []
-    for param in command.params:
-        if isinstance(param, click.Argument):
-            metavar = param.metavar or param.name or "ARG"
-            name = metavar.upper()
-            parts.append(name if param.required else f"[{name}]")
-    return " ".join(parts)
+def _arguments(command: click.Command, ctx: click.Context) -> str:
+    """The arguments as --help's usage line shows them (click's own rendering)."""
+    pieces = command.collect_usage_pieces(ctx)
+    return " ".join(p for p in pieces if p != command.options_metavar)
 
 
 def _exit_status() -> list[str]:
@@ -208,7 +204,7 @@ def render(command: click.Command, name: str, parent: click.Context | None = Non
         ".SH SYNOPSIS",
         (
             f"\\fB{roff(info_name)}\\fR [\\fIOPTIONS\\fR] "
-            + (roff(_arguments(command)) if not isinstance(command, click.Group) else "COMMAND ...")
+            + (roff(_arguments(command, ctx)) if not isinstance(command, click.Group) else "COMMAND ...")
         ).rstrip(),
         ".SH DESCRIPTION",
     ]
@@ -235,7 +231,7 @@ def render(command: click.Command, name: str, parent: click.Context | None = Non
             sub = command.commands[sub_name]
             sub_ctx = click.Context(sub, info_name=sub_name, parent=ctx)
             sub_paragraphs, sub_examples = _split_help(sub.help or "")
-            lines += [f".SS {roff(info_name + ' ' + sub_name)} {roff(_arguments(sub))}"]
+            lines += [f".SS {roff(info_name + ' ' + sub_name)} {roff(_arguments(sub, sub_ctx))}"]
             lines += [
                 roff(p) if "\n" not in p else ".nf\n" + roff(p) + "\n.fi" for p in sub_paragraphs
             ]
@@ -260,6 +256,8 @@ def pages() -> dict[str, str]:
     result = {"vsockctl.1": render(cli, "vsockctl")}
     for name in _commands():
         result[f"vsockctl-{name}.1"] = render(cli.load_all()[name], f"vsockctl-{name}", root)
+    # bench is throughput under another name: its page too, so 'man vsockctl-bench' works
+    result["vsockctl-bench.1"] = render(cli.load_all()["bench"], "vsockctl-bench", root)
     return result
 
 

@@ -100,7 +100,11 @@ _OUTPUT_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any], str]] = [  # in --h
 
 
 def output_options(func: F) -> F:
-    """``--json``, ``-q`` and ``-v``, accepted after the command name as well as before it."""
+    """``--json``, ``-q``, ``-v`` and ``-V``, accepted after the command name as well as
+    before it."""
+    func = click.version_option(
+        None, "-V", "--version", package_name="vsockctl", prog_name="vsockctl"
+    )(func)
     for flags, settings, help_text in reversed(_OUTPUT_OPTIONS):
         func = click.option(
             *flags, expose_value=False, callback=_set_output, help=help_text, **settings
@@ -148,11 +152,23 @@ class SockOptParam(click.ParamType[Setting]):
     def shell_complete(
         self, ctx: click.Context, param: click.Parameter, incomplete: str
     ) -> list[CompletionItem]:
+        # 'nospace': the shell waits after NAME= for the value (cli/completion.py)
         return [
-            CompletionItem(f"{opt.name}=", help=opt.summary)
+            CompletionItem(f"{opt.name}=", type="nospace", help=opt.summary)
             for opt in OPTIONS
             if opt.name.startswith(incomplete.lower())
         ]
+
+
+def complete_option_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """The socket options' names, for arguments that take NAME."""
+    return [
+        CompletionItem(opt.name, help=opt.summary)
+        for opt in OPTIONS
+        if opt.name.startswith(incomplete.lower())
+    ]
 
 
 SOCKOPT = SockOptParam()
@@ -160,7 +176,7 @@ SOCKOPT = SockOptParam()
 
 def sockopt_option(func: F) -> F:
     """``--sockopt NAME=VALUE`` (repeatable): options set on each vsock socket before use."""
-    return _sockopt_option(())(func)
+    return _sockopt_option((), connects=True)(func)
 
 
 # send, recv, listen and connect move bytes with a 1 MiB vsock buffer unless told
@@ -173,11 +189,16 @@ TRANSFER_BUFFER_DEFAULTS = (
 
 
 def transfer_sockopt_option(func: F) -> F:
-    """``--sockopt`` for commands that move bytes, over a default 1 MiB vsock buffer."""
-    return _sockopt_option(TRANSFER_BUFFER_DEFAULTS)(func)
+    """``--sockopt`` for commands that connect and move bytes, over a 1 MiB vsock buffer."""
+    return _sockopt_option(TRANSFER_BUFFER_DEFAULTS, connects=True)(func)
 
 
-def _sockopt_option(defaults: tuple[Setting, ...]) -> Callable[[F], F]:
+def listener_sockopt_option(func: F) -> F:
+    """``--sockopt`` for commands that listen and move bytes, over a 1 MiB vsock buffer."""
+    return _sockopt_option(TRANSFER_BUFFER_DEFAULTS, connects=False)(func)
+
+
+def _sockopt_option(defaults: tuple[Setting, ...], *, connects: bool) -> Callable[[F], F]:
     def install(ctx: click.Context, param: click.Parameter, value: tuple[Setting, ...]) -> None:
         if not ctx.resilient_parsing:
             env = current_env()
@@ -197,5 +218,7 @@ def _sockopt_option(defaults: tuple[Setting, ...]) -> Callable[[F], F]:
         help="Set a socket option before connecting or listening, for example "
         "buffer-max-size=2M or buffer-size=1M (repeatable; limits are set before the "
         "size). 'vsockctl sockopt list' names them all; -v and --json show the "
-        f"effective values. connect-timeout comes from --timeout.{default_note}",
+        "effective values."
+        + (" connect-timeout comes from --timeout." if connects else "")
+        + default_note,
     )

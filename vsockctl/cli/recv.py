@@ -19,9 +19,9 @@ from .options import (
     LOCAL_FILE,
     PORT,
     SIZE,
+    listener_sockopt_option,
     output_options,
     socket_type_option,
-    transfer_sockopt_option,
 )
 from .peer import listen_route, uds_listen_option
 from .transfer_ui import TransferDisplay, reporting
@@ -62,7 +62,7 @@ def _check_hex(ctx: click.Context, param: click.Parameter, value: str | None) ->
     help="Bytes per receive call (stream).",
 )
 @uds_listen_option
-@transfer_sockopt_option
+@listener_sockopt_option
 @output_options
 def recv(
     *,

@@ -9,18 +9,28 @@ import click
 from vsockctl.errors import VsockError
 from vsockctl.sockets import SocketType, open_socket
 from vsockctl.sockopt_apply import apply, get_option
-from vsockctl.sockopts import OPTIONS, Setting, SockOpt, SockOptError, format_value, lookup
+from vsockctl.sockopts import (
+    OPTIONS,
+    Setting,
+    SockOpt,
+    SockOptError,
+    Value,
+    format_value,
+    json_value,
+    lookup,
+)
 from vsockctl.status import ExitStatus
 
 from .app import cli
 from .env import Env, current_env
 from .format import escape
-from .options import SOCKOPT, output_options, socket_type_option
+from .options import SOCKOPT, complete_option_names, output_options, socket_type_option
 from .sockopt_view import applied_record, applied_table
 from .table import Column, Table
 
 
 @cli.group(short_help="List, read and set vsock socket options (with their C widths).")
+@output_options
 def sockopt() -> None:
     """List, read and set the socket options people tune on vsock.
 
@@ -40,7 +50,7 @@ def sockopt() -> None:
     """
 
 
-def _probe_option(sock: socket.socket, opt: SockOpt) -> tuple[str, str | None, object]:
+def _probe_option(sock: socket.socket, opt: SockOpt) -> tuple[str, str | None, Value | None]:
     """(state, errno name, value) of reading ``opt``."""
     try:
         return "yes", None, get_option(sock, opt)
@@ -78,7 +88,7 @@ def list_command(sock_type: SocketType) -> None:
                     "linux": opt.linux,
                     "vmci": opt.vmci,
                     "handled": state == "yes",
-                    "value": value,
+                    "value": json_value(opt, value),
                     "errno_name": err,
                     "summary": opt.summary,
                 }
@@ -110,7 +120,7 @@ def list_command(sock_type: SocketType) -> None:
 
 
 @sockopt.command("get", short_help="Read options on a fresh socket.")
-@click.argument("names", nargs=-1, metavar="NAME...")
+@click.argument("names", nargs=-1, metavar="NAME...", shell_complete=complete_option_names)
 @socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
 @output_options
 def get_command(names: tuple[str, ...], sock_type: SocketType) -> None:
@@ -150,7 +160,11 @@ def _show_get(
     env: Env, table: Table, opt: SockOpt, *, value: int | float | None, error: VsockError | None
 ) -> None:
     if env.json:
-        record: dict[str, object] = {"event": "sockopt_value", "name": opt.name, "value": value}
+        record: dict[str, object] = {
+            "event": "sockopt_value",
+            "name": opt.name,
+            "value": json_value(opt, value),
+        }
         if error is not None:
             record.update(
                 errno=error.errno, errno_name=error.meaning.name, meaning=error.meaning.cause

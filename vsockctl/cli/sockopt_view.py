@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vsockctl.sockopt_apply import Applied
-from vsockctl.sockopts import format_value
+from vsockctl.sockopts import format_value, json_value
 
 from .env import Env
 from .format import escape
@@ -17,9 +17,9 @@ def applied_record(applied: Applied) -> dict[str, Any]:
     record: dict[str, Any] = {
         "event": "sockopt",
         "name": opt.name,
-        "requested": setting.value,
+        "requested": json_value(opt, setting.value),
         "requested_text": setting.text,
-        "effective": applied.effective,
+        "effective": json_value(opt, applied.effective),
         "changed": applied.changed,
         "note": applied.note,
     }
@@ -41,6 +41,11 @@ def report_applied(env: Env, applied: list[Applied]) -> None:
     for item in applied:
         if env.json:
             env.emit(applied_record(item))
+        elif item.changed and item.setting in env.sockopts and not (env.quiet or env.verbose):
+            env.message(  # the user's own setting did not hold as given: always said
+                f"vsockctl: note: sockopt {item.setting}: the kernel made it "
+                f"{effective_text(item)}" + (f" ({item.note})" if item.note else "")
+            )
         elif env.verbose and not env.quiet:
             note = f" ({item.note})" if item.note else ""
             env.stderr.write(

@@ -54,7 +54,7 @@ class BufferSizeParam(click.ParamType[int | None]):
 
 @click.command(short_help="Measure throughput and latency between two vsockctl ends (iperf).")
 @click.argument("role", required=False, type=click.Choice(["server", "client"]))
-@click.argument("target", required=False, metavar="CID[:PORT]")
+@click.argument("target", required=False, metavar="[CID[:PORT]]")
 @click.option(
     "--port",
     type=PORT,

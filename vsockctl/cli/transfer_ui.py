@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from vsockctl.transfer import TransferStats
 
 from .env import Env
-from .format import human_bytes, human_rate, human_seconds
+from .format import human_bytes, human_rate, human_seconds, plural
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -34,19 +34,18 @@ class TransferDisplay:
                 Progress,
                 TextColumn,
                 TimeElapsedColumn,
-                TransferSpeedColumn,
             )
 
             self.progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 DownloadColumn(binary_units=True),
-                TransferSpeedColumn(),
+                TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
                 console=env.err,
                 transient=True,
             )
-            self.task = self.progress.add_task(label, total=total)
+            self.task = self.progress.add_task(label, total=total, rate="")
 
     def __enter__(self) -> TransferDisplay:
         if self.progress is not None:
@@ -55,7 +54,10 @@ class TransferDisplay:
 
     def update(self, stats: TransferStats) -> None:
         if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, completed=stats.moved_bytes)
+            # the rate as the stats line says it (MiB/s), not rich's MB/s
+            speed = self.progress.tasks[0].speed
+            rate = f"{human_bytes(speed)}/s" if speed else ""
+            self.progress.update(self.task, completed=stats.moved_bytes, rate=rate)
 
     def __exit__(
         self,
@@ -79,7 +81,7 @@ def stats_line(stats: TransferStats, complete: bool) -> str:
         shape = ""
         if sizes:
             shape = f", sizes {min(sizes)}..{max(sizes)}" if len(sizes) > 1 else f" of {min(sizes)}"
-        parts.append(f"{count} messages{shape}")
+        parts.append(f"{plural(count, 'message')}{shape}")
         if stats.truncated_messages:
             parts.append(f"{stats.truncated_messages} truncated")
     line = ", ".join(parts)
