@@ -197,15 +197,14 @@ def render(command: click.Command, name: str, parent: click.Context | None = Non
     summary = command.get_short_help_str(limit=200).rstrip(".")
     from importlib.metadata import version
 
+    group = isinstance(command, click.Group)
+    arguments = "COMMAND ..." if group else roff(_arguments(command, ctx))
     lines = [
         f'.TH {name.upper()} 1 "{DATE}" "vsockctl {version("vsockctl")}" "vsockctl manual"',
         ".SH NAME",
         f"{roff(name)} \\- {roff(summary)}",
         ".SH SYNOPSIS",
-        (
-            f"\\fB{roff(info_name)}\\fR [\\fIOPTIONS\\fR] "
-            + (roff(_arguments(command, ctx)) if not isinstance(command, click.Group) else "COMMAND ...")
-        ).rstrip(),
+        f"\\fB{roff(info_name)}\\fR [\\fIOPTIONS\\fR] {arguments}".rstrip(),
         ".SH DESCRIPTION",
     ]
     for index, paragraph in enumerate(paragraphs):
