@@ -200,7 +200,9 @@ def listen_command(
     netcat. -k serves clients one after another, --max-clients several at
     once; then what clients send goes to stdout (or --output) and stdin is not
     read. --exec runs a command per connection instead. Stop with Ctrl-C
-    (exit 130).
+    (exit 130); a relay cut short prints its stats. With the data on stdout,
+    --json records go to stderr; an --output file keeps its old bytes until
+    new ones arrive.
 
     \b
     Examples:

@@ -82,7 +82,11 @@ def recv(
     Listens, accepts one sender, writes everything it sends until it closes,
     and prints bytes, time and rate on stderr. With --expect-bytes or
     --expect-sha256 the exit status says whether the data arrived intact.
-    On seqpacket, the messages and their sizes are counted.
+    On seqpacket, the messages and their sizes are counted. With no FILE (or
+    -) the data go to stdout, and --json records to stderr.
+
+    FILE keeps its old bytes until new ones arrive: a failed bind, a timeout,
+    Ctrl-C before a sender, or a sender that sends nothing leave it as it was.
 
     \b
     Examples:
