@@ -23,6 +23,7 @@ from .options import (
     CID,
     PORT,
     WholeRange,
+    given,
     output_options,
     socket_type_option,
     transfer_sockopt_option,
@@ -187,6 +188,8 @@ def connect(
       ssh -o ProxyCommand='vsockctl connect %h:%p' root@vsock/3    (or vsock-mux/PATH)
     """
     env = current_env()
+    if given("concurrency") and not probe:
+        raise click.UsageError("--concurrency is for --probe")
     if probe:
         raise click.exceptions.Exit(
             _probe(

@@ -55,6 +55,14 @@ def given(name: str) -> bool:
     return source is not None and source is not ParameterSource.DEFAULT
 
 
+def flag(name: str) -> str:
+    """The running command's parameter ``name`` as the user writes it (``--time``)."""
+    for param in click.get_current_context().command.params:
+        if param.name == name:
+            return max(param.opts, key=len)
+    return name
+
+
 class WholeRange(click.IntRange):
     """click's IntRange taking ASCII digits only (its int() also takes '+3', '1_0', '٣')."""
 

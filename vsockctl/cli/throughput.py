@@ -30,6 +30,8 @@ from .options import (
     PORT,
     SIZE,
     WholeRange,
+    flag,
+    given,
     output_options,
     socket_type_option,
     sockopt_option,
@@ -152,11 +154,19 @@ def throughput(
     if role == "server":
         if target is not None:
             raise click.UsageError("the server takes no CID; use --port")
+        chosen = [name for name in test_options if given(name)]
+        if chosen:
+            raise click.UsageError(
+                f"the client chooses the test; {flag(chosen[0])} goes on "
+                "'throughput client' (the server follows what it asks)"
+            )
         port = DEFAULT_PORT if port is None else port
         _run_server(env, listen_route(VMADDR_CID_ANY, port, peer.uds, SocketType.STREAM), once)
         return
     if role != "client" or (target is None and peer.uds is None):
         raise click.UsageError("give 'server', 'client CID[:PORT]' or --loopback")
+    if once:
+        raise click.UsageError("--once is for the server")
     _run_client(env, _client_route(target, port, peer), _spec(**test_options), peer)
 
 
