@@ -14,7 +14,7 @@ from vsockctl.status import EXIT_STATUS_MEANINGS, ExitStatus, exit_status_for
 
 from .env import Env, current_env
 from .errors import describe, report, report_output_failure, report_usage
-from .stdio import flush_stdout, reserve_standard_fds
+from .stdio import ReaderGone, flush_stdout, standard_streams
 
 EXIT_STATUS_HELP = "\n".join(
     f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_STATUS_MEANINGS.items()
@@ -73,13 +73,13 @@ class VsockctlGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        reserve_standard_fds()
         argv = list(sys.argv[1:] if args is None else args)
-        try:
-            status = self._run(argv, prog_name, complete_var, **extra)
-            flush_stdout()
-        except OSError as exc:  # click's own output (help, version) found stdout full or gone
-            status = report_output_failure(exc)
+        with standard_streams():
+            try:
+                status = self._run(argv, prog_name, complete_var, **extra)
+                flush_stdout()
+            except (OSError, ReaderGone) as exc:  # click's own output: stdout full or gone
+                status = report_output_failure(exc)
         if standalone_mode:
             sys.exit(int(status))
         return status

@@ -17,7 +17,7 @@ from vsockctl.signals import Terminated
 from vsockctl.status import ExitStatus, exit_status_for
 
 from .env import Env
-from .stdio import is_closed_pipe, silence_stdout
+from .stdio import ReaderGone, is_closed_pipe, silence_stdout
 
 
 def describe(exc: BaseException) -> str:
@@ -88,12 +88,13 @@ def report_usage(message: str, json: bool) -> ExitStatus:
     return ExitStatus.USAGE
 
 
-def report_output_failure(exc: OSError) -> ExitStatus:
+def report_output_failure(exc: OSError | ReaderGone) -> ExitStatus:
     """Writing click's own output (help, version, a usage line) failed."""
     if is_closed_pipe(exc):
         silence_stdout()
         return ExitStatus.PIPE_CLOSED
     silence_stdout()
+    assert isinstance(exc, OSError)
     with contextlib.suppress(OSError):
         sys.stderr.write(f"vsockctl: {LocalIOError.wrap(exc, 'writing', 'stdout')}\n")
     return ExitStatus.ERROR

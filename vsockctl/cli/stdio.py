@@ -16,6 +16,7 @@ import errno
 import io
 import os
 import sys
+from collections.abc import Iterator
 from typing import BinaryIO, TextIO, cast
 
 from vsockctl.errors import LocalIOError
@@ -72,11 +73,32 @@ def _closed(name: str) -> BinaryIO:
     return cast(BinaryIO, ClosedStream(name))
 
 
+class ReaderGone(Exception):
+    """stdout's reader went away. Not an OSError: click would end with exit 1 at one."""
+
+
 def is_closed_pipe(exc: BaseException) -> bool:
     """Whether ``exc`` is stdout's reader having gone (``vsockctl ... | head -1``)."""
     if isinstance(exc, LocalIOError):
         return exc.name == "stdout" and exc.errno == errno.EPIPE
-    return isinstance(exc, BrokenPipeError)
+    return isinstance(exc, BrokenPipeError | ReaderGone)
+
+
+@contextlib.contextmanager
+def standard_streams() -> Iterator[None]:
+    """Around a run: /dev/null under closed standard descriptors; sys.stdin and
+    sys.stdout that say what failed (closed, full, a reader gone), for click's own
+    output (help, version, usage) as for the commands'."""
+    reserve_standard_fds()
+    saved = sys.stdin, sys.stdout
+    if sys.stdin is None:
+        sys.stdin = io.TextIOWrapper(_closed("stdin"))
+    stdout = sys.stdout or io.TextIOWrapper(_closed("stdout"))
+    sys.stdout = cast(TextIO, ReportingText(stdout, "stdout"))
+    try:
+        yield
+    finally:
+        sys.stdin, sys.stdout = saved
 
 
 def flush_stdout() -> None:
@@ -112,13 +134,18 @@ class ReportingText:
         try:
             return self.stream.write(text)
         except OSError as exc:
-            raise LocalIOError.wrap(exc, "writing", self.name) from exc
+            raise self._failed(exc) from exc
 
     def flush(self) -> None:
         try:
             self.stream.flush()
         except OSError as exc:
-            raise LocalIOError.wrap(exc, "writing", self.name) from exc
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: OSError) -> Exception:
+        if is_closed_pipe(exc):
+            return ReaderGone(self.name)
+        return LocalIOError.wrap(exc, "writing", self.name)
 
     def __getattr__(self, attribute: str) -> object:
         return getattr(self.stream, attribute)
