@@ -94,11 +94,11 @@ def list_command(sock_type: SocketType) -> None:
                 }
             )
         return
-    table = Table(
+    table = Table(  # the optional columns fold under each row, last first, when narrow
         "option",
-        "C type",
-        "default",
         "here",
+        Column("C type", optional=True),
+        Column("default", optional=True),
         Column("level", optional=True),
         Column("no.", optional=True),
         Column("Linux name", optional=True),
@@ -108,9 +108,9 @@ def list_command(sock_type: SocketType) -> None:
         here = "[green]yes[/]" if state == "yes" else f"[red]no ({err})[/]"
         table.add_row(
             opt.name,
+            here,
             f"{opt.ctype.label} ({opt.ctype.width})",
             opt.default,
-            here,
             opt.level_name,
             str(opt.number),
             opt.linux or "",

@@ -93,9 +93,14 @@ class Table:
                 if _total(widths) <= width:
                     return shown, widths
             optional = [i for i in shown if self.columns[i].optional]
-            if not optional:  # names that do not fit: whole, for the terminal to wrap
-                return shown, {i: natural[i] for i in shown}
-            shown.remove(optional[-1])
+            if optional:
+                shown.remove(optional[-1])
+                continue
+            # Nothing left to fold: free text as narrow as it goes; names that do
+            # not fit stay whole, for the terminal to wrap.
+            for i in wraps:
+                widths[i] = MIN_WRAP
+            return shown, widths
 
     def _row_lines(
         self, row: Sequence[Text], shown: list[int], widths: dict[int, int]
