@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.forward_peers import DigestServer, ForwardProcess, digest_through, forwarding
-from tests.peers import LOCAL, free_port, pattern, recv_all, stop_process
+from tests.peers import LOCAL, free_port, pattern, recv_all, stop_process, vsockctl_args
 from vsockctl.address import VsockAddress
 from vsockctl.events import validate
 from vsockctl.forward_address import TcpSide, UnixSide, VsockSide, connect_side
@@ -252,3 +255,66 @@ def test_a_burst_of_50_clients_reaches_a_busy_http_server_behind_a_short_queue(
     assert failed == [], failed
     assert sum(a.startswith(b"HTTP/1.0 200") and a.endswith(b"served\n") for a in answers) == 50
     assert status == 143, err
+
+
+SLOW_TARGET = """
+import socket, sys
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen()
+while True:
+    conn, _ = server.accept()
+    conn.sendall(b"hello\\n")
+    conn.close()
+"""
+
+
+@pytest.mark.parametrize("timeout", [[], ["--timeout", "5s"]], ids=["default", "5s"])
+def test_a_tcp_target_6_s_away_is_waited_for_unless_told(
+    tmp_path: Path, timeout: list[str]
+) -> None:
+    """forward in a network namespace whose loopback delays every packet by 3 s (netem):
+    a TCP connect to its target takes 6 s. By default forward waits as the kernel
+    does; the 5 s it used to give every target loses the client, with a TCP hint."""
+    tcp_port, vsock_port = free_port(), free_port()
+    (tmp_path / "target.py").write_text(SLOW_TARGET)
+    forward = shlex.join(
+        vsockctl_args(
+            "--json", "forward", f"vsock:any:{vsock_port}", f"tcp:127.0.0.1:{tcp_port}", *timeout
+        )
+    )
+    script = (
+        "ip link set lo up && tc qdisc add dev lo root netem delay 3s && "
+        f"{{ {sys.executable} {tmp_path / 'target.py'} {tcp_port} >/dev/null 2>&1 & }} && "
+        f"echo $! > {tmp_path / 'target.pid'} && exec {forward}"
+    )
+    proc = subprocess.Popen(
+        ["unshare", "-n", "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        read_until_listening_forward(proc)
+        with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as sock:
+            sock.settimeout(60)
+            sock.connect((LOCAL, vsock_port))
+            answer = recv_all(sock)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        os.kill(int((tmp_path / "target.pid").read_text()), signal.SIGKILL)
+    records = [json.loads(line) for line in out.splitlines()]
+    failed = [r for r in records if r["event"] == "forward_failed"]
+    if timeout:
+        assert answer == b"" and len(failed) == 1, (records, err)
+        assert "the service did not accept within the connect timeout" in failed[0]["error"]
+        assert "wrong CID" not in failed[0]["error"]  # no vsock hint for a TCP target
+    else:
+        assert answer == b"hello\n" and failed == [], (records, err)
+
+
+def read_until_listening_forward(proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdout is not None
+    while line := proc.stdout.readline():
+        if json.loads(line)["event"] == "forwarding":
+            return
+    assert proc.stderr is not None
+    raise AssertionError(f"forward did not start: {proc.stderr.read().decode()}")
