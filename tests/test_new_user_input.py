@@ -87,6 +87,16 @@ def test_lenient_numbers_on_the_command_line_exit_2(invoke: Invoke, args: list[s
         (["throughput", "server", "--time", "5s"], "--time goes on 'throughput client'"),
         (["throughput", "client", "3", "--once"], "--once is for the server"),
         (["connect", "--concurrency", "4", "3:5"], "--concurrency is for --probe"),
+        (["connect", "--retry-delay", "1s", "3:5"], "the pause between --retry attempts"),
+        (
+            ["send", "--to", "1:5", "--size", "1", "--message-size", "1", "--buf-size", "4K"],
+            "--buf-size is for streams",
+        ),
+        (
+            ["recv", "--port", "5", "--type", "seqpacket", "--buf-size", "4K"],
+            "--buf-size is for streams",
+        ),
+        (["bench", "--loopback", "--port", "5"], "give no role, CID, --port or --uds"),
         (["bench", "--loopback", "--buf-size", "0"], "--buf-size must be from 1 byte"),
         (["bench", "--loopback", "--time", "0"], "--time must be more than 0"),
         (["bench", "--loopback", "--msg-size", "100M"], "--msg-size must be from 1 byte"),

@@ -24,7 +24,7 @@ from vsockctl.sockets import SocketType
 if TYPE_CHECKING:
     from vsockctl.vmm_sources import Guest
 
-from .options import DURATION, WholeRange
+from .options import DURATION, WholeRange, given
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -198,6 +198,8 @@ def peer_options(func: F) -> F:
     @functools.wraps(func)
     def command(*args: Any, **kwargs: Any) -> Any:
         peer = PeerOptions(**{name: kwargs.pop(name) for name in _PEER_NAMES})
+        if given("retry_delay") and not peer.retry:
+            raise click.UsageError("--retry-delay is the pause between --retry attempts")
         return func(*args, peer=peer, **kwargs)
 
     for option in reversed(_PEER_OPTIONS):

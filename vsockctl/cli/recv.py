@@ -19,6 +19,7 @@ from .options import (
     LOCAL_FILE,
     PORT,
     SIZE,
+    given,
     listener_sockopt_option,
     output_options,
     socket_type_option,
@@ -96,6 +97,8 @@ def recv(
       vsockctl recv --port any --json /dev/null
     """
     env = current_env()
+    if given("buf_size") and sock_type is not SocketType.STREAM:
+        raise click.UsageError("--buf-size is for streams; each message is received whole")
     if buf_size < 1:
         raise click.UsageError("--buf-size must be at least 1 byte")
     with ExitStack() as stack:

@@ -97,6 +97,8 @@ def send(
         raise click.UsageError("give FILE or --size, not both")
     if count is not None and message_size is None:
         raise click.UsageError("--count needs --message-size")
+    if given("buf_size") and (message_size is not None or sock_type is not SocketType.STREAM):
+        raise click.UsageError("--buf-size is for streams; messages go out whole (--message-size)")
     if buf_size < 1 or (message_size is not None and message_size < 1):
         raise click.UsageError("--buf-size and --message-size must be at least 1 byte")
     if size is None and count is None and given("pattern"):

@@ -147,8 +147,10 @@ def throughput(
     """
     env = current_env()
     if loopback:
-        if role is not None or target is not None or peer.uds is not None:
-            raise click.UsageError("--loopback runs both ends itself; give no role, CID or --uds")
+        if role is not None or target is not None or peer.uds is not None or port is not None:
+            raise click.UsageError(
+                "--loopback runs both ends itself; give no role, CID, --port or --uds"
+            )
         _run_loopback(env, _spec(**test_options), peer)
         return
     if role == "server":
