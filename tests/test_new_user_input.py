@@ -255,3 +255,30 @@ def test_plurals_and_articles() -> None:
         send_frame(a, FrameKind.TEST, {})
         with pytest.raises(ProtocolError, match="expected an ACCEPT frame, got TEST"):
             recv_frame(b, FrameKind.ACCEPT)
+
+
+# 11. Help and man pages say the same, and only what the command has.
+
+
+@pytest.mark.parametrize("command", ["listen", "recv"])
+def test_listeners_help_mentions_no_timeout_they_lack(invoke: Invoke, command: str) -> None:
+    help_text = " ".join(invoke([command, "--help"]).stdout.split())
+    assert "comes from --timeout" not in help_text
+
+
+@pytest.mark.parametrize("command", ["throughput", "bench", "connect", "recv", "forward"])
+def test_the_man_synopsis_is_the_help_usage_line(invoke: Invoke, command: str) -> None:
+    usage = invoke([command, "--help"]).stdout.splitlines()[0]
+    page = (Path(__file__).parents[1] / "man" / f"vsockctl-{command}.1").read_text()
+    synopsis = page.split(".SH SYNOPSIS\n", 1)[1].splitlines()[0]
+    plain = synopsis.replace("\\fB", "").replace("\\fR", "").replace("\\fI", "")
+    assert usage == "Usage: " + plain.replace("\\-", "-")
+
+
+def test_a_sockopt_the_kernel_clamped_is_said_without_v(invoke: Invoke) -> None:
+    result = invoke(
+        ["recv", "--port", "any", "--timeout", "0.1", "--sockopt", "buffer-size=64M", "-"]
+    )
+    assert result.exit_code == ExitStatus.TIMED_OUT
+    (note,) = [line for line in result.stderr.splitlines() if "note:" in line]
+    assert note.startswith("vsockctl: note: sockopt buffer-size=64M: the kernel made it ")

@@ -283,6 +283,16 @@ def test_vms_json_records(invoke: Invoke, fake_vmms: list[subprocess.Popen[bytes
     assert {r["name"] for r in mine.values()} == {"fc1", "cv"}
 
 
+def test_vms_piped_shows_every_row_whole(
+    invoke: Invoke, fake_vmms: list[subprocess.Popen[bytes]]
+) -> None:
+    """'vms | cat' cut the source column: piped, a row is one line with all of it."""
+    result = invoke(["vms"])
+    (row,) = [line for line in result.stdout.splitlines() if line.split()[:1] == ["firecracker"]]
+    guest = next(g for g in scan().guests if g.pid == fake_vmms[0].pid)
+    assert row.endswith(guest.source) and "…" not in result.stdout
+
+
 def test_no_vms_exits_3(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("vsockctl.vms.processes", lambda: [])
     monkeypatch.setattr("vsockctl.vmm_sources.libvirt_domains", lambda directory="": iter(()))
