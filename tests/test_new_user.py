@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,6 +25,7 @@ import pytest
 
 from tests.conftest import Invoke
 from tests.peers import read_until_listening, run_vsockctl, vsockctl, vsockctl_args
+from tests.test_tables import on_terminal
 from vsockctl.constants import AF_VSOCK, VMADDR_CID_ANY
 from vsockctl.status import ExitStatus
 
@@ -303,3 +305,29 @@ def test_global_options_work_after_the_command_name(invoke: Invoke, args: list[s
         assert result.stdout.startswith("vsockctl, version ")
     else:
         assert json.loads(result.stdout.splitlines()[0])["event"] == "sockopt_option"
+
+
+# 13. The progress bar's rate is in the stats line's units (MiB/s, not rich's MB/s).
+
+
+def test_the_progress_bar_speaks_the_stats_lines_units(tmp_path: Path) -> None:
+    path = tmp_path / "sink.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+
+        def sink() -> None:  # a hybrid socket that answers OK and reads everything
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(64)
+                conn.sendall(b"OK 1073741824\n")
+                while conn.recv(1 << 20):
+                    pass
+
+        thread = threading.Thread(target=sink, daemon=True)
+        thread.start()
+        args = ["send", "--uds", str(path), "--port", "5", "--size", "2G"]
+        text = "\n".join(on_terminal(args, 100, stderr=True))
+        thread.join(30)
+    rates = re.findall(r"\d+(?:\.\d+)? ([KMGT]i?B)/s", text)
+    assert rates and all("i" in unit for unit in rates), text

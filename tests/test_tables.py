@@ -23,8 +23,9 @@ from vsockctl.sockopts import OPTIONS
 ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
 
 
-def on_terminal(args: list[str], columns: int) -> list[str]:
-    """vsockctl ARGS on a pseudo-terminal ``columns`` wide: its lines, colours removed."""
+def on_terminal(args: list[str], columns: int, stderr: bool = False) -> list[str]:
+    """vsockctl ARGS on a pseudo-terminal ``columns`` wide: its lines, colours removed
+    (with ``stderr``, its progress redrawn on each carriage return, as lines too)."""
     if shutil.which("script") is None:
         pytest.skip("needs script(1) (util-linux) for a terminal")
     command = " ".join(vsockctl_args(*args))
@@ -32,7 +33,7 @@ def on_terminal(args: list[str], columns: int) -> list[str]:
     result = subprocess.run(
         ["script", "-qec", command, "/dev/null"], capture_output=True, env=env, timeout=60
     )
-    text = ANSI.sub("", result.stdout.decode()).replace("\r", "")
+    text = ANSI.sub("", result.stdout.decode()).replace("\r", "\n" if stderr else "")
     return text.splitlines()
 
 
