@@ -232,7 +232,8 @@ def test_a_reader_that_went_away_ends_it_quietly_with_141(
 # 4. Stats that the error's hint points at.
 
 
-def test_send_prints_the_stats_its_error_points_at(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["send", "connect"])
+def test_the_stats_its_error_points_at_are_printed(tmp_path: Path, command: str) -> None:
     """The receiver takes the connection and goes away: EPIPE or a reset, and the
     partial stats line above the error, which says 'the stats above'. The receiver
     is a hybrid socket that answers OK, reads a little and closes."""
@@ -250,7 +251,10 @@ def test_send_prints_the_stats_its_error_points_at(tmp_path: Path) -> None:
 
         thread = threading.Thread(target=vanish, daemon=True)
         thread.start()
-        result = run_vsockctl("send", "--uds", str(path), "--port", "5", "--size", "64M")
+        if command == "send":
+            result = run_vsockctl("send", "--uds", str(path), "--port", "5", "--size", "64M")
+        else:  # connect relays stdin: 64 MiB of it
+            result = run_vsockctl("connect", "--uds", str(path), "5", input=bytes(64 << 20))
         thread.join(10)
     err = result.stderr.decode()
     assert result.returncode == ExitStatus.CONNECTION_LOST, err

@@ -208,7 +208,8 @@ def connect(
         source = open_source(env, "-", stack)
         sink = open_sink(env, "-", stack)
         stats = TransferStats()
-        with reporting(env, stats) if env.verbose or env.json else ExitStack():
+        # a session that ends well is quiet (netcat's way) unless -v or --json asks
+        with reporting(env, stats, when_complete=bool(env.verbose or env.json)):
             Transfer(stats, address=route.shown).relay(
                 sock,
                 source,

@@ -102,12 +102,15 @@ def report_stats(env: Env, stats: TransferStats, complete: bool) -> None:
 
 
 @contextmanager
-def reporting(env: Env, stats: TransferStats) -> Iterator[TransferStats]:
-    """Report ``stats`` when the block ends: complete, or partial when it raised (even
-    with nothing moved: the error's hint points at them)."""
+def reporting(
+    env: Env, stats: TransferStats, *, when_complete: bool = True
+) -> Iterator[TransferStats]:
+    """Report ``stats`` when the block ends: partial whenever it raised (even with
+    nothing moved: the error's hint points at them), complete if ``when_complete``."""
     try:
         yield stats
     except BaseException:
         report_stats(env, stats, complete=False)
         raise
-    report_stats(env, stats, complete=True)
+    if when_complete:
+        report_stats(env, stats, complete=True)
