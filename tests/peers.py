@@ -23,7 +23,9 @@ from vsockctl.constants import VMADDR_CID_LOCAL
 from vsockctl.sockets import SocketType, accept, connect_with_retry, listen
 
 LOCAL = VMADDR_CID_LOCAL
-_next_port = [10000 + (os.getpid() % 500) * 100]  # 100 ports per process (xdist workers)
+# 1000 vsock ports per process, apart for every pid below 100000: xdist's workers have
+# neighbouring pids, and blocks of 100 let a busy worker walk into the next one's.
+_next_port = [1_000_000 + (os.getpid() % 100_000) * 1000]
 
 
 def free_port() -> int:

@@ -142,8 +142,9 @@ def kernel_release() -> tuple[int, int]:
 
 
 def test_info_finds_the_features_the_reference_predicts(invoke: Invoke) -> None:
-    """Each feature was tried by info; the reference says when each came: MSG_ZEROCOPY
-    6.7, SIOCOUTQ 6.12, SIOCINQ 6.17, network namespaces 7.0 (6.1 and 6.12 here)."""
+    """Each feature was tried by info; the reference says when each came: sockmap 6.4,
+    MSG_ZEROCOPY 6.7, SIOCOUTQ 6.12, SIOCINQ 6.17, network namespaces 7.0 (6.1 and
+    6.12 here)."""
     result = invoke(["info", "--json"])
     record = json.loads(result.stdout)
     features = {f["name"]: f["available"] for f in record["features"]}
@@ -153,6 +154,6 @@ def test_info_finds_the_features_the_reference_predicts(invoke: Invoke) -> None:
         "msg_zerocopy": release >= (6, 7),
         "siocoutq": release >= (6, 12),
         "siocinq": release >= (6, 17),
-        "sockmap": None,
+        "sockmap": release >= (6, 4),
         "netns": release >= (7, 0),
     }, [f["how"] for f in record["features"]]

@@ -276,7 +276,7 @@ def test_a_tcp_target_6_s_away_is_waited_for_unless_told(
     """forward in a network namespace whose loopback delays every packet by 3 s (netem):
     a TCP connect to its target takes 6 s. By default forward waits as the kernel
     does; the 5 s it used to give every target loses the client, with a TCP hint."""
-    tcp_port, vsock_port = free_port(), free_port()
+    tcp_port, vsock_port = 8080, free_port()  # the namespace's own loopback: no one else
     (tmp_path / "target.py").write_text(SLOW_TARGET)
     forward = shlex.join(
         vsockctl_args(

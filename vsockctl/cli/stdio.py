@@ -81,7 +81,8 @@ def is_closed_pipe(exc: BaseException) -> bool:
     """Whether ``exc`` is stdout's reader having gone (``vsockctl ... | head -1``)."""
     if isinstance(exc, LocalIOError):
         return exc.name == "stdout" and exc.errno == errno.EPIPE
-    return isinstance(exc, BrokenPipeError | ReaderGone)
+    # Not any BrokenPipeError: a socket's would pass for stdout's and go unsaid.
+    return isinstance(exc, ReaderGone)
 
 
 @contextlib.contextmanager
@@ -143,7 +144,7 @@ class ReportingText:
             raise self._failed(exc) from exc
 
     def _failed(self, exc: OSError) -> Exception:
-        if is_closed_pipe(exc):
+        if exc.errno == errno.EPIPE:
             return ReaderGone(self.name)
         return LocalIOError.wrap(exc, "writing", self.name)
 
