@@ -117,7 +117,8 @@ class Env:
                 file=cast(TextIO, ReportingText(text, "stdout")),
                 force_terminal=tty,
                 highlight=False,
-                # A pipe or file has no width: wide enough that tables do not fold.
+                # A pipe or file has no width: wide enough that text does not fold
+                # (tables print whole rows there themselves: cli/table.py).
                 width=None if tty else PIPE_WIDTH,
             )
         return self._consoles["out"]
