@@ -23,9 +23,10 @@ from vsockctl.constants import VMADDR_CID_LOCAL
 from vsockctl.sockets import SocketType, accept, connect_with_retry, listen
 
 LOCAL = VMADDR_CID_LOCAL
-# 1000 vsock ports per process, apart for every pid below 100000: xdist's workers have
-# neighbouring pids, and blocks of 100 let a busy worker walk into the next one's.
-_next_port = [1_000_000 + (os.getpid() % 100_000) * 1000]
+# 1000 ports per process: xdist's workers have neighbouring pids, and blocks of 100 let
+# a busy worker walk into the next one's. Below 65536: ssh (ProxyCommand's %p) and
+# socat's TCP take 16-bit ports.
+_next_port = [10_000 + (os.getpid() % 50) * 1000]
 
 
 def free_port() -> int:
