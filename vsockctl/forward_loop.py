@@ -161,8 +161,10 @@ class Loop:
     def _fail(self, fd: int, err: int) -> None:
         pending = self._connecting.pop(fd)
         pending.upstream.close()  # closing a socket takes it out of the epoll
-        pending.client.close()
-        self.owner.connect_failed(pending.peer, connect_error(self.target, err))
+        try:  # reported before the client sees the close, as a refusal is
+            self.owner.connect_failed(pending.peer, connect_error(self.target, err))
+        finally:
+            pending.client.close()
 
     def _read(self, pair: _Pair, way: _Way) -> None:
         try:

@@ -169,8 +169,10 @@ class Forwarder:
         try:
             started = start_connect(self.target, self.timeout, self.factory)
         except Exception as exc:
-            conn.close()
-            self.connect_failed(peer, exc)
+            try:  # reported before the client sees the close
+                self.connect_failed(peer, exc)
+            finally:
+                conn.close()
             return
         if started is not None:
             self._loop.add(conn, peer, started)

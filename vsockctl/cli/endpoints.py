@@ -6,7 +6,7 @@ import io
 import socket
 import threading
 from contextlib import ExitStack
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import click
 
@@ -24,7 +24,9 @@ from .peer import PeerOptions
 def open_source(env: Env, path: str | None, stack: ExitStack) -> Source:
     """``path``, or stdin for ``-`` or nothing."""
     if path is None or path == "-":
-        return StreamSource(env.stdin, "stdin")
+        # unbuffered: a relay's reader thread blocked in a BufferedReader holds its lock,
+        # and Python aborts at exit when it finds stdin's lock held (a peer gone mid-relay)
+        return StreamSource(_unbuffered(env.stdin, stack, "rb"), "stdin")
     try:
         stream = stack.enter_context(open(path, "rb"))  # noqa: SIM115 (closed by the stack)
     except OSError as exc:
@@ -39,20 +41,21 @@ def open_sink(env: Env, path: str | None, stack: ExitStack) -> Sink:
     """
     if path is None or path == "-":
         env.events_to_stderr = True
-        return StreamSink(_unbuffered(env.stdout, stack), "stdout")
+        return StreamSink(_unbuffered(env.stdout, stack, "wb"), "stdout")
     return stack.enter_context(OutputFile(path))
 
 
-def _unbuffered(stream: BinaryIO, stack: ExitStack) -> BinaryIO:
-    """``stream``'s file descriptor written directly: received chunks are large, and a
-    buffered writer would only copy them once more (a stream with no descriptor, as
-    under a test runner, stays as it is)."""
+def _unbuffered(stream: BinaryIO, stack: ExitStack, mode: str) -> BinaryIO:
+    """``stream``'s file descriptor used directly: chunks are large, a buffer would only
+    copy them once more, and it has a lock (a stream with no descriptor, as under a
+    test runner, stays as it is)."""
     try:
         fd = stream.fileno()
     except (OSError, AttributeError, io.UnsupportedOperation):
         return stream
-    stream.flush()
-    return stack.enter_context(open(fd, "wb", buffering=0, closefd=False))
+    if "w" in mode:
+        stream.flush()
+    return cast(BinaryIO, stack.enter_context(open(fd, mode, buffering=0, closefd=False)))
 
 
 class LockedSink:
