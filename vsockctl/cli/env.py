@@ -6,7 +6,6 @@ the streams) by passing their own ``Env`` as CliRunner's ``obj``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -112,9 +111,8 @@ class Env:
             from rich.console import Console  # imported on first use: rich is slow to load
 
             tty = self.io.stdout_isatty
-            text = sys.stdout or io.TextIOWrapper(self.stdout)
             self._consoles["out"] = Console(
-                file=cast(TextIO, ReportingText(text, "stdout")),
+                file=sys.stdout,  # the run's (cli/stdio.py): its failures name stdout
                 force_terminal=tty,
                 highlight=False,
                 # A pipe or file has no width: wide enough that text does not fold

@@ -90,10 +90,9 @@ def report_usage(message: str, json: bool) -> ExitStatus:
 
 def report_output_failure(exc: OSError | ReaderGone) -> ExitStatus:
     """Writing click's own output (help, version, a usage line) failed."""
-    if is_closed_pipe(exc):
-        silence_stdout()
-        return ExitStatus.PIPE_CLOSED
     silence_stdout()
+    if is_closed_pipe(exc):
+        return ExitStatus.PIPE_CLOSED
     assert isinstance(exc, OSError)
     with contextlib.suppress(OSError):
         sys.stderr.write(f"vsockctl: {LocalIOError.wrap(exc, 'writing', 'stdout')}\n")
