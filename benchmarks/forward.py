@@ -49,14 +49,14 @@ from typing import TypeVar
 from forward_rate import FORWARDER_CPU, LOAD_CPU, open_client, pong, rate
 from rounds import turns
 
-from vsockctl.address import VsockAddress
 from vsockctl.cli.options import TRANSFER_BUFFER_DEFAULTS
-from vsockctl.constants import VMADDR_CID_LOCAL
-from vsockctl.sockets import listen
-from vsockctl.sockopt_apply import apply
-from vsockctl.sockopts import Setting
-from vsockctl.transfer import DEFAULT_CHUNK
+from vsockctl.transfer.engine import DEFAULT_CHUNK
 from vsockctl.units import format_size, parse_size
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.constants import VMADDR_CID_LOCAL
+from vsockctl.vsock.sockets import listen
+from vsockctl.vsock.sockopt_apply import apply
+from vsockctl.vsock.sockopts import Setting
 
 CHUNK = 1 << 20
 TARGET_PORT = 9300

@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 
-from vsockctl.constants import AF_VSOCK, VMADDR_CID_LOCAL
+from vsockctl.vsock.constants import AF_VSOCK, VMADDR_CID_LOCAL
 
 CPUS = sorted(os.sched_getaffinity(0))
 # The forwarder measured runs on one CPU, the clients and the service on another

@@ -14,7 +14,7 @@ stream), the receiver always ``vsockctl recv`` into /dev/null:
   (handshake, ``readinto`` and ``sendall`` of 1 MiB).
 - guest to host: the sender in the VM connects to CID 2, the receiver here
   listens on ``mux.sock_PORT``. Every sender writes 32 KiB at a time: this
-  device drops larger packets from the 6.12 guest (see vsockctl/stall.py).
+  device drops larger packets from the 6.12 guest (see vsockctl/transfer/stall.py).
 
 Runs are taken in rounds (benchmarks/rounds.py); the medians are printed.
 """

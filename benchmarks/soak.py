@@ -32,12 +32,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import IO
 
-from vsockctl.address import VsockAddress
 from vsockctl.bench.client import ClientError, run_client
 from vsockctl.bench.spec import TestSpec
-from vsockctl.constants import VMADDR_CID_LOCAL
-from vsockctl.route import Route
-from vsockctl.sockets import connect
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.constants import VMADDR_CID_LOCAL
+from vsockctl.vsock.route import Route
+from vsockctl.vsock.sockets import connect
 
 VSOCKCTL = [sys.executable, "-m", "vsockctl"]
 SHORT_TEST = TestSpec(seconds=None, nbytes=256 * 1024, interval=0)

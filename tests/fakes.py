@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from vsockctl.system import ProbePaths
+from vsockctl.discover.system import ProbePaths
 
 
 class FailingSocketFactory:

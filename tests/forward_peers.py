@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.peers import recv_all, stop_process, vsockctl
-from vsockctl.forward_address import Side, listen_side
-from vsockctl.forward_flow import Flow
-from vsockctl.forwarder import Forwarder
+from vsockctl.forward.flow import Flow
+from vsockctl.forward.server import Forwarder
+from vsockctl.forward.sides import Side, listen_side
 
 
 @dataclass

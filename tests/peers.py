@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from vsockctl.address import VsockAddress
-from vsockctl.constants import VMADDR_CID_LOCAL
-from vsockctl.sockets import SocketType, accept, connect_with_retry, listen
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.constants import VMADDR_CID_LOCAL
+from vsockctl.vsock.sockets import SocketType, accept, connect_with_retry, listen
 
 LOCAL = VMADDR_CID_LOCAL
 # 1000 ports per process: xdist's workers have neighbouring pids, and blocks of 100 let

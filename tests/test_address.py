@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vsockctl.address import (
+from vsockctl.vsock.address import (
     AddressError,
     VsockAddress,
     format_cid,
@@ -15,7 +15,7 @@ from vsockctl.address import (
     parse_port,
     parse_probe_target,
 )
-from vsockctl.constants import U32_MAX, VMADDR_CID_ANY, VMADDR_PORT_ANY
+from vsockctl.vsock.constants import U32_MAX, VMADDR_CID_ANY, VMADDR_PORT_ANY
 
 u32 = st.integers(min_value=0, max_value=U32_MAX)
 

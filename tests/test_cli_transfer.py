@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.conftest import Invoke
-from vsockctl.status import ExitStatus
+from vsockctl.exit_status import ExitStatus
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ def test_datagrams_are_refused_before_any_traffic(invoke: Invoke) -> None:
 def test_port_in_use_says_who_to_ask(invoke: Invoke) -> None:
     import socket
 
-    from vsockctl.constants import AF_VSOCK
+    from vsockctl.vsock.constants import AF_VSOCK
 
     with socket.socket(AF_VSOCK, socket.SOCK_STREAM) as holder:
         holder.bind((0xFFFFFFFF, 0xFFFFFFFF))

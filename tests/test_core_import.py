@@ -19,7 +19,7 @@ def core_modules() -> list[str]:
 
 def test_core_imports_without_click_or_rich() -> None:
     modules = core_modules()
-    assert "vsockctl.address" in modules and "vsockctl.sockets" in modules
+    assert "vsockctl.vsock.address" in modules and "vsockctl.vsock.sockets" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Invoke
-from vsockctl.constants import AF_VSOCK, SOCK_DIAG_BY_FAMILY
-from vsockctl.diag import (
+from vsockctl.discover.diag import (
     NLMSG_DONE,
     NLMSG_ERROR,
     NLMSG_HEADER,
@@ -21,9 +20,10 @@ from vsockctl.diag import (
     parse_messages,
     socket_owners,
 )
+from vsockctl.discover.kmod import load_hint, module_state
 from vsockctl.errors import VsockError, VsockUnavailableError
-from vsockctl.kmod import load_hint, module_state
-from vsockctl.status import ExitStatus
+from vsockctl.exit_status import ExitStatus
+from vsockctl.vsock.constants import AF_VSOCK, SOCK_DIAG_BY_FAMILY
 
 
 def message(kind: int, body: bytes, seq: int = 1) -> bytes:

@@ -6,9 +6,9 @@ import errno
 
 import pytest
 
-from vsockctl.address import VsockAddress
 from vsockctl.cli.errors import describe
 from vsockctl.errors import ERRNO_MEANINGS, VsockError, explain
+from vsockctl.vsock.address import VsockAddress
 
 # Every errno the reference (vsock-reference.md) gives a vsock meaning for.
 REFERENCE_ERRNOS = [

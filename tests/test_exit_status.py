@@ -15,11 +15,11 @@ import pytest
 
 from tests.conftest import Invoke
 from tests.fakes import FailingSocketFactory, empty_machine, errno_factory
-from vsockctl.address import VsockAddress
 from vsockctl.cli.env import Env
 from vsockctl.errors import DataMismatchError, ProtocolError, VsockError, VsockUnavailableError
-from vsockctl.sockets import SocketFactory
-from vsockctl.status import EXIT_STATUS_MEANINGS, ExitStatus, exit_status_for
+from vsockctl.exit_status import EXIT_STATUS_MEANINGS, ExitStatus, exit_status_for
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.sockets import SocketFactory
 
 
 def test_codes_are_stable() -> None:

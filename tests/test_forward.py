@@ -22,11 +22,11 @@ from tests.conftest import Invoke
 from tests.fake_vmm import FakeVmm, unix_guest
 from tests.forward_peers import DigestServer, digest_through, forwarding
 from tests.peers import pattern, recv_all, vsockctl
-from vsockctl.address import AddressError
 from vsockctl.events import validate
-from vsockctl.forward_address import TcpSide, UnixSide, VsockSide, parse_side
-from vsockctl.forward_flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Allow
-from vsockctl.status import ExitStatus
+from vsockctl.exit_status import ExitStatus
+from vsockctl.forward.flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Allow
+from vsockctl.forward.sides import TcpSide, UnixSide, VsockSide, parse_side
+from vsockctl.vsock.address import AddressError
 
 pytestmark = pytest.mark.timeout(60)
 

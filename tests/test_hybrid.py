@@ -26,8 +26,8 @@ from tests.peers import (
     stop_process,
 )
 from vsockctl.errors import ProtocolError, VsockError, VsockUnavailableError
-from vsockctl.hybrid import check_uds, connect_hybrid, hybrid_listener, listener_path
-from vsockctl.status import ExitStatus, exit_status_for
+from vsockctl.exit_status import ExitStatus, exit_status_for
+from vsockctl.vsock.hybrid import check_uds, connect_hybrid, hybrid_listener, listener_path
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import Invoke
 from tests.fakes import empty_machine, errno_factory
 from vsockctl.cli.env import Env
-from vsockctl.constants import IOCTL_VM_SOCKETS_GET_LOCAL_CID
-from vsockctl.kmod import load_hint, module_state
-from vsockctl.system import TRANSPORTS
+from vsockctl.discover.kmod import load_hint, module_state
+from vsockctl.discover.system import TRANSPORTS
+from vsockctl.vsock.constants import IOCTL_VM_SOCKETS_GET_LOCAL_CID
 
 HAS_VSOCK = Path("/sys/module/vsock").is_dir()
 needs_af_vsock = pytest.mark.skipif(not HAS_VSOCK, reason="this kernel has no AF_VSOCK")

@@ -18,7 +18,7 @@ from tests.forward_peers import ForwardProcess, digest_through
 from tests.nested.agent_client import Completed
 from tests.nested.guest import NestedGuest
 from tests.peers import pattern, process, run_vsockctl, stop_process, vsockctl, vsockctl_args
-from vsockctl.status import ExitStatus
+from vsockctl.exit_status import ExitStatus
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(600)]
 

@@ -19,7 +19,7 @@ import pytest
 from tests.nested.guest import NestedGuest
 from tests.peers import run_vsockctl, vsockctl
 from tests.test_nested import GUEST, RETRY, finished, one, socat_listener
-from vsockctl.status import ExitStatus
+from vsockctl.exit_status import ExitStatus
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(600)]
 

@@ -26,8 +26,8 @@ import pytest
 from tests.conftest import Invoke
 from tests.peers import read_until_listening, run_vsockctl, vsockctl, vsockctl_args
 from tests.test_tables import on_terminal
-from vsockctl.constants import AF_VSOCK, VMADDR_CID_ANY
-from vsockctl.status import ExitStatus
+from vsockctl.exit_status import ExitStatus
+from vsockctl.vsock.constants import AF_VSOCK, VMADDR_CID_ANY
 
 KEPT = b"precious bytes, not to be lost\n"
 

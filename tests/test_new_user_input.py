@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Invoke
-from vsockctl.address import AddressError, parse_address
 from vsockctl.bench.protocol import FrameKind, recv_frame
 from vsockctl.cli.format import plural
+from vsockctl.discover.kmod import ModuleState, load_hint, module_state
+from vsockctl.discover.system import probe
 from vsockctl.errors import ProtocolError, VsockError
-from vsockctl.forward_address import TcpSide, UnixSide, VsockSide, connect_side, connect_timeout
-from vsockctl.kmod import ModuleState, load_hint, module_state
-from vsockctl.sockopts import format_value, json_value, lookup, parse_setting
-from vsockctl.status import ExitStatus
-from vsockctl.system import probe
+from vsockctl.exit_status import ExitStatus
+from vsockctl.forward.sides import TcpSide, UnixSide, VsockSide, connect_side, connect_timeout
 from vsockctl.units import UnitError, parse_size
+from vsockctl.vsock.address import AddressError, parse_address
+from vsockctl.vsock.sockopts import format_value, json_value, lookup, parse_setting
 
 # 8. Numbers are ASCII digits (or 0x hex): not what Python's int() also takes.
 
@@ -172,7 +172,7 @@ def test_a_module_is_loaded_built_in_loadable_absent_or_unknown(tmp_path: Path) 
 def test_info_suggests_modprobe_only_where_modprobe_would_find_the_module(
     tmp_path: Path,
 ) -> None:
-    from vsockctl.system import ProbePaths, findings
+    from vsockctl.discover.system import ProbePaths, findings
 
     lib = modules_tree(tmp_path / "lib", "6.1.0-test", dep="kernel/x/vsock_diag.ko.xz:\n")
     paths = ProbePaths(sys=tmp_path / "sys", dev=tmp_path / "dev", modules=lib)

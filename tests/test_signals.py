@@ -26,8 +26,8 @@ import pytest
 
 from tests.fake_vmm import FakeVmm, unix_guest
 from tests.peers import pattern, process, recv_all, try_unix
+from vsockctl.exit_status import ExitStatus, exit_status_for
 from vsockctl.signals import Terminated, stop_signals_raise
-from vsockctl.status import ExitStatus, exit_status_for
 
 pytestmark = pytest.mark.timeout(60)
 

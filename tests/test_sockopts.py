@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Invoke
-from vsockctl.constants import AF_VSOCK
 from vsockctl.errors import VsockError
-from vsockctl.sockopt_apply import Applied, apply, configured, get_option, order, set_option
-from vsockctl.sockopts import OPTIONS, CType, SockOptError, lookup, parse_setting
-from vsockctl.status import ExitStatus
+from vsockctl.exit_status import ExitStatus
+from vsockctl.vsock.constants import AF_VSOCK
+from vsockctl.vsock.sockopt_apply import Applied, apply, configured, get_option, order, set_option
+from vsockctl.vsock.sockopts import OPTIONS, CType, SockOptError, lookup, parse_setting
 
 
 @pytest.fixture

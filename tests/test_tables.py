@@ -18,7 +18,7 @@ from tests.conftest import Invoke
 from tests.peers import vsockctl_args
 from vsockctl.cli.env import Env, Streams
 from vsockctl.cli.table import Column, Table
-from vsockctl.sockopts import OPTIONS
+from vsockctl.vsock.sockopts import OPTIONS
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
 

@@ -13,9 +13,9 @@ import struct
 import pytest
 
 from tests.conftest import Invoke
-from vsockctl import _libc
-from vsockctl.constants import AF_VSOCK
-from vsockctl.status import ExitStatus
+from vsockctl.exit_status import ExitStatus
+from vsockctl.vsock import _libc
+from vsockctl.vsock.constants import AF_VSOCK
 
 
 def test_sockaddr_vm_layout() -> None:

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from tests.peers import pattern, recv_all
 from vsockctl.errors import LocalIOError
-from vsockctl.streams import NullSink, PatternSource, StreamSink, StreamSource
-from vsockctl.transfer import Transfer, TransferStats
+from vsockctl.transfer.engine import Transfer, TransferStats
+from vsockctl.transfer.streams import NullSink, PatternSource, StreamSink, StreamSource
 
 
 class SlowPipeSource:
@@ -303,7 +303,7 @@ def test_a_file_opened_for_appending_is_written_without_splice(pair: Pair, tmp_p
 
 
 def test_splice_out_falls_back_to_read_and_write_where_splice_is_refused(tmp_path: Path) -> None:
-    from vsockctl.kernel_copy import SpliceOut
+    from vsockctl.transfer.kernel_copy import SpliceOut
 
     out = tmp_path / "appended.bin"
     with out.open("ab", buffering=0) as appending:  # splice(2) refuses O_APPEND: EINVAL

@@ -22,13 +22,13 @@ from tests.peers import (
     process,
     recv_all,
 )
-from vsockctl import _libc
-from vsockctl.address import VsockAddress
 from vsockctl.cli.errors import describe
-from vsockctl.constants import AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE
 from vsockctl.errors import VsockError, VsockUnavailableError
-from vsockctl.sockets import SocketType, connect, open_socket
-from vsockctl.status import ExitStatus, exit_status_for
+from vsockctl.exit_status import ExitStatus, exit_status_for
+from vsockctl.vsock import _libc
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.constants import AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE
+from vsockctl.vsock.sockets import SocketType, connect, open_socket
 
 pytestmark = pytest.mark.vsock
 

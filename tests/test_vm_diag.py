@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.peers import LOCAL, free_port, process, run_vsockctl
-from vsockctl.address import VsockAddress
 from vsockctl.cli import cli
 from vsockctl.cli.env import Env
-from vsockctl.diag import dump
-from vsockctl.sockets import SocketType, accept, connect, listen
+from vsockctl.discover.diag import dump
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.sockets import SocketType, accept, connect, listen
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
 

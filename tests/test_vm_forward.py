@@ -21,12 +21,12 @@ import pytest
 
 from tests.forward_peers import DigestServer, ForwardProcess, digest_through, forwarding
 from tests.peers import LOCAL, free_port, pattern, recv_all, stop_process, vsockctl_args
-from vsockctl.address import VsockAddress
 from vsockctl.events import validate
-from vsockctl.forward_address import TcpSide, UnixSide, VsockSide, connect_side
-from vsockctl.forward_flow import DONE, TARGET_ERROR, Allow
-from vsockctl.route import Route
-from vsockctl.sockets import listen
+from vsockctl.forward.flow import DONE, TARGET_ERROR, Allow
+from vsockctl.forward.sides import TcpSide, UnixSide, VsockSide, connect_side
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.route import Route
+from vsockctl.vsock.sockets import listen
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(240)]
 

@@ -27,9 +27,9 @@ from tests.peers import (
     start_throughput_server,
     stop_process,
 )
-from vsockctl.address import VsockAddress
-from vsockctl.hybrid import listener_path
-from vsockctl.sockets import accept, listen
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.hybrid import listener_path
+from vsockctl.vsock.sockets import accept, listen
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
 

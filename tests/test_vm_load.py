@@ -32,11 +32,11 @@ from tests.peers import (
     start_throughput_server,
     stop_process,
 )
-from vsockctl.address import VsockAddress
 from vsockctl.bench import spec as bench_spec
 from vsockctl.bench.client import run_client
-from vsockctl.route import Route
-from vsockctl.sockets import connect
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.route import Route
+from vsockctl.vsock.sockets import connect
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(300)]
 

@@ -27,8 +27,8 @@ from tests.peers import (
     vsockctl,
 )
 from tests.test_tables import on_terminal
-from vsockctl.address import VsockAddress
-from vsockctl.status import ExitStatus
+from vsockctl.exit_status import ExitStatus
+from vsockctl.vsock.address import VsockAddress
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
 

@@ -25,8 +25,8 @@ from tests.peers import (
     vsockctl,
 )
 from vsockctl.bench import protocol
-from vsockctl.bench.schema import validate_interval, validate_summary
-from vsockctl.status import ExitStatus
+from vsockctl.events.throughput import validate_interval, validate_summary
+from vsockctl.exit_status import ExitStatus
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
 

@@ -23,9 +23,9 @@ from tests.peers import (
     vsockctl,
     write_pattern_file,
 )
-from vsockctl.address import VsockAddress
-from vsockctl.sockets import accept, listen
-from vsockctl.status import ExitStatus
+from vsockctl.exit_status import ExitStatus
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.sockets import accept, listen
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(180)]
 

@@ -24,14 +24,14 @@ import pytest
 from tests.conftest import Invoke
 from tests.fake_vmm import FakeVmm, unix_guest
 from tests.forward_peers import DigestServer
-from vsockctl.address import VsockAddress
 from vsockctl.cli.connect import cid_verdict
 from vsockctl.cli.peer import PeerOptions
+from vsockctl.discover.portscan import ProbeResult
+from vsockctl.discover.vmm_sources import Guest, cloud_hypervisor, firecracker, reader_for
+from vsockctl.discover.vms import GuestNameError, find_guest, scan
 from vsockctl.events import validate
-from vsockctl.portscan import ProbeResult
-from vsockctl.route import Route
-from vsockctl.vmm_sources import Guest, cloud_hypervisor, firecracker, reader_for
-from vsockctl.vms import GuestNameError, find_guest, scan
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.route import Route
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -221,7 +221,7 @@ def test_libvirt_status_xml_names_the_qemu_it_runs_in(short_dir: Path) -> None:
 
 
 def test_a_reader_that_fails_skips_that_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vsockctl.vmm_sources as sources
+    import vsockctl.discover.vmm_sources as sources
 
     def broken(pid: int, argv: Sequence[str]) -> Guest:
         raise KeyError("surprise")
@@ -294,9 +294,11 @@ def test_vms_piped_shows_every_row_whole(
 
 
 def test_no_vms_exits_3(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("vsockctl.vms.processes", lambda: [])
-    monkeypatch.setattr("vsockctl.vmm_sources.libvirt_domains", lambda directory="": iter(()))
-    monkeypatch.setattr("vsockctl.vms.libvirt_domains", lambda directory="": iter(()))
+    monkeypatch.setattr("vsockctl.discover.vms.processes", lambda: [])
+    monkeypatch.setattr(
+        "vsockctl.discover.vmm_sources.libvirt_domains", lambda directory="": iter(())
+    )
+    monkeypatch.setattr("vsockctl.discover.vms.libvirt_domains", lambda directory="": iter(()))
     result = invoke(["vms"])
     assert result.exit_code == 3 and "no VMs found" in result.output, result.output
 
@@ -320,7 +322,7 @@ def test_a_firecracker_name_is_its_hybrid_socket(
 
 
 def test_unknown_and_numeric_names(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("vsockctl.vms.processes", lambda: table(QEMU))
+    monkeypatch.setattr("vsockctl.discover.vms.processes", lambda: table(QEMU))
     result = invoke(["connect", "nosuchvm:22"])
     assert result.exit_code == 2 and "'vsockctl vms' lists them" in result.output
     result = invoke(["connect", "99999999999:22"])  # a number is a CID, never a name
@@ -350,7 +352,7 @@ def test_ssh_proxycommand_host_forms(
     monkeypatch: pytest.MonkeyPatch, host: str, route: Route
 ) -> None:
     """ProxyCommand='vsockctl connect %h:%p' with systemd's ssh host forms."""
-    monkeypatch.setattr("vsockctl.vms.processes", lambda: table(QEMU))
+    monkeypatch.setattr("vsockctl.discover.vms.processes", lambda: table(QEMU))
     peer = PeerOptions(timeout=1.0, retry=0, retry_delay=1.0, uds=None, to_host=False)
     assert peer.route(f"{host}:22", None, None) == route
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from vsockctl.workers import Workers
+from vsockctl.forward.workers import Workers
 
 
 def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:

@@ -6,7 +6,7 @@ script can ``from vsockctl import connect, parse_address``.
 
 from __future__ import annotations
 
-from vsockctl.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
+from vsockctl.discover.system import SystemInfo, probe
 from vsockctl.errors import (
     DataMismatchError,
     ProtocolError,
@@ -14,9 +14,9 @@ from vsockctl.errors import (
     VsockUnavailableError,
     explain,
 )
-from vsockctl.sockets import SocketType, accept, connect, connect_with_retry, listen
-from vsockctl.status import ExitStatus
-from vsockctl.system import SystemInfo, probe
+from vsockctl.exit_status import ExitStatus
+from vsockctl.vsock.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
+from vsockctl.vsock.sockets import SocketType, accept, connect, connect_with_retry, listen
 
 
 def __getattr__(name: str) -> str:

@@ -12,7 +12,7 @@ import errno
 import os
 from dataclasses import dataclass
 
-from vsockctl.address import Endpoint
+from vsockctl.vsock.address import Endpoint
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ def serve(port: str, log: int) -> int:
         os.dup2(null, fd)  # so nothing preloaded takes the console for a terminal
     WORK.mkdir(parents=True, exist_ok=True)
     preload()
-    from vsockctl.system import ProbePaths, read_local_cid
+    from vsockctl.discover.system import ProbePaths, read_local_cid
 
     channel = os.open(port, os.O_RDWR)
     ready = {

@@ -8,10 +8,10 @@ from contextlib import ExitStack
 from typing import Any
 
 from vsockctl.errors import ProtocolError, VsockError
-from vsockctl.route import Route
-from vsockctl.sockets import SocketFactory, SocketType
-from vsockctl.sockopt_apply import configured
-from vsockctl.sockopts import parse_setting
+from vsockctl.vsock.route import Route
+from vsockctl.vsock.sockets import SocketFactory, SocketType
+from vsockctl.vsock.sockopt_apply import configured
+from vsockctl.vsock.sockopts import parse_setting
 
 from .measure import Event, Measurement, buffer_settings, ignore, prepare_stream
 from .protocol import FrameKind, recv_frame, send_frame

@@ -17,8 +17,8 @@ from functools import partial
 from typing import Any
 
 from vsockctl.errors import VsockError
-from vsockctl.sockopt_apply import get_option
-from vsockctl.sockopts import lookup
+from vsockctl.vsock.sockopt_apply import get_option
+from vsockctl.vsock.sockopts import lookup
 
 from .latency import Histogram, echo_loop, ping_loop
 from .pumps import (

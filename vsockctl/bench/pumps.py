@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vsockctl.constants import SO_ZEROCOPY
 from vsockctl.errors import VsockError, VsockUnavailableError
+from vsockctl.vsock.constants import SO_ZEROCOPY
 
 MSG_ZEROCOPY = getattr(socket, "MSG_ZEROCOPY", 0x4000000)
 SO_EE_ORIGIN_ZEROCOPY = 5

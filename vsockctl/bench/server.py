@@ -12,13 +12,13 @@ import socket
 from contextlib import ExitStack
 from typing import Any
 
-from vsockctl.address import Endpoint
-from vsockctl.constants import VMADDR_PORT_ANY
 from vsockctl.errors import ProtocolError
-from vsockctl.route import Route
-from vsockctl.sockets import SocketFactory, SocketType, accept, local_address
-from vsockctl.sockopt_apply import configured
-from vsockctl.sockopts import parse_setting
+from vsockctl.vsock.address import Endpoint
+from vsockctl.vsock.constants import VMADDR_PORT_ANY
+from vsockctl.vsock.route import Route
+from vsockctl.vsock.sockets import SocketFactory, SocketType, accept, local_address
+from vsockctl.vsock.sockopt_apply import configured
+from vsockctl.vsock.sockopts import parse_setting
 
 from . import protocol
 from .measure import Event, Measurement, buffer_settings, ignore, prepare_stream

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
+from vsockctl.exit_status import EXIT_STATUS_MEANINGS, ExitStatus, exit_status_for
 from vsockctl.signals import stop_signals_raise
-from vsockctl.status import EXIT_STATUS_MEANINGS, ExitStatus, exit_status_for
 
 from .env import Env, current_env
 from .errors import describe, report, report_output_failure, report_usage

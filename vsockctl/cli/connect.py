@@ -8,12 +8,12 @@ from dataclasses import replace
 
 import click
 
-from vsockctl.address import AddressError, parse_port_list, parse_probe_target
+from vsockctl.discover.portscan import ProbeResult, probe_with_retry
 from vsockctl.errors import VsockError
-from vsockctl.portscan import ProbeResult, probe_with_retry
-from vsockctl.sockets import SocketType
-from vsockctl.status import ExitStatus, exit_status_for
-from vsockctl.transfer import Transfer, TransferStats
+from vsockctl.exit_status import ExitStatus, exit_status_for
+from vsockctl.transfer.engine import Transfer, TransferStats
+from vsockctl.vsock.address import AddressError, parse_port_list, parse_probe_target
+from vsockctl.vsock.sockets import SocketType
 
 from .app import cli
 from .endpoints import open_connection, open_sink, open_source

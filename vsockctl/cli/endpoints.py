@@ -10,12 +10,12 @@ from typing import BinaryIO, cast
 
 import click
 
-from vsockctl.address import Endpoint
+from vsockctl.discover.system import read_local_cid
 from vsockctl.errors import LocalIOError
-from vsockctl.route import Route
-from vsockctl.sockets import SocketType, local_address
-from vsockctl.streams import OutputFile, Sink, Source, StreamSink, StreamSource
-from vsockctl.system import read_local_cid
+from vsockctl.transfer.streams import OutputFile, Sink, Source, StreamSink, StreamSource
+from vsockctl.vsock.address import Endpoint
+from vsockctl.vsock.route import Route
+from vsockctl.vsock.sockets import SocketType, local_address
 
 from .env import Env
 from .peer import PeerOptions

@@ -15,12 +15,12 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 
 import click
 
+from vsockctl.discover.system import ProbePaths
 from vsockctl.errors import LocalIOError
 from vsockctl.events import check
-from vsockctl.sockets import SocketFactory
-from vsockctl.sockopt_apply import configured
-from vsockctl.sockopts import Setting
-from vsockctl.system import ProbePaths
+from vsockctl.vsock.sockets import SocketFactory
+from vsockctl.vsock.sockopt_apply import configured
+from vsockctl.vsock.sockopts import Setting
 
 from .stdio import ReportingText, binary_stdin, binary_stdout
 

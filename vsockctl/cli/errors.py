@@ -13,8 +13,8 @@ from vsockctl.errors import (
     VsockError,
     VsockUnavailableError,
 )
+from vsockctl.exit_status import ExitStatus, exit_status_for
 from vsockctl.signals import Terminated
-from vsockctl.status import ExitStatus, exit_status_for
 
 from .env import Env
 from .stdio import ReaderGone, is_closed_pipe, silence_stdout

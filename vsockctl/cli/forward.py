@@ -19,10 +19,10 @@ from typing import Any
 
 import click
 
-from vsockctl.address import AddressError, parse_cid
-from vsockctl.constants import VMADDR_CID_ANY, VMADDR_PORT_ANY
 from vsockctl.errors import ErrnoMeaning, VsockError
-from vsockctl.forward_address import (
+from vsockctl.forward.flow import Allow, Flow
+from vsockctl.forward.server import DEFAULT_MAX_CONNECTIONS, Forwarder, make_room_for
+from vsockctl.forward.sides import (
     Side,
     TcpSide,
     UnixSide,
@@ -32,8 +32,8 @@ from vsockctl.forward_address import (
     listen_side,
     parse_side,
 )
-from vsockctl.forward_flow import Allow, Flow
-from vsockctl.forwarder import DEFAULT_MAX_CONNECTIONS, Forwarder, make_room_for
+from vsockctl.vsock.address import AddressError, parse_cid
+from vsockctl.vsock.constants import VMADDR_CID_ANY, VMADDR_PORT_ANY
 
 from .app import cli
 from .env import Env, current_env

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import click
 
-from vsockctl.hybrid import check_uds
-from vsockctl.status import ExitStatus
-from vsockctl.system import SystemInfo, describe_cid, findings, probe, to_dict
+from vsockctl.discover.system import SystemInfo, describe_cid, findings, probe, to_dict
+from vsockctl.exit_status import ExitStatus
+from vsockctl.vsock.hybrid import check_uds
 
 from .app import cli
 from .env import Env, current_env

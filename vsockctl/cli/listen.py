@@ -17,11 +17,11 @@ from contextlib import ExitStack
 
 import click
 
-from vsockctl.address import Endpoint
 from vsockctl.errors import VsockError
-from vsockctl.sockets import SocketType, accept, local_address
-from vsockctl.streams import Sink, Source
-from vsockctl.transfer import Transfer, TransferStats
+from vsockctl.transfer.engine import Transfer, TransferStats
+from vsockctl.transfer.streams import Sink, Source
+from vsockctl.vsock.address import Endpoint
+from vsockctl.vsock.sockets import SocketType, accept, local_address
 
 from .app import cli
 from .endpoints import (

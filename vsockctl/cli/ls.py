@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from vsockctl.diag import VsockSocket, dump, with_owners
-from vsockctl.sockets import SocketType
+from vsockctl.discover.diag import VsockSocket, dump, with_owners
+from vsockctl.vsock.sockets import SocketType
 
 from .app import cli
 from .env import current_env

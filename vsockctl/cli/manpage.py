@@ -15,11 +15,14 @@ from pathlib import Path
 
 import click
 
-from vsockctl import events, hybrid, stall
-from vsockctl.bench import protocol, schema
+from vsockctl import events
+from vsockctl.bench import protocol
 from vsockctl.errors import ERRNO_MEANINGS
-from vsockctl.sockopts import OPTIONS
-from vsockctl.status import EXIT_STATUS_MEANINGS
+from vsockctl.events import throughput as schema
+from vsockctl.exit_status import EXIT_STATUS_MEANINGS
+from vsockctl.transfer import stall
+from vsockctl.vsock import hybrid
+from vsockctl.vsock.sockopts import OPTIONS
 
 from .app import cli
 from .completion import SHELLS

@@ -9,11 +9,11 @@ import click
 from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
-from vsockctl.address import AddressError, parse_cid, parse_port
-from vsockctl.sockets import SocketType
-from vsockctl.sockopts import OPTIONS, Setting, SockOptError, parse_setting
-from vsockctl.transfer import DEFAULT_CHUNK
+from vsockctl.transfer.engine import DEFAULT_CHUNK
 from vsockctl.units import UnitError, format_size, parse_duration, parse_size, whole_number
+from vsockctl.vsock.address import AddressError, parse_cid, parse_port
+from vsockctl.vsock.sockets import SocketType
+from vsockctl.vsock.sockopts import OPTIONS, Setting, SockOptError, parse_setting
 
 from .env import current_env
 

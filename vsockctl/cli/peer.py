@@ -3,7 +3,7 @@
 ``@peer_options`` adds ``--timeout``, ``--retry``, ``--retry-delay``, ``--uds`` and
 ``--to-host`` to a command and hands the command one :class:`PeerOptions`;
 :meth:`PeerOptions.route` turns it and the peer's address into the
-:class:`~vsockctl.route.Route` the core takes. Listening commands get
+:class:`~vsockctl.vsock.route.Route` the core takes. Listening commands get
 ``--uds`` alone and :func:`listen_route`.
 """
 
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from vsockctl.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
-from vsockctl.constants import VMADDR_FLAG_TO_HOST, VMADDR_PORT_ANY
-from vsockctl.route import Route
-from vsockctl.sockets import SocketType
+from vsockctl.vsock.address import AddressError, VsockAddress, parse_address, parse_cid, parse_port
+from vsockctl.vsock.constants import VMADDR_FLAG_TO_HOST, VMADDR_PORT_ANY
+from vsockctl.vsock.route import Route
+from vsockctl.vsock.sockets import SocketType
 
 if TYPE_CHECKING:
-    from vsockctl.vmm_sources import Guest
+    from vsockctl.discover.vmm_sources import Guest
 
 from .options import DURATION, WholeRange, given
 
@@ -83,7 +83,7 @@ class PeerOptions:
         """``port`` in a VM found by name: its hybrid socket, or its CID."""
         if self.to_host:
             raise click.UsageError("--to-host is for CIDs; a VM's name reaches that VM")
-        from vsockctl.vms import guest_route
+        from vsockctl.discover.vms import guest_route
 
         return guest_route(guest, port)
 
@@ -113,7 +113,7 @@ def guest_named(text: str) -> Guest | None:
         return None  # any, host, local, hypervisor
     except AddressError:
         pass
-    from vsockctl.vms import GuestNameError, find_guest, scan
+    from vsockctl.discover.vms import GuestNameError, find_guest, scan
 
     try:
         return find_guest(text, scan().guests)

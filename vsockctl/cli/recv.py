@@ -7,8 +7,8 @@ from contextlib import ExitStack
 import click
 
 from vsockctl.errors import DataMismatchError
-from vsockctl.sockets import SocketType, accept, local_address
-from vsockctl.transfer import Transfer, TransferStats
+from vsockctl.transfer.engine import Transfer, TransferStats
+from vsockctl.vsock.sockets import SocketType, accept, local_address
 
 from .app import cli
 from .endpoints import announce_connection, announce_listening, open_listener, open_sink

@@ -7,11 +7,11 @@ from contextlib import ExitStack
 
 import click
 
-from vsockctl.hybrid import CLOSE_WAIT
-from vsockctl.sockets import SocketType
-from vsockctl.stall import STALL_HINT, StallWatch
-from vsockctl.streams import PATTERNS, PatternSource, Source
-from vsockctl.transfer import Transfer, TransferStats
+from vsockctl.transfer.engine import Transfer, TransferStats
+from vsockctl.transfer.stall import STALL_HINT, StallWatch
+from vsockctl.transfer.streams import PATTERNS, PatternSource, Source
+from vsockctl.vsock.hybrid import CLOSE_WAIT
+from vsockctl.vsock.sockets import SocketType
 
 from .app import cli
 from .endpoints import open_connection, open_source

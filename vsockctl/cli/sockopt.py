@@ -7,9 +7,10 @@ import socket
 import click
 
 from vsockctl.errors import VsockError
-from vsockctl.sockets import SocketType, open_socket
-from vsockctl.sockopt_apply import apply, get_option
-from vsockctl.sockopts import (
+from vsockctl.exit_status import ExitStatus
+from vsockctl.vsock.sockets import SocketType, open_socket
+from vsockctl.vsock.sockopt_apply import apply, get_option
+from vsockctl.vsock.sockopts import (
     OPTIONS,
     Setting,
     SockOpt,
@@ -19,7 +20,6 @@ from vsockctl.sockopts import (
     json_value,
     lookup,
 )
-from vsockctl.status import ExitStatus
 
 from .app import cli
 from .env import Env, current_env

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vsockctl.sockopt_apply import Applied
-from vsockctl.sockopts import format_value, json_value
+from vsockctl.vsock.sockopt_apply import Applied
+from vsockctl.vsock.sockopts import format_value, json_value
 
 from .env import Env
 from .format import escape

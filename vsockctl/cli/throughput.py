@@ -11,16 +11,16 @@ from typing import Any
 
 import click
 
-from vsockctl.address import AddressError, VsockAddress, parse_address, parse_port
 from vsockctl.bench.client import ClientError, run_client
 from vsockctl.bench.protocol import DEFAULT_PORT
 from vsockctl.bench.server import ThroughputServer
 from vsockctl.bench.spec import MAX_BUF, MAX_SECONDS, TestSpec
-from vsockctl.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL
 from vsockctl.errors import ProtocolError, VsockUnavailableError
-from vsockctl.route import Route
-from vsockctl.sockets import SocketType
 from vsockctl.units import UnitError, format_size, parse_size
+from vsockctl.vsock.address import AddressError, VsockAddress, parse_address, parse_port
+from vsockctl.vsock.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL
+from vsockctl.vsock.route import Route
+from vsockctl.vsock.sockets import SocketType
 
 from .app import cli
 from .endpoints import announce_listening, open_listener

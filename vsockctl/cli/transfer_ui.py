@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from vsockctl.transfer import TransferStats
+from vsockctl.transfer.engine import TransferStats
 
 from .env import Env
 from .format import human_bytes, human_rate, human_seconds, plural

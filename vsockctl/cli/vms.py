@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
+from vsockctl.discover.vmm_sources import Guest
+from vsockctl.discover.vms import guest_route, scan
 from vsockctl.errors import ProtocolError, VsockError, VsockUnavailableError
-from vsockctl.status import ExitStatus, exit_status_for
-from vsockctl.vmm_sources import Guest
-from vsockctl.vms import guest_route, scan
+from vsockctl.exit_status import ExitStatus, exit_status_for
 
 from .app import cli
 from .env import Env, current_env

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vsockctl.forward_address import tcp_peer_address
-from vsockctl.relay import Direction
+from vsockctl.forward.direction import Direction
+from vsockctl.forward.sides import tcp_peer_address
 
 # Why a connection closed
 DONE = "done"  # both ends closed their sides

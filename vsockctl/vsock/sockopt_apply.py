@@ -1,5 +1,5 @@
 """Setting vsock socket options on real sockets, with their real C widths, and
-reading back what the kernel made of them (see :mod:`vsockctl.sockopts` for the
+reading back what the kernel made of them (see :mod:`vsockctl.vsock.sockopts` for the
 options themselves)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vsockctl import _libc
-from vsockctl.constants import AF_VSOCK
 from vsockctl.errors import VsockError
-from vsockctl.sockets import SocketFactory
-from vsockctl.sockopts import CType, Kind, Setting, SockOpt, Value, lookup
+from vsockctl.vsock import _libc
+from vsockctl.vsock.constants import AF_VSOCK
+from vsockctl.vsock.sockets import SocketFactory
+from vsockctl.vsock.sockopts import CType, Kind, Setting, SockOpt, Value, lookup
 
 
 def get_option(sock: socket.socket, opt: SockOpt) -> Value:

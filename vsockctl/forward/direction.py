@@ -5,7 +5,7 @@ holds no memory), then moves bytes until the source's end and half-closes the
 destination, so the other direction stays open. Where the kernel can, the
 bytes go socket to pipe to socket with ``splice(2)`` and never enter Python;
 where it cannot do that well (into vsock before Linux 6.5, which takes spliced
-pages one 4 KiB packet at a time, see :func:`~vsockctl.kernel_copy.sendfile_helps`)
+pages one 4 KiB packet at a time, see :func:`~vsockctl.transfer.kernel_copy.sendfile_helps`)
 they go through one reused buffer with ``recv_into`` and ``sendall``.
 """
 
@@ -18,9 +18,9 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vsockctl.constants import AF_VSOCK
-from vsockctl.kernel_copy import F_SETPIPE_SZ, SPLICE_REFUSED, sendfile_helps
-from vsockctl.transfer import END_OF_STREAM_ERRNOS
+from vsockctl.transfer.engine import END_OF_STREAM_ERRNOS
+from vsockctl.transfer.kernel_copy import F_SETPIPE_SZ, SPLICE_REFUSED, sendfile_helps
+from vsockctl.vsock.constants import AF_VSOCK
 
 BUFFER_SIZE = 256 * 1024  # the buffer of a direction that copies
 PIPE_SIZE = 1 << 20  # what one splice moves at most (the pipe's size, if the kernel allows it)

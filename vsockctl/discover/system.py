@@ -19,8 +19,11 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
-from vsockctl.address import VsockAddress
-from vsockctl.constants import (
+from vsockctl.discover.kmod import LIB_MODULES, ModuleState, load_hint, module_state
+from vsockctl.discover.sockmap import try_sockmap
+from vsockctl.errors import VsockError, explain
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.constants import (
     AF_VSOCK,
     IOCTL_VM_SOCKETS_GET_LOCAL_CID,
     SO_ZEROCOPY,
@@ -29,10 +32,7 @@ from vsockctl.constants import (
     VMADDR_CID_LOCAL,
     VMADDR_PORT_ANY,
 )
-from vsockctl.errors import VsockError, explain
-from vsockctl.kmod import LIB_MODULES, ModuleState, load_hint, module_state
-from vsockctl.sockets import SocketFactory, SocketType, bind, open_socket
-from vsockctl.sockmap import try_sockmap
+from vsockctl.vsock.sockets import SocketFactory, SocketType, bind, open_socket
 
 
 @dataclass(frozen=True)

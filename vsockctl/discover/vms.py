@@ -1,7 +1,7 @@
 """The guests on this host: VMM processes, what their configuration says, their names.
 
 :func:`scan` walks the processes (psutil) and asks the reader of each VMM it
-recognises (:mod:`vsockctl.vmm_sources`); libvirt's status files name the
+recognises (:mod:`vsockctl.discover.vmm_sources`); libvirt's status files name the
 domains and their CIDs. Nothing is written and nothing is connected to, except
 a VMM's own read-only API socket. :func:`find_guest` turns a name into the
 guest it names, for addresses like ``myvm:22``.
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from vsockctl.address import VsockAddress
-from vsockctl.route import Route
-from vsockctl.vmm_sources import Guest, libvirt_domains, reader_for
+from vsockctl.discover.vmm_sources import Guest, libvirt_domains, reader_for
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.route import Route
 
 ProcessTable = Callable[[], Iterable[tuple[int, Sequence[str]]]]
 

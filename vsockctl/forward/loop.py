@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vsockctl.forward_address import Side, Started, connect_error
-from vsockctl.forward_flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Flow, Pending
-from vsockctl.relay import Direction
-from vsockctl.transfer import END_OF_STREAM_ERRNOS
+from vsockctl.forward.direction import Direction
+from vsockctl.forward.flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Flow, Pending
+from vsockctl.forward.sides import Side, Started, connect_error
+from vsockctl.transfer.engine import END_OF_STREAM_ERRNOS
 
 LOOP_BUFFER = 64 * 1024  # one read; a read that fills it marks a bulk connection
 

@@ -22,12 +22,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from vsockctl.address import AddressError, parse_address, parse_port
 from vsockctl.errors import ErrnoMeaning, VsockError
-from vsockctl.hybrid import unix_listener
-from vsockctl.route import Route
-from vsockctl.sockets import SocketFactory, SocketType, open_socket, set_connect_timeout
 from vsockctl.units import whole_number
+from vsockctl.vsock.address import AddressError, parse_address, parse_port
+from vsockctl.vsock.hybrid import unix_listener
+from vsockctl.vsock.route import Route
+from vsockctl.vsock.sockets import SocketFactory, SocketType, open_socket, set_connect_timeout
 
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
 SIDE_FORMS = "tcp:HOST:PORT, unix:PATH, vsock:CID:PORT (or CID:PORT), or uds:PATH:PORT"

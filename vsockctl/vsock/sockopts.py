@@ -15,7 +15,8 @@ import struct
 from dataclasses import dataclass
 from enum import Enum
 
-from vsockctl.constants import (
+from vsockctl.units import UnitError, format_size, parse_duration, parse_size, whole_number
+from vsockctl.vsock.constants import (
     AF_VSOCK,
     DEFAULT_BUFFER_MAX_SIZE,
     DEFAULT_BUFFER_MIN_SIZE,
@@ -30,7 +31,6 @@ from vsockctl.constants import (
     SO_VM_SOCKETS_TRUSTED,
     SO_ZEROCOPY,
 )
-from vsockctl.units import UnitError, format_size, parse_duration, parse_size, whole_number
 
 # On 64-bit Linux the plain SO_RCVTIMEO/SO_SNDTIMEO are the _OLD numbers (20/21),
 # which take a struct timeval of two longs.

@@ -33,9 +33,9 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 
-from vsockctl.address import UnixEndpoint
 from vsockctl.errors import LocalIOError, ProtocolError, VsockError, VsockUnavailableError
-from vsockctl.status import exit_status_for
+from vsockctl.exit_status import exit_status_for
+from vsockctl.vsock.address import UnixEndpoint
 
 MUX_LINGER = 2.0  # seconds a mux peer may stay silent after our input ended
 CLOSE_WAIT = 0.5  # seconds a guest's send waits in silence for its receiver's close

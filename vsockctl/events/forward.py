@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vsockctl.event_kind import Event
+from vsockctl.events.record import Event
 
 FORWARD_EVENTS: tuple[Event, ...] = (
     Event(

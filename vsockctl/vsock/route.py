@@ -16,11 +16,11 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from vsockctl.address import Endpoint, UnixEndpoint, VsockAddress
-from vsockctl.constants import VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_PORT_ANY
 from vsockctl.errors import ProtocolError
-from vsockctl.hybrid import connect_hybrid, hybrid_listener, listener_path
-from vsockctl.sockets import (
+from vsockctl.vsock.address import Endpoint, UnixEndpoint, VsockAddress
+from vsockctl.vsock.constants import VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_PORT_ANY
+from vsockctl.vsock.hybrid import connect_hybrid, hybrid_listener, listener_path
+from vsockctl.vsock.sockets import (
     Opener,
     SocketFactory,
     SocketType,

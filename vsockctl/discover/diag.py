@@ -17,11 +17,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vsockctl.address import VsockAddress
-from vsockctl.constants import AF_VSOCK, NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY
+from vsockctl.discover.kmod import ModuleState, load_hint, module_state
 from vsockctl.errors import VsockError, VsockUnavailableError
-from vsockctl.kmod import ModuleState, load_hint, module_state
-from vsockctl.sockets import SocketFactory, SocketType
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.constants import AF_VSOCK, NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY
+from vsockctl.vsock.sockets import SocketFactory, SocketType
 
 NLMSG_HEADER = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 VSOCK_DIAG_REQ = struct.Struct("=BBHIII2I")  # family, protocol, pad, states, ino, show, cookie

@@ -13,15 +13,15 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from vsockctl import _libc
-from vsockctl.address import Endpoint, UnixEndpoint, VsockAddress
-from vsockctl.constants import (
+from vsockctl.errors import VsockError, VsockUnavailableError
+from vsockctl.vsock import _libc
+from vsockctl.vsock.address import Endpoint, UnixEndpoint, VsockAddress
+from vsockctl.vsock.constants import (
     AF_VSOCK,
     SO_VM_SOCKETS_CONNECT_TIMEOUT,
     VMADDR_CID_ANY,
     VMADDR_PORT_ANY,
 )
-from vsockctl.errors import VsockError, VsockUnavailableError
 
 SocketFactory = Callable[..., socket.socket]
 # Opens a connected stream to an address some other way (hybrid vsock): address, timeout.

@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vsockctl.address import Endpoint
 from vsockctl.errors import LocalIOError, VsockError
-from vsockctl.hybrid import linger
-from vsockctl.kernel_copy import SENDFILE_REFUSED, SpliceOut, sendfile_helps
 from vsockctl.signals import stop_after_loop
-from vsockctl.streams import Sink, Source
+from vsockctl.transfer.kernel_copy import SENDFILE_REFUSED, SpliceOut, sendfile_helps
+from vsockctl.transfer.streams import Sink, Source
+from vsockctl.vsock.address import Endpoint
+from vsockctl.vsock.hybrid import linger
 
 if TYPE_CHECKING:
     from hashlib import _Hash as Digest
@@ -357,7 +357,7 @@ class Transfer:
         When ``source`` ends, our side is shut down for writing (half-close) and
         receiving goes on until the peer closes. On a hybrid vsock connection
         (``mux``), where a half-close is a full close, the shutdown waits until
-        the peer closes or falls silent (:func:`~vsockctl.hybrid.linger`). When
+        the peer closes or falls silent (:func:`~vsockctl.vsock.hybrid.linger`). When
         the peer closes first, the rest of a piped ``source`` is still sent
         (nothing piped in is dropped), unless the peer is gone; an interactive
         ``source`` (a terminal) ends there.

@@ -1,13 +1,13 @@
 """``forward``'s engine: accept on one side, connect to the other, relay both ways.
 
-A connection starts in one thread's event loop (:mod:`vsockctl.forward_loop`):
+A connection starts in one thread's event loop (:mod:`vsockctl.forward.loop`):
 accept, non-blocking connect, first bytes. One that carries more goes to two
 threads, one per direction, each blocked in the kernel
-(:func:`~vsockctl.relay.pump`), splicing where that helps; an idle connection
+(:func:`~vsockctl.forward.direction.pump`), splicing where that helps; an idle connection
 there costs two parked threads and no buffer. The threads are reused
-(:class:`~vsockctl.workers.Workers`). Targets the loop cannot connect to
+(:class:`~vsockctl.forward.workers.Workers`). Targets the loop cannot connect to
 without blocking (hybrid vsock, ``VMADDR_FLAG_TO_HOST``, the others
-:func:`~vsockctl.forward_address.start_connect` names) connect on a worker.
+:func:`~vsockctl.forward.sides.start_connect` names) connect on a worker.
 One connection failing (the target refuses, either end resets) closes that
 connection only. The caller learns of every event through an
 :class:`Observer`, from whichever thread it happens on.
@@ -25,17 +25,9 @@ import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 
-from vsockctl.address import VsockAddress
 from vsockctl.errors import VsockError
-from vsockctl.forward_address import (
-    VSOCK_CONNECT_TIMEOUT,
-    Side,
-    VsockSide,
-    connect_side,
-    start_connect,
-    tcp_peer_address,
-)
-from vsockctl.forward_flow import (
+from vsockctl.forward.direction import Broken, Direction, pump
+from vsockctl.forward.flow import (
     CLIENT_ERROR,
     DONE,
     STOPPED,
@@ -46,11 +38,19 @@ from vsockctl.forward_flow import (
     Pending,
     Totals,
 )
-from vsockctl.forward_loop import Loop
-from vsockctl.hybrid import linger
-from vsockctl.relay import Broken, Direction, pump
-from vsockctl.sockets import SocketFactory
-from vsockctl.workers import Workers
+from vsockctl.forward.loop import Loop
+from vsockctl.forward.sides import (
+    VSOCK_CONNECT_TIMEOUT,
+    Side,
+    VsockSide,
+    connect_side,
+    start_connect,
+    tcp_peer_address,
+)
+from vsockctl.forward.workers import Workers
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.hybrid import linger
+from vsockctl.vsock.sockets import SocketFactory
 
 DEFAULT_MAX_CONNECTIONS = 256
 STOP_GRACE = 2.0  # seconds connections get to report when the forwarder stops

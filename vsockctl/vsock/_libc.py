@@ -12,7 +12,7 @@ import ctypes
 import os
 import struct
 
-from vsockctl.constants import AF_VSOCK
+from vsockctl.vsock.constants import AF_VSOCK
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

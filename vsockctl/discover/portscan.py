@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from vsockctl.address import VsockAddress
 from vsockctl.errors import ProtocolError, VsockError, explain
-from vsockctl.route import Route
-from vsockctl.sockets import SocketFactory, SocketType
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.route import Route
+from vsockctl.vsock.sockets import SocketFactory, SocketType
 
 
 @dataclass

@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vsockctl.bench import schema
-from vsockctl.event_kind import Event
-from vsockctl.events_forward import FORWARD_EVENTS, VMS_EVENTS
+from vsockctl.events import throughput as schema
+from vsockctl.events.forward import FORWARD_EVENTS, VMS_EVENTS
+from vsockctl.events.record import Event
 
 STATS: dict[str, str] = {
     "sent_bytes": "bytes sent",

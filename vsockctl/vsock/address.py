@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vsockctl.constants import (
+from vsockctl.units import whole_number
+from vsockctl.vsock.constants import (
     CID_NAMES,
     U32_MAX,
     VMADDR_CID_ANY,
     VMADDR_FLAG_TO_HOST,
     VMADDR_PORT_ANY,
 )
-from vsockctl.units import whole_number
 
 CID_FORMS = "a number from 0 to 4294967295, or any, hypervisor, local, host"
 PORT_FORMS = "a number from 0 to 4294967295, or any"
