@@ -13,7 +13,7 @@ import platform
 import tempfile
 
 # Every --json record a test makes vsockctl print (in-process or as a subprocess)
-# is checked against its declaration in vsockctl/events.py before it goes out.
+# is checked against its declaration in vsockctl/events/ before it goes out.
 os.environ["VSOCKCTL_CHECK_EVENTS"] = "1"
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path

@@ -17,12 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vsockctl.bench import protocol
+from vsockctl.bench import spec as bench_spec
 from vsockctl.bench.latency import Histogram, echo_loop, ping_loop
 from vsockctl.bench.pumps import Counter, Limit, recv_loop, send_loop
 from vsockctl.bench.spec import TestSpec as Spec  # not a pytest class
 from vsockctl.cli.env import Env, Streams
 from vsockctl.cli.throughput_report import LiveDisplay
 from vsockctl.errors import ProtocolError
+from vsockctl.events.throughput import Interval
 
 
 def test_frames_round_trip_over_a_socket() -> None:
@@ -78,12 +80,12 @@ def test_random_headers_are_accepted_only_when_valid(header: bytes) -> None:
 )
 def test_bad_test_parameters_are_refused(params: dict[str, object], fragment: str) -> None:
     with pytest.raises(ProtocolError, match=fragment):
-        Spec.from_dict({**Spec().to_dict(), **params})
+        Spec.from_dict({**Spec().to_record(), **params})
 
 
 def test_spec_round_trips_through_json() -> None:
-    spec = Spec(direction="bidir", parallel=3, nbytes=1 << 20, seconds=None)
-    assert Spec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    spec = Spec(direction=bench_spec.TestDirection.BIDIR, parallel=3, nbytes=1 << 20, seconds=None)
+    assert Spec.from_dict(json.loads(json.dumps(spec.to_record()))) == spec
 
 
 def test_histogram_percentiles_within_one_percent() -> None:
@@ -132,7 +134,14 @@ def test_ping_and_echo_loops_measure_round_trips() -> None:
 
 
 def test_live_display_only_on_a_terminal() -> None:
-    record = {"start": 0.0, "end": 1.0, "sent": {"bytes": 125_000_000, "streams": [1]}}
+    record: Interval = {
+        "start_ns": 0,
+        "end_ns": 1_000_000_000,
+        "start": 0.0,
+        "end": 1.0,
+        "sent": {"bytes": 125_000_000, "streams": [125_000_000]},
+        "received": {"bytes": 0, "streams": []},
+    }
     piped = Env(streams=Streams(io.BytesIO(), io.BytesIO(), io.StringIO()))
     with LiveDisplay(piped, 10.0, None) as live:
         live.interval(record)

@@ -15,14 +15,17 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Literal, TypedDict, cast
 
 import pytest
 
 from tests.conftest import Invoke
 from tests.fake_vmm import FakeVmm, unix_guest
 from tests.peers import recv_all, run_vsockctl
-from vsockctl import events
 from vsockctl.cli import cli
+from vsockctl.events import catalog as events
+from vsockctl.events.record import Declared
+from vsockctl.events.transfer import Exec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,10 +47,42 @@ def test_the_validator_finds_what_is_wrong() -> None:
     assert events.validate({**good, "rc": 1}) == ["exec has undeclared 'rc'"]
     assert events.validate({"peer": "1:5"}) == ["unknown event None"]
     assert events.validate([1]) == ["a record is not a JSON object"]
+    assert events.validate({**good, "returncode": "0"}) == [
+        "exec.returncode is str '0', not <class 'int'>"
+    ]
+    assert events.validate({**good, "returncode": True}) != []  # a JSON true is no number
     summary: dict[str, object] = {"event": "summary", "complete": True, "test": {}}
     summary.update(directions=[], cpu={}, buffers={}, intervals=[], server_intervals=[], errors=[])
     # every top-level key is there; the nested check looks inside "test"
-    assert any("test lacks" in p for p in events.validate(summary))
+    assert any("summary.test lacks" in p for p in events.validate(summary))
+    closed = {"event": "forward_closed", "peer": "p", "target": "t", "from_client_bytes": 0}
+    closed.update(to_client_bytes=0, elapsed_ns=1, outcome="done", error=None)
+    assert events.validate(closed) == []
+    assert events.validate({**closed, "outcome": "lost"}) != []  # not an Outcome
+
+
+@pytest.mark.parametrize("declared", events.EVENTS, ids=lambda d: d.name)
+def test_every_record_follows_the_vocabulary(declared: Declared) -> None:
+    assert events.vocabulary_problems(declared) == []
+    silent = [key.name for _, key in events.every_key(declared.shape) if not key.meaning]
+    assert silent == ["event"]  # every other key says what it holds
+
+
+def test_the_vocabulary_check_finds_a_departure() -> None:
+    old = {
+        "event": Literal["old"],
+        "why": Annotated[str, "the reason"],
+        "wait_seconds": Annotated[float, "how long"],
+        "error": Annotated[int, "a number"],
+    }
+    Old = TypedDict("Old", old)  # type: ignore[misc]  # a record made at run time
+
+    found = events.vocabulary_problems(Declared(Old, ("send",), "an old record"))
+    assert found == [
+        "Old.why: say 'error'",
+        "Old.wait_seconds: durations are *_ns",
+        "Old.error: a line of text",
+    ]
 
 
 def test_declarations_name_real_commands_and_every_command_has_events() -> None:
@@ -63,7 +98,8 @@ def test_an_undeclared_record_is_refused_while_checking(invoke: Invoke) -> None:
     from vsockctl.cli.env import Env
 
     with pytest.raises(events.UndeclaredRecord, match="undeclared 'surprise'"):
-        Env(json=True).emit({"event": "exec", "peer": "x", "returncode": 0, "surprise": 1})
+        record = {"event": "exec", "peer": "x", "returncode": 0, "surprise": 1}
+        Env(json=True).emit(cast(Exec, record))
 
 
 def test_every_host_safe_command_prints_declared_records(invoke: Invoke) -> None:

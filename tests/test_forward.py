@@ -22,9 +22,9 @@ from tests.conftest import Invoke
 from tests.fake_vmm import FakeVmm, unix_guest
 from tests.forward_peers import DigestServer, digest_through, forwarding
 from tests.peers import pattern, recv_all, vsockctl
-from vsockctl.events import validate
+from vsockctl.events.catalog import validate
 from vsockctl.exit_status import ExitStatus
-from vsockctl.forward.flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Allow
+from vsockctl.forward.flow import Allow, Outcome
 from vsockctl.forward.sides import TcpSide, UnixSide, VsockSide, parse_side
 from vsockctl.vsock.address import AddressError
 
@@ -156,7 +156,7 @@ def test_100_concurrent_connections_each_byte_exact(short_dir: Path) -> None:
         closed = rec.wait_for("closed", 100)
     target.close()
     assert answers == [hashlib.sha256(p).digest() for p in payloads]
-    assert {flow.reason for flow in closed} == {DONE}
+    assert {flow.outcome for flow in closed} == {Outcome.DONE}
     assert sorted(flow.upstream.bytes for flow in closed) == [1 << 20] * 100
     assert fwd.totals.opened == 100 and fwd.totals.upstream.bytes == 100 << 20
 
@@ -233,7 +233,7 @@ def test_half_close_leaves_the_other_direction_open(short_dir: Path) -> None:
         (flow,) = rec.wait_for("closed", 1)
     target.close()
     assert answer == b"hello" + hashlib.sha256(b"x" * 70000).digest()
-    assert (flow.upstream.bytes, flow.downstream.bytes, flow.reason) == (70000, 37, DONE)
+    assert (flow.upstream.bytes, flow.downstream.bytes, flow.outcome) == (70000, 37, Outcome.DONE)
 
 
 def test_an_absent_target_fails_that_client_and_the_forwarder_serves_on(short_dir: Path) -> None:
@@ -263,7 +263,7 @@ def test_a_target_going_away_ends_its_connections_only(short_dir: Path) -> None:
                     except OSError:
                         break
         closed = rec.wait_for("closed", 3)
-    assert {flow.reason for flow in closed} == {TARGET_ERROR}
+    assert {flow.outcome for flow in closed} == {Outcome.TARGET_ERROR}
     assert all(flow.error is not None for flow in closed)
 
 
@@ -275,7 +275,7 @@ def test_a_client_vanishing_is_its_own_error(short_dir: Path) -> None:
         client.close()  # with 4 MiB still coming its way
         (flow,) = rec.wait_for("closed", 1)
     target.close()
-    assert flow.reason == CLIENT_ERROR
+    assert flow.outcome == Outcome.CLIENT_ERROR
 
 
 def test_stop_ends_open_connections_as_stopped(short_dir: Path) -> None:
@@ -286,7 +286,7 @@ def test_stop_ends_open_connections_as_stopped(short_dir: Path) -> None:
         fwd.stop()
         (flow,) = rec.wait_for("closed", 1)
     target.close()
-    assert flow.reason == STOPPED
+    assert flow.outcome == Outcome.STOPPED
     with idle:
         assert recv_all(idle) == b""  # the client sees the end
     assert not (short_dir / "l").exists()
@@ -350,7 +350,7 @@ def test_sigterm_closes_reports_and_removes_the_socket_file(short_dir: Path) -> 
     kinds = [r["event"] for r in records]
     assert kinds == ["forwarding", "forward_opened", "forward_closed", "forward_totals", "error"]
     closed, totals = records[2], records[3]
-    assert closed["reason"] == "stopped" and closed["from_client_bytes"] == 1000
+    assert closed["outcome"] == "stopped" and closed["from_client_bytes"] == 1000
     assert totals["connections"] == 1 and totals["to_client_bytes"] == 5
     assert records[4]["exit_status"] == 143
     assert b"Traceback" not in err

@@ -255,7 +255,7 @@ def test_info_uds_tells_live_from_dead(short_dir: Path, invoke: Invoke) -> None:
         record = json.loads(closed.stdout)
         assert record["accepting"] is True and record["port"]["open"] is False
     guest.close()
-    assert check_uds(str(uds))["accepting"] is False
+    assert check_uds(str(uds)).accepting is False
 
 
 @pytest.mark.parametrize("retry", [[], ["--retry", "3"]], ids=["", "retry"])

@@ -53,7 +53,7 @@ def test_transports_match_sys_module(invoke: Invoke) -> None:
     record = _info_json(invoke)
     transports = record["transports"]
     assert isinstance(transports, list)
-    reported = {t["name"]: t["present"] for t in transports}
+    reported = {t["name"]: t["available"] for t in transports}
     expected = {t.name: Path("/sys/module", t.module).is_dir() for t in TRANSPORTS}
     assert reported == expected
     assert record["loopback"] == expected["loopback"]
@@ -90,7 +90,7 @@ INFO_KEYS: dict[str, type | tuple[type, ...]] = {
     "modules": dict,
     "socket_types": list,
     "features": list,
-    "usable": bool,
+    "available": bool,
     "role": str,
     "loopback": bool,
     "notes": list,
@@ -104,18 +104,18 @@ def test_json_schema(invoke: Invoke) -> None:
     for key, kind in INFO_KEYS.items():
         assert isinstance(record[key], kind), key
     for t in record["transports"]:  # type: ignore[attr-defined]
-        assert set(t) == {"name", "module", "role", "description", "present"}
+        assert set(t) == {"name", "module", "role", "description", "available"}
     for s in record["socket_types"]:  # type: ignore[attr-defined]
-        assert set(s) == {"type", "usable", "error", "meaning"}
+        assert set(s) == {"type", "available", "errno_name", "meaning"}
 
 
 @needs_af_vsock
 def test_socket_types_agree_with_the_kernel(invoke: Invoke) -> None:
     types = {s["type"]: s for s in _info_json(invoke)["socket_types"]}  # type: ignore[attr-defined]
-    assert types["stream"]["usable"] is True
+    assert types["stream"]["available"] is True
     if not Path("/sys/module/vmw_vsock_vmci_transport").is_dir():
-        assert types["dgram"]["usable"] is False
-        assert types["dgram"]["error"] == "ENODEV"
+        assert types["dgram"]["available"] is False
+        assert types["dgram"]["errno_name"] == "ENODEV"
 
 
 def test_human_output_goes_to_stdout_and_nothing_to_stderr(invoke: Invoke) -> None:
@@ -134,7 +134,7 @@ def test_machine_without_vsock(invoke: Invoke, tmp_path: Path) -> None:
     result = invoke(["info", "--json"], env=env)
     assert result.exit_code == 3
     record = json.loads(result.stdout)
-    assert record["af_vsock"] is False and record["usable"] is False
+    assert record["af_vsock"] is False and record["available"] is False
     assert record["socket_types"] == []
     assert "CONFIG_VSOCKETS" in record["notes"][0]
 

@@ -161,10 +161,10 @@ def test_info_on_both_ends(nested_guest: NestedGuest) -> None:
     guest = nested_guest.run("vsockctl", "info", "--json")
     assert host.returncode == 0 and guest.rc == 0, (host.stderr, guest.text)
     host_info, guest_info = one(host.stdout, "info"), one(guest.stdout, "info")
-    present = {t["module"] for t in host_info["transports"] if t["present"]}
+    present = {t["module"] for t in host_info["transports"] if t["available"]}
     assert "vhost_vsock" in present
     assert "host" in host_info["role"] and host_info["local_cid"] == 2
-    guest_present = {t["module"] for t in guest_info["transports"] if t["present"]}
+    guest_present = {t["module"] for t in guest_info["transports"] if t["available"]}
     assert "vmw_vsock_virtio_transport" in guest_present
     assert guest_info["role"] == "guest" and guest_info["local_cid"] == 3
     assert guest_info["kernel"] != host_info["kernel"]  # the two generations, one each side
@@ -275,5 +275,5 @@ def test_forward_a_host_tcp_port_to_a_guest_service(nested_guest: NestedGuest) -
     assert echoed == data
     assert status == ExitStatus.TERMINATED, err
     (closed,) = [r for r in events if r["event"] == "forward_closed"]
-    assert closed["target"] == f"vsock:{GUEST}:6030" and closed["reason"] == "done", closed
+    assert closed["target"] == f"vsock:{GUEST}:6030" and closed["outcome"] == "done", closed
     assert closed["from_client_bytes"] == closed["to_client_bytes"] == len(data)

@@ -278,7 +278,7 @@ def test_json_usage_errors_end_with_an_error_record(invoke: Invoke, args: list[s
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert record["event"] == "error" and record["exit_status"] == 2
     assert record["exit_name"] == "usage"
-    assert result.stderr == f"vsockctl: {record['message']}\n"
+    assert result.stderr == f"vsockctl: {record['error']}\n"
 
 
 def test_bare_vsockctl_prints_its_help_not_an_error(invoke: Invoke) -> None:

@@ -212,4 +212,4 @@ def test_send_reports_what_it_sent_on_sigterm(short_dir: Path) -> None:
     records = [json.loads(line) for line in out.splitlines()]
     stats = next(r for r in records if r["event"] == "stats")
     assert stats["complete"] is False and stats["sent_bytes"] >= 1 << 20
-    assert records[-1]["event"] == "error" and records[-1]["message"] == "terminated by SIGTERM"
+    assert records[-1]["event"] == "error" and records[-1]["error"] == "terminated by SIGTERM"

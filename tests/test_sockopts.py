@@ -160,7 +160,7 @@ def test_sockopt_list_json_covers_every_option(invoke: Invoke) -> None:
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["name"] for r in records] == [opt.name for opt in OPTIONS]
     for record, opt in zip(records, OPTIONS, strict=True):
-        assert record["handled"] is (opt.linux_errno is None)
+        assert record["available"] is (opt.linux_errno is None)
         assert record["width"] == opt.ctype.width
 
 

@@ -102,7 +102,7 @@ def test_default_buffer_size_is_262144_read_8_bytes_wide() -> None:
 def test_info_in_the_vm_reports_loopback_and_diag(invoke: Invoke) -> None:
     record = json.loads(invoke(["info", "--json"]).stdout)
     assert record["loopback"] is True and record["diag_loaded"] is True
-    assert record["usable"] is True
+    assert record["available"] is True
     assert not any("loopback" in note for note in record["notes"])
 
 

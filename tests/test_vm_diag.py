@@ -136,7 +136,7 @@ def test_every_listed_option_reads_or_reports_its_errno() -> None:
         result = in_process("--json", "sockopt", "list", "-t", sock_type)
         assert result.exit_code == 0, result.stderr
         for record in map(json.loads, result.stdout.splitlines()):
-            assert record["handled"] or record["errno_name"] == "ENOPROTOOPT", record
+            assert record["available"] or record["errno_name"] == "ENOPROTOOPT", record
 
 
 def test_sockopt_on_send_and_recv_reach_the_connection() -> None:

@@ -21,8 +21,8 @@ import pytest
 
 from tests.forward_peers import DigestServer, ForwardProcess, digest_through, forwarding
 from tests.peers import LOCAL, free_port, pattern, recv_all, stop_process, vsockctl_args
-from vsockctl.events import validate
-from vsockctl.forward.flow import DONE, TARGET_ERROR, Allow
+from vsockctl.events.catalog import validate
+from vsockctl.forward.flow import Allow, Outcome
 from vsockctl.forward.sides import TcpSide, UnixSide, VsockSide, connect_side
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.route import Route
@@ -108,7 +108,7 @@ def test_curl_fetches_16_mib_over_tcp_to_vsock_to_tcp(tmp_path: Path) -> None:
         assert status == 143, err
         assert all(validate(r) == [] for r in records), records
         (closed,) = [r for r in records if r["event"] == "forward_closed"]
-        assert closed["to_client_bytes"] > 16 << 20 and closed["reason"] in ("done", "stopped")
+        assert closed["to_client_bytes"] > 16 << 20 and closed["outcome"] in ("done", "stopped")
         totals = records[-2]
         assert totals["event"] == "forward_totals" and totals["connections"] == 1
         assert records[-1]["event"] == "error" and records[-1]["exit_status"] == 143
@@ -136,7 +136,7 @@ def test_unix_to_vsock_to_unix_100_connections_at_once(tmp_path: Path) -> None:
         closed = outer.wait_for("closed", 100) + inner.wait_for("closed", 100)
     target.close()
     assert answers == [hashlib.sha256(p).digest() for p in payloads]
-    assert {flow.reason for flow in closed} == {DONE}
+    assert {flow.outcome for flow in closed} == {Outcome.DONE}
     assert all(flow.peer.startswith("vsock:1:") for flow in inner.of("closed"))
     assert outer_fwd.totals.upstream.bytes == 100 << 20
 
@@ -163,8 +163,8 @@ def test_a_stopped_target_fails_open_and_new_connections_but_not_the_forwarder()
         target = DigestServer(listen(VsockAddress(LOCAL, port)))
         answer = digest_through(lambda: connect_side(here, 10, socket.socket), b"again")
         target.close()
-    assert {flow.reason for flow in closed} <= {TARGET_ERROR, DONE}
-    assert TARGET_ERROR in {flow.reason for flow in closed}
+    assert {flow.outcome for flow in closed} <= {Outcome.TARGET_ERROR, Outcome.DONE}
+    assert Outcome.TARGET_ERROR in {flow.outcome for flow in closed}
     assert "ECONNRESET" in str(error) or "ECONNREFUSED" in str(error)
     assert answer == hashlib.sha256(b"again").digest()
     assert (fwd.totals.opened, fwd.totals.failed) == (4, 1)

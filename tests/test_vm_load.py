@@ -161,7 +161,8 @@ def test_throughput_server_keeps_its_fds_over_1000_connections() -> None:
             served += 1
             if served % 20 == 0:  # a real test: two connections
                 summary = run_client(Route(VsockAddress(LOCAL, port)), spec)
-                assert summary["directions"][0]["receiver"]["bytes"] == 1024
+                receiver = summary["directions"][0]["receiver"]
+                assert receiver is not None and receiver["bytes"] == 1024
                 return
             with connect(VsockAddress(LOCAL, port), timeout=10) as sock:
                 sock.sendall(garbage)

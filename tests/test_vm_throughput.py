@@ -25,7 +25,7 @@ from tests.peers import (
     vsockctl,
 )
 from vsockctl.bench import protocol
-from vsockctl.events.throughput import validate_interval, validate_summary
+from vsockctl.events.catalog import validate
 from vsockctl.exit_status import ExitStatus
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
@@ -49,7 +49,7 @@ def run_client(port: int, *args: str) -> tuple[subprocess.CompletedProcess[bytes
 
 def summary_of(records: list[Record]) -> Record:
     (summary,) = [r for r in records if r["event"] == "summary"]
-    assert validate_summary(summary) == []
+    assert validate(summary) == []
     return summary
 
 
@@ -79,7 +79,7 @@ def test_both_ends_count_the_same_bytes(server: int, args: list[str]) -> None:
     assert summary["complete"] and summary["errors"] == []
     for record in records:
         if record["event"] == "interval":
-            assert validate_interval(record) == []
+            assert validate(record) == []
     for direction in summary["directions"]:
         sender, receiver = direction["sender"], direction["receiver"]
         assert sender["bytes"] == receiver["bytes"] > 0

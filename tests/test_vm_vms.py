@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.peers import free_port, run_vsockctl, stop_process
-from vsockctl.events import validate
+from vsockctl.events.catalog import validate
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(240)]
 

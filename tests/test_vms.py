@@ -29,7 +29,7 @@ from vsockctl.cli.peer import PeerOptions
 from vsockctl.discover.portscan import ProbeResult
 from vsockctl.discover.vmm_sources import Guest, cloud_hypervisor, firecracker, reader_for
 from vsockctl.discover.vms import GuestNameError, find_guest, scan
-from vsockctl.events import validate
+from vsockctl.events.catalog import validate
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.route import Route
 

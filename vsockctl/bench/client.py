@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
+from typing import cast
 
 from vsockctl.errors import ProtocolError, VsockError
+from vsockctl.events.throughput import DirectionTotals, Start, Summary
 from vsockctl.vsock.route import Route
 from vsockctl.vsock.sockets import SocketFactory, SocketType
 from vsockctl.vsock.sockopt_apply import configured
 from vsockctl.vsock.sockopts import parse_setting
 
-from .measure import Event, Measurement, buffer_settings, ignore, prepare_stream
+from .measure import EndResult, Measurement, OnInterval, buffer_settings, ignore, prepare_stream
 from .protocol import FrameKind, recv_frame, send_frame
 from .server import CONTROL_TIMEOUT
-from .spec import TestSpec
+from .spec import TestMode, TestSpec
 
 
 class ClientError(Exception):
     """A test that ended early, with what was measured up to then."""
 
-    def __init__(self, cause: BaseException, partial: dict[str, Any] | None) -> None:
+    def __init__(self, cause: BaseException, partial: Summary | None) -> None:
         super().__init__(str(cause))
         self.cause = cause
         self.partial = partial
@@ -36,10 +38,10 @@ def run_client(
     timeout: float = 5.0,
     retries: int = 0,
     retry_delay: float = 1.0,
-    on_interval: Event = ignore,
-    on_event: Event = ignore,
-) -> dict[str, Any]:
-    """Run one test against the server at the end of ``route``; the summary as a dictionary.
+    on_interval: OnInterval = ignore,
+    on_event: Callable[[Start], None] = ignore,
+) -> Summary:
+    """Run one test against the server at the end of ``route``; its summary.
 
     The control connection is tried ``retries`` more times while nothing
     listens (a server still starting); the connection that succeeds carries
@@ -64,7 +66,7 @@ def run_client(
             )
         )
         control.settimeout(CONTROL_TIMEOUT)
-        send_frame(control, FrameKind.TEST, spec.to_dict())
+        send_frame(control, FrameKind.TEST, spec.to_record())
         _, accepted = recv_frame(control, FrameKind.ACCEPT)
         test_id, data_port = accepted["test"], accepted["data_port"]
         data_route = route.with_port(data_port)
@@ -72,26 +74,26 @@ def run_client(
         for index in range(spec.parallel):
             sock = stack.enter_context(data_route.connect(sock_type, timeout, factory=data_factory))
             send_frame(sock, FrameKind.STREAM, {"test": test_id, "stream": index})
-            prepare_stream(sock, spec, sending=spec.direction != "reverse")
+            prepare_stream(sock, spec, sending=spec.direction.client_sends)
             socks.append(sock)
         control.settimeout(CONTROL_TIMEOUT)
         recv_frame(control, FrameKind.START)
         measurement = Measurement(
             socks,
             spec,
-            sending=spec.direction in ("send", "bidir"),
-            receiving=spec.direction in ("reverse", "bidir"),
+            sending=spec.direction.client_sends,
+            receiving=spec.direction.server_sends,
             client=True,
             on_interval=on_interval,
         )
         on_event(
-            {
-                "event": "start",
-                "test": test_id,
-                "data_port": data_port,
-                "buffers": measurement.buffers,
-                **spec.to_dict(),
-            }
+            Start(
+                event="start",
+                test=test_id,
+                data_port=data_port,
+                buffers=measurement.buffers,
+                **spec.to_record(),
+            )
         )
         try:
             ours = measurement.run()
@@ -103,7 +105,8 @@ def run_client(
         try:
             control.settimeout(CONTROL_TIMEOUT + (spec.seconds or 0))
             send_frame(control, FrameKind.RESULT, ours)
-            _, theirs = recv_frame(control, FrameKind.RESULT)
+            _, payload = recv_frame(control, FrameKind.RESULT)
+            theirs = cast(EndResult, payload)  # the same vsockctl version measured it
         except (OSError, EOFError, ProtocolError) as exc:
             cause: BaseException = exc
             if failed is not None and failed.errno is not None:
@@ -119,27 +122,33 @@ def run_client(
         return summary
 
 
-def summarise(
-    spec: TestSpec, client: dict[str, Any], server: dict[str, Any] | None
-) -> dict[str, Any]:
+def summarise(spec: TestSpec, client: EndResult, server: EndResult | None) -> Summary:
     """The report: per direction, the receiver's goodput (the headline) and the sender's."""
-    directions = []
-    if spec.mode == "throughput":
-        if spec.direction in ("send", "bidir"):
+    directions: list[DirectionTotals] = []
+    if spec.mode is TestMode.THROUGHPUT:
+        if spec.direction.client_sends:
             directions.append(
-                _direction("client-to-server", client["sent"], server and server["received"])
+                {
+                    "direction": "client-to-server",
+                    "sender": client["sent"],
+                    "receiver": server and server["received"],
+                }
             )
-        if spec.direction in ("reverse", "bidir"):
+        if spec.direction.server_sends:
             directions.append(
-                _direction("server-to-client", server and server["sent"], client["received"])
+                {
+                    "direction": "server-to-client",
+                    "sender": server and server["sent"],
+                    "receiver": client["received"],
+                }
             )
     errors = list(client["sent"]["errors"]) + list(client["received"]["errors"])
     if server is not None:
         errors += list(server["sent"]["errors"]) + list(server["received"]["errors"])
-    summary: dict[str, Any] = {
+    summary: Summary = {
         "event": "summary",
         "complete": server is not None,
-        "test": spec.to_dict(),
+        "test": spec.to_record(),
         "directions": directions,
         "cpu": {"client": client["cpu"], "server": server and server["cpu"]},
         "buffers": {"client": client["buffers"], "server": server and server["buffers"]},
@@ -148,18 +157,14 @@ def summarise(
         "errors": errors,
     }
     if "latency" in client:
-        summary["latency"] = client["latency"]
-        summary["latency"]["msg_size"] = spec.msg_size
         seconds = client["sent"]["seconds"]
-        summary["latency"]["round_trips_per_second"] = (
-            client["latency"]["round_trips"] / seconds if seconds else 0.0
-        )
+        summary["latency"] = {
+            **client["latency"],
+            "msg_size": spec.msg_size,
+            "round_trips_per_second": client["latency"]["round_trips"] / seconds
+            if seconds
+            else 0.0,
+        }
     if "zerocopy" in client:
         summary["zerocopy"] = client["zerocopy"]
     return summary
-
-
-def _direction(
-    name: str, sender: dict[str, Any] | None, receiver: dict[str, Any] | None
-) -> dict[str, Any]:
-    return {"direction": name, "sender": sender, "receiver": receiver}

@@ -13,6 +13,8 @@ import time
 from array import array
 from collections.abc import Callable
 
+from vsockctl.events.throughput import Latency
+
 from .pumps import Counter, Limit
 
 
@@ -69,22 +71,31 @@ class Histogram:
                 return float(min(max(self.BASE ** (index + 1), self.min_ns), self.max_ns))
         return float(self.max_ns)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> Latency:
         self.fold()
         if not self.count:
             return {"round_trips": 0}
-        figures = {
-            "mean": self.total_ns / self.count,
-            "min": self.min_ns,
-            "p50": self.percentile(50),
-            "p90": self.percentile(90),
-            "p99": self.percentile(99),
-            "max": self.max_ns,
-        }
+        mean, p50, p90, p99 = (
+            self.total_ns / self.count,
+            self.percentile(50),
+            self.percentile(90),
+            self.percentile(99),
+        )
         return {
             "round_trips": self.count,
-            **{f"{name}_ns": round(ns) for name, ns in figures.items()},
-            **{f"{name}_us": ns / 1e3 for name, ns in figures.items()},  # kept for old scripts
+            "mean_ns": round(mean),
+            "min_ns": self.min_ns,
+            "p50_ns": round(p50),
+            "p90_ns": round(p90),
+            "p99_ns": round(p99),
+            "max_ns": self.max_ns,
+            # microseconds, kept for older scripts
+            "mean_us": mean / 1e3,
+            "min_us": self.min_ns / 1e3,
+            "p50_us": p50 / 1e3,
+            "p90_us": p90 / 1e3,
+            "p99_us": p99 / 1e3,
+            "max_us": self.max_ns / 1e3,
         }
 
 

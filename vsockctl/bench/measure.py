@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from vsockctl.errors import VsockError
+from vsockctl.events.throughput import Buffers, Cpu, Interval, Latency, Totals, Zerocopy
 from vsockctl.vsock.sockopt_apply import get_option
 from vsockctl.vsock.sockopts import lookup
 
@@ -32,11 +33,23 @@ from .pumps import (
 )
 from .spec import TestSpec
 
-Event = Callable[[dict[str, Any]], None]
+OnInterval = Callable[[Interval], None]
 
 
-def ignore(record: dict[str, Any]) -> None:
-    """An event callback that shows nothing."""
+def ignore(record: object) -> None:
+    """A callback for records that shows nothing."""
+
+
+class EndResult(TypedDict):
+    """One end's measurement, as it crosses the control connection in a RESULT frame."""
+
+    sent: Totals
+    received: Totals
+    intervals: list[Interval]
+    cpu: Cpu
+    buffers: Buffers
+    zerocopy: NotRequired[Zerocopy]
+    latency: NotRequired[Latency]
 
 
 class CpuClock:
@@ -50,7 +63,7 @@ class CpuClock:
         self._user, self._system = times.user, times.system
         self._wall = time.monotonic()
 
-    def read(self) -> dict[str, float]:
+    def read(self) -> Cpu:
         times = self._process.cpu_times()
         wall = max(time.monotonic() - self._wall, 1e-9)
         user, system = times.user - self._user, times.system - self._system
@@ -73,11 +86,11 @@ def buffer_settings(spec: TestSpec) -> list[str]:
     return settings
 
 
-def effective_buffers(sock: socket.socket) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+def effective_buffers(sock: socket.socket) -> Buffers:
+    result: Buffers = {}
     for name in ("buffer-size", "buffer-max-size", "rcvlowat"):
         try:
-            result[name] = get_option(sock, lookup(name))
+            result[name] = int(get_option(sock, lookup(name)))
         except VsockError as exc:
             result[name] = exc.meaning.name
     return result
@@ -166,11 +179,8 @@ class DataStreams:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def counters(self) -> dict[str, list[Counter]]:
-        return {"sent": self.sent, "received": self.received}
 
-
-def direction_totals(counters: list[Counter]) -> dict[str, Any]:
+def direction_totals(counters: list[Counter]) -> Totals:
     """Bytes, seconds and rate over all streams of one direction at one end."""
     active = [c for c in counters if c.first_ns]
     total = sum(c.bytes for c in counters)
@@ -182,21 +192,15 @@ def direction_totals(counters: list[Counter]) -> dict[str, Any]:
         "seconds": elapsed_ns / 1e9,
         "bytes_per_second": rate,
         "bits_per_second": rate * 8,
-        "streams": [
-            {
-                **c.to_dict(),
-                "bits_per_second": c.bytes * 8e9 / c.elapsed_ns if c.elapsed_ns else 0.0,
-            }
-            for c in counters
-        ],
+        "streams": [c.to_record() for c in counters],
         "errors": [c.error for c in counters if c.error],
     }
 
 
 def end_result(
-    streams: DataStreams, sampler: IntervalSampler, cpu: dict[str, float], buffers: dict[str, Any]
-) -> dict[str, Any]:
-    result: dict[str, Any] = {
+    streams: DataStreams, sampler: IntervalSampler, cpu: Cpu, buffers: Buffers
+) -> EndResult:
+    result: EndResult = {
         "sent": direction_totals(streams.sent),
         "received": direction_totals(streams.received),
         "intervals": sampler.intervals,
@@ -237,19 +241,21 @@ class Measurement:
         sending: bool,
         receiving: bool,
         client: bool,
-        on_interval: Event = ignore,
+        on_interval: OnInterval = ignore,
     ) -> None:
         self.spec = spec
         self.sending, self.receiving, self.client = sending, receiving, client
         self.streams = DataStreams(socks)
         self.buffers = effective_buffers(socks[0])
-        self.sampler = IntervalSampler(self.streams.counters(), spec.interval, on_interval)
+        self.sampler = IntervalSampler(
+            self.streams.sent, self.streams.received, spec.interval, on_interval
+        )
         per_stream = None if spec.nbytes is None else spec.nbytes // spec.parallel
         self.limit = Limit(spec.seconds, per_stream)
         self.cpu = CpuClock()
-        self.partial: dict[str, Any] | None = None
+        self.partial: EndResult | None = None
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> EndResult:
         self.streams.run(
             self.spec,
             sending=self.sending,
@@ -269,5 +275,5 @@ class Measurement:
         self.sampler.finish()
         return self._result()
 
-    def _result(self) -> dict[str, Any]:
+    def _result(self) -> EndResult:
         return end_result(self.streams, self.sampler, self.cpu.read(), self.buffers)

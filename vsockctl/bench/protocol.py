@@ -27,6 +27,7 @@ import errno
 import json
 import socket
 import struct
+from collections.abc import Mapping
 from enum import IntEnum
 from typing import Any
 
@@ -59,14 +60,14 @@ class VersionMismatch(ProtocolError):
         self.version = version
 
 
-def encode(kind: FrameKind, payload: dict[str, Any]) -> bytes:
+def encode(kind: FrameKind, payload: Mapping[str, Any]) -> bytes:
     body = json.dumps(payload, separators=(",", ":")).encode()
     if len(body) > MAX_PAYLOAD:
         raise ValueError(f"control payload of {len(body)} bytes is over {MAX_PAYLOAD}")
     return HEADER.pack(MAGIC, VERSION, kind, 0, len(body)) + body
 
 
-def send_frame(sock: socket.socket, kind: FrameKind, payload: dict[str, Any]) -> None:
+def send_frame(sock: socket.socket, kind: FrameKind, payload: Mapping[str, Any]) -> None:
     sock.sendall(encode(kind, payload))
 
 

@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from vsockctl.errors import VsockError, VsockUnavailableError
+from vsockctl.events.throughput import Counts, Interval, StreamTotals
 from vsockctl.vsock.constants import SO_ZEROCOPY
 
 MSG_ZEROCOPY = getattr(socket, "MSG_ZEROCOPY", 0x4000000)
@@ -44,14 +44,16 @@ class Counter:
     def elapsed_ns(self) -> int:
         return max(0, self.last_ns - self.first_ns)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_record(self) -> StreamTotals:
+        elapsed_ns = self.elapsed_ns
         return {
             "bytes": self.bytes,
             "calls": self.calls,
-            "elapsed_ns": self.elapsed_ns,
-            "seconds": self.elapsed_ns / 1e9,
+            "elapsed_ns": elapsed_ns,
+            "seconds": elapsed_ns / 1e9,
             "error": self.error,
             "errno": self.errno,
+            "bits_per_second": self.bytes * 8e9 / elapsed_ns if elapsed_ns else 0.0,
         }
 
 
@@ -265,13 +267,14 @@ class IntervalSampler:
 
     def __init__(
         self,
-        counters: dict[str, list[Counter]],
+        sent: list[Counter],
+        received: list[Counter],
         interval: float,
-        on_interval: Callable[[dict[str, Any]], None] | None = None,
+        on_interval: Callable[[Interval], None] | None = None,
     ) -> None:
-        self.counters = counters
+        self.counters = {"sent": sent, "received": received}
         self.interval = interval
-        self.intervals: list[dict[str, Any]] = []
+        self.intervals: list[Interval] = []
         self._on_interval = on_interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -290,22 +293,25 @@ class IntervalSampler:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def sample(self) -> dict[str, Any] | None:
+    def _counts(self, direction: str) -> Counts:
+        current = [c.bytes for c in self.counters[direction]]
+        deltas = [a - b for a, b in zip(current, self._last[direction], strict=True)]
+        self._last[direction] = current
+        return {"bytes": sum(deltas), "streams": deltas}
+
+    def sample(self) -> Interval | None:
         now = time.monotonic_ns()
         if now <= self._last_ns:
             return None
         start_ns, end_ns = self._last_ns - self._start_ns, now - self._start_ns
-        record: dict[str, Any] = {
+        record: Interval = {
             "start_ns": start_ns,
             "end_ns": end_ns,
             "start": start_ns / 1e9,
             "end": end_ns / 1e9,
+            "sent": self._counts("sent"),
+            "received": self._counts("received"),
         }
-        for direction, counters in self.counters.items():
-            current = [c.bytes for c in counters]
-            deltas = [a - b for a, b in zip(current, self._last[direction], strict=True)]
-            self._last[direction] = current
-            record[direction] = {"bytes": sum(deltas), "streams": deltas}
         self._last_ns = now
         self.intervals.append(record)
         if self._on_interval is not None:
@@ -319,7 +325,5 @@ class IntervalSampler:
             self._thread.join()
         if self.interval > 0:
             record = self.sample()
-            if record is not None and not any(
-                isinstance(v, dict) and v["bytes"] for v in record.values()
-            ):
+            if record is not None and not (record["sent"]["bytes"] or record["received"]["bytes"]):
                 self.intervals.pop()

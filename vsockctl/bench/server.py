@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import socket
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
 
 from vsockctl.errors import ProtocolError
+from vsockctl.events.throughput import Refused, ServerRecord, Test, TestDone, TestFailed
 from vsockctl.vsock.address import Endpoint
 from vsockctl.vsock.constants import VMADDR_PORT_ANY
 from vsockctl.vsock.route import Route
@@ -21,7 +22,7 @@ from vsockctl.vsock.sockopt_apply import configured
 from vsockctl.vsock.sockopts import parse_setting
 
 from . import protocol
-from .measure import Event, Measurement, buffer_settings, ignore, prepare_stream
+from .measure import EndResult, Measurement, buffer_settings, ignore, prepare_stream
 from .protocol import FrameKind, recv_frame, send_frame
 from .spec import TestSpec
 
@@ -36,7 +37,7 @@ class ThroughputServer:
         sock: socket.socket,
         route: Route,
         factory: SocketFactory = socket.socket,
-        on_event: Event = ignore,
+        on_event: Callable[[ServerRecord], None] = ignore,
     ) -> None:
         """Serve on the listening ``sock``, which waits on ``route``; each test gets a
         data listener on the same route, on a port nobody uses yet."""
@@ -55,7 +56,7 @@ class ThroughputServer:
                 self.serve_one(control, peer)
             served += 1
 
-    def serve_one(self, control: socket.socket, peer: Endpoint) -> dict[str, Any] | None:
+    def serve_one(self, control: socket.socket, peer: Endpoint) -> EndResult | None:
         test_id = next(self._ids)
         control.settimeout(CONTROL_TIMEOUT)
         try:
@@ -64,24 +65,24 @@ class ThroughputServer:
         except (ProtocolError, EOFError, OSError) as exc:
             self._refuse(control, peer, exc)
             return None
-        self.on_event({"event": "test", "test": test_id, "peer": str(peer), **spec.to_dict()})
+        self.on_event(Test(event="test", test=test_id, peer=str(peer), **spec.to_record()))
         try:
             return self._run(control, peer, spec, test_id)
         except (ProtocolError, EOFError, OSError) as exc:
             self.on_event(
-                {"event": "test_failed", "test": test_id, "peer": str(peer), "error": str(exc)}
+                TestFailed(event="test_failed", test=test_id, peer=str(peer), error=str(exc))
             )
             return None
 
     def _refuse(self, control: socket.socket, peer: Endpoint, exc: BaseException) -> None:
         reason = str(exc)
-        self.on_event({"event": "refused", "peer": str(peer), "error": reason})
+        self.on_event(Refused(event="refused", peer=str(peer), error=reason))
         with contextlib.suppress(OSError):
             send_frame(control, FrameKind.REFUSE, {"error": reason})
 
     def _run(
         self, control: socket.socket, peer: Endpoint, spec: TestSpec, test_id: int
-    ) -> dict[str, Any]:
+    ) -> EndResult:
         sock_type = SocketType(spec.sock_type)
         settings = [parse_setting(s) for s in buffer_settings(spec)]
         factory = configured(self.factory, settings, lambda applied: None)
@@ -108,13 +109,13 @@ class ThroughputServer:
                 if hello.get("test") != test_id:
                     raise ProtocolError(f"data connection {index} belongs to another test")
                 conn.settimeout(None)
-                prepare_stream(conn, spec, sending=spec.direction != "send")
+                prepare_stream(conn, spec, sending=spec.direction.server_sends)
                 socks.append(conn)
             measurement = Measurement(
                 socks,
                 spec,
-                sending=spec.direction in ("reverse", "bidir"),
-                receiving=spec.direction in ("send", "bidir") or spec.mode == "latency",
+                sending=spec.direction.server_sends,
+                receiving=spec.direction.client_sends,
                 client=False,
             )
             send_frame(control, FrameKind.START, {"test": test_id})
@@ -124,12 +125,12 @@ class ThroughputServer:
             with contextlib.suppress(EOFError):
                 recv_frame(control, FrameKind.RESULT)
         self.on_event(
-            {
-                "event": "test_done",
-                "test": test_id,
-                "peer": str(peer),
-                "received_bytes": result["received"]["bytes"],
-                "sent_bytes": result["sent"]["bytes"],
-            }
+            TestDone(
+                event="test_done",
+                test=test_id,
+                peer=str(peer),
+                received_bytes=result["received"]["bytes"],
+                sent_bytes=result["sent"]["bytes"],
+            )
         )
         return result

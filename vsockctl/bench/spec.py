@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from vsockctl.errors import ProtocolError
 
-DIRECTIONS = ("send", "reverse", "bidir")
-MODES = ("throughput", "latency")
+if TYPE_CHECKING:
+    from vsockctl.events.throughput import TestParams
+
+
+class TestMode(StrEnum):
+    THROUGHPUT = "throughput"
+    LATENCY = "latency"
+
+
+class TestDirection(StrEnum):
+    SEND = "send"  # client to server
+    REVERSE = "reverse"  # server to client
+    BIDIR = "bidir"  # both at once
+
+    @property
+    def client_sends(self) -> bool:
+        return self is not TestDirection.REVERSE
+
+    @property
+    def server_sends(self) -> bool:
+        return self is not TestDirection.SEND
+
+
 TYPES = ("stream", "seqpacket")
 MAX_PARALLEL = 128
 MAX_BUF = 64 << 20
@@ -17,8 +40,8 @@ MAX_SECONDS = 86400.0  # a day
 
 @dataclass(frozen=True)
 class TestSpec:
-    mode: str = "throughput"
-    direction: str = "send"  # send: client to server; reverse: server to client; bidir: both
+    mode: TestMode = TestMode.THROUGHPUT
+    direction: TestDirection = TestDirection.SEND
     seconds: float | None = 10.0
     nbytes: int | None = None
     buf_size: int = 1 << 20
@@ -30,8 +53,8 @@ class TestSpec:
     msg_size: int = 1
     interval: float = 1.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_record(self) -> TestParams:
+        return typing.cast("TestParams", asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TestSpec:
@@ -40,8 +63,13 @@ class TestSpec:
         unknown = set(data) - known
         if unknown:
             raise ProtocolError(f"unknown test parameters: {', '.join(sorted(unknown))}")
+        mode, direction = data.get("mode", "throughput"), data.get("direction", "send")
+        if not isinstance(mode, str) or mode not in set(TestMode):
+            raise ProtocolError(f"bad test parameters: mode {mode!r}")
+        if not isinstance(direction, str) or direction not in set(TestDirection):
+            raise ProtocolError(f"bad test parameters: direction {direction!r}")
         try:
-            spec = cls(**data)
+            spec = cls(**{**data, "mode": TestMode(mode), "direction": TestDirection(direction)})
         except TypeError as exc:
             raise ProtocolError(f"bad test parameters: {exc}") from None
         spec.check()
@@ -51,10 +79,6 @@ class TestSpec:
         def bad(text: str) -> ProtocolError:
             return ProtocolError(f"bad test parameters: {text}")
 
-        if self.mode not in MODES:
-            raise bad(f"mode {self.mode!r}")
-        if self.direction not in DIRECTIONS:
-            raise bad(f"direction {self.direction!r}")
         if self.sock_type not in TYPES:
             raise bad(f"socket type {self.sock_type!r}")
         if (self.seconds is None) == (self.nbytes is None):
@@ -75,5 +99,7 @@ class TestSpec:
             raise bad(f"seconds must be in (0, {MAX_SECONDS:.0f}]")
         if self.nbytes is not None and (not isinstance(self.nbytes, int) or self.nbytes < 1):
             raise bad("bytes must be a whole number >= 1")
-        if self.mode == "latency" and (self.parallel != 1 or self.direction != "send"):
+        if self.mode is TestMode.LATENCY and (
+            self.parallel != 1 or self.direction is not TestDirection.SEND
+        ):
             raise bad("latency runs one stream, client to server and back")

@@ -6,12 +6,13 @@ import io
 import socket
 import threading
 from contextlib import ExitStack
-from typing import BinaryIO, cast
+from typing import BinaryIO, Literal, cast
 
 import click
 
 from vsockctl.discover.system import read_local_cid
 from vsockctl.errors import LocalIOError
+from vsockctl.events.transfer import Accepted, Connected, Listening
 from vsockctl.transfer.streams import OutputFile, Sink, Source, StreamSink, StreamSource
 from vsockctl.vsock.address import Endpoint
 from vsockctl.vsock.route import Route
@@ -116,13 +117,13 @@ def announce_listening(env: Env, server: socket.socket, what: str) -> Endpoint:
     local_cid, _ = read_local_cid(env.probe_paths)
     if env.json:
         env.emit(
-            {
-                "event": "listening",
-                "address": str(bound),
-                "cid": bound.cid,
-                "port": bound.port,
-                "local_cid": local_cid,
-            }
+            Listening(
+                event="listening",
+                address=str(bound),
+                cid=bound.cid,
+                port=bound.port,
+                local_cid=local_cid,
+            )
         )
     else:
         cid_note = f" (this machine's CID is {local_cid})" if local_cid is not None else ""
@@ -130,9 +131,14 @@ def announce_listening(env: Env, server: socket.socket, what: str) -> Endpoint:
     return bound
 
 
-def announce_connection(env: Env, event: str, peer: Endpoint, local: Endpoint) -> None:
+def announce_connection(
+    env: Env, event: Literal["accepted", "connected"], peer: Endpoint, local: Endpoint
+) -> None:
     if env.json:
-        env.emit({"event": event, "peer": str(peer), "local": str(local)})
+        if event == "accepted":
+            env.emit(Accepted(event=event, peer=str(peer), local=str(local)))
+        else:
+            env.emit(Connected(event=event, peer=str(peer), local=str(local)))
     elif env.verbose or event == "accepted":
         verb = "connection from" if event == "accepted" else "connected to"
         env.message(f"{verb} {peer}")

@@ -17,7 +17,7 @@ import click
 
 from vsockctl.discover.system import ProbePaths
 from vsockctl.errors import LocalIOError
-from vsockctl.events import check
+from vsockctl.events.catalog import Record, check
 from vsockctl.vsock.sockets import SocketFactory
 from vsockctl.vsock.sockopt_apply import configured
 from vsockctl.vsock.sockopts import Setting
@@ -140,7 +140,7 @@ class Env:
             self.stderr.write(text + "\n")
             self.stderr.flush()
 
-    def emit(self, record: dict[str, Any]) -> None:
+    def emit(self, record: Record) -> None:
         """One JSON object on one line (NDJSON): on stdout, or stderr when stdout has data."""
         check(record)  # with VSOCKCTL_CHECK_EVENTS=1: only declared records go out
         line = json.dumps(record)

@@ -13,6 +13,8 @@ from vsockctl.errors import (
     VsockError,
     VsockUnavailableError,
 )
+from vsockctl.events.system import PortCheck
+from vsockctl.events.transfer import Error
 from vsockctl.exit_status import ExitStatus, exit_status_for
 from vsockctl.signals import Terminated
 
@@ -57,24 +59,22 @@ def report(env: Env, exc: BaseException) -> ExitStatus:
     env.stderr.write(f"vsockctl: {describe(exc)}\n")
     env.stderr.flush()
     if env.json:
-        record: dict[str, object] = error_record(describe(exc), status)
+        record = error_record(describe(exc), status)
         if isinstance(exc, OSError) and exc.errno is not None:
             record["errno"] = exc.errno
         if isinstance(exc, VsockError):
-            record.update(
-                errno_name=exc.meaning.name,
-                operation=exc.operation,
-                address=exc.where,
-            )
+            record["errno_name"] = exc.meaning.name
+            record["operation"] = exc.operation
+            record["address"] = exc.where
         with contextlib.suppress(OSError):  # stdout itself is gone; stderr had the line
             env.emit(record)
     return status
 
 
-def error_record(message: str, status: ExitStatus) -> dict[str, object]:
+def error_record(message: str, status: ExitStatus) -> Error:
     return {
         "event": "error",
-        "message": message,
+        "error": message,
         "exit_status": int(status),
         "exit_name": status.name.lower(),
     }
@@ -97,3 +97,12 @@ def report_output_failure(exc: OSError | ReaderGone) -> ExitStatus:
     with contextlib.suppress(OSError):
         sys.stderr.write(f"vsockctl: {LocalIOError.wrap(exc, 'writing', 'stdout')}\n")
     return ExitStatus.ERROR
+
+
+def port_check(port: int, failure: BaseException | None) -> PortCheck:
+    """Whether a guest's ``port`` accepted: the record ``vms --probe`` and ``info --uds
+    --port`` share (with what the failure means, and its exit status)."""
+    if failure is None:
+        return {"port": port, "open": True}
+    status = exit_status_for(failure)
+    return {"port": port, "open": False, "error": describe(failure), "exit_status": int(status)}

@@ -20,6 +20,15 @@ from typing import Any
 import click
 
 from vsockctl.errors import ErrnoMeaning, VsockError
+from vsockctl.events.catalog import Record
+from vsockctl.events.forward import (
+    ForwardClosed,
+    ForwardFailed,
+    Forwarding,
+    ForwardOpened,
+    ForwardRefused,
+    ForwardTotals,
+)
 from vsockctl.forward.flow import Allow, Flow
 from vsockctl.forward.server import DEFAULT_MAX_CONNECTIONS, Forwarder, make_room_for
 from vsockctl.forward.sides import (
@@ -61,7 +70,7 @@ class Report:
         self.env = env
         self._lock = threading.Lock()  # lines from many threads stay whole
 
-    def _out(self, record: dict[str, Any], line: str, *, error: bool = False) -> None:
+    def _out(self, record: Record, line: str, *, error: bool = False) -> None:
         with self._lock:
             if self.env.json:
                 self.env.emit(record)
@@ -79,38 +88,38 @@ class Report:
     def opened(self, flow: Flow) -> None:
         if self._silent:
             return
-        record = {"event": "forward_opened", "peer": flow.peer, "target": flow.target}
+        record = ForwardOpened(event="forward_opened", peer=flow.peer, target=flow.target)
         self._out(record, f"{flow.peer}: opened to {flow.target}")
 
     def closed(self, flow: Flow) -> None:
         if self._silent:
             return
         error = describe(flow.error) if flow.error is not None else None
-        record = {
-            "event": "forward_closed",
-            "peer": flow.peer,
-            "target": flow.target,
-            "from_client_bytes": flow.upstream.bytes,
-            "to_client_bytes": flow.downstream.bytes,
-            "duration_ns": flow.duration_ns,
-            "reason": flow.reason,
-            "error": error,
-        }
-        why = flow.reason if error is None else f"{flow.reason}: {error}"
+        record = ForwardClosed(
+            event="forward_closed",
+            peer=flow.peer,
+            target=flow.target,
+            from_client_bytes=flow.upstream.bytes,
+            to_client_bytes=flow.downstream.bytes,
+            elapsed_ns=flow.elapsed_ns,
+            outcome=flow.outcome,
+            error=error,
+        )
+        why = flow.outcome if error is None else f"{flow.outcome}: {error}"
         self._out(
             record,
-            f"{flow.peer}: closed after {human_seconds(flow.duration_ns)}: "
+            f"{flow.peer}: closed after {human_seconds(flow.elapsed_ns)}: "
             f"{human_bytes(flow.upstream.bytes)} from the client, "
             f"{human_bytes(flow.downstream.bytes)} to it ({why})",
         )
 
     def failed(self, peer: str, target: str, error: BaseException) -> None:
         why = describe(error)
-        record = {"event": "forward_failed", "peer": peer, "target": target, "error": why}
+        record = ForwardFailed(event="forward_failed", peer=peer, target=target, error=why)
         self._out(record, f"{peer}: cannot reach {target}: {why}", error=True)
 
     def refused(self, peer: str, why: str) -> None:
-        record = {"event": "forward_refused", "peer": peer, "why": why}
+        record = ForwardRefused(event="forward_refused", peer=peer, error=why)
         self._out(record, f"{peer}: refused, {why}", error=True)
 
 
@@ -245,12 +254,12 @@ def forward_command(
 def _announce(env: Env, listen_at: Side, target: Side, max_connections: int) -> None:
     if env.json:
         env.emit(
-            {
-                "event": "forwarding",
-                "listen": str(listen_at),
-                "target": str(target),
-                "max_connections": max_connections,
-            }
+            Forwarding(
+                event="forwarding",
+                listen=str(listen_at),
+                target=str(target),
+                max_connections=max_connections,
+            )
         )
     else:
         env.message(
@@ -264,15 +273,15 @@ def _totals(env: Env, forwarder: Forwarder) -> None:
     elapsed = time.monotonic_ns() - totals.started_ns
     if env.json:
         env.emit(
-            {
-                "event": "forward_totals",
-                "connections": totals.opened,
-                "failed": totals.failed,
-                "refused": totals.refused,
-                "from_client_bytes": totals.upstream.bytes,
-                "to_client_bytes": totals.downstream.bytes,
-                "duration_ns": elapsed,
-            }
+            ForwardTotals(
+                event="forward_totals",
+                connections=totals.opened,
+                failed=totals.failed,
+                refused=totals.refused,
+                from_client_bytes=totals.upstream.bytes,
+                to_client_bytes=totals.downstream.bytes,
+                elapsed_ns=elapsed,
+            )
         )
         return
     env.message(

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import click
 
-from vsockctl.discover.system import SystemInfo, describe_cid, findings, probe, to_dict
-from vsockctl.exit_status import ExitStatus
+from vsockctl.discover.system import SystemInfo, describe_cid, findings, probe, to_record
+from vsockctl.events.system import Uds
+from vsockctl.exit_status import ExitStatus, exit_status_for
 from vsockctl.vsock.hybrid import check_uds
 
 from .app import cli
 from .env import Env, current_env
+from .errors import port_check
 from .format import escape
 from .options import PORT, output_options
 from .table import Column, Table, print_paragraph
@@ -66,11 +68,11 @@ def render(env: Env, info: SystemInfo) -> None:
     ]  # fmt: skip
     for t in info.transports:
         tables[0].add_row(
-            t.name, _yes(t.present, "present", "absent"), t.role, t.module, escape(t.description)
+            t.name, _yes(t.available, "present", "absent"), t.role, t.module, escape(t.description)
         )
     for st in info.socket_types:
-        why = escape(f"{st.error}: {st.meaning}") if st.error else ""
-        tables[1].add_row(st.type, _yes(st.usable), why)
+        why = escape(f"{st.errno_name}: {st.meaning}") if st.errno_name else ""
+        tables[1].add_row(st.type, _yes(st.available), why)
     for f in info.features:
         here = "[dim]unknown[/]" if f.available is None else _yes(f.available)
         tables[2].add_row(f.name, here, escape(f.how))
@@ -88,28 +90,36 @@ def render(env: Env, info: SystemInfo) -> None:
 
 
 def _info_uds(env: Env, path: str, port: int | None) -> int:
-    result = check_uds(path, port)
+    state = check_uds(path, port)
+    checked = port_check(state.port, state.port_failure) if state.port is not None else None
     if env.json:
-        env.emit({"event": "uds", **result})
+        record = Uds(
+            event="uds",
+            path=path,
+            exists=state.exists,
+            socket=state.socket,
+            accepting=state.accepting,
+        )
+        if checked is not None:
+            record["port"] = checked
+        env.emit(record)
     elif not env.quiet:
-        if not result["exists"]:
-            state = "does not exist"
-        elif not result["socket"]:
-            state = "is not a Unix socket"
-        elif not result["accepting"]:
-            state = "is a Unix socket nobody accepts on (a VMM that is gone?)"
+        if not state.exists:
+            said = "does not exist"
+        elif not state.socket:
+            said = "is not a Unix socket"
+        elif not state.accepting:
+            said = "is a Unix socket nobody accepts on (a VMM that is gone?)"
         else:
-            state = "is a live Unix socket (a hybrid vsock VMM accepts on it)"
-        env.out.print(escape(f"{path} {state}"))
-        checked = result.get("port")
-        if isinstance(checked, dict):
-            answer = "OK: something listens there" if checked["open"] else checked["error"]
+            said = "is a live Unix socket (a hybrid vsock VMM accepts on it)"
+        env.out.print(escape(f"{path} {said}"))
+        if checked is not None:
+            answer = checked.get("error", "OK: something listens there")
             env.out.print(escape(f"CONNECT {checked['port']}: {answer}"))
-    if not result["accepting"]:
+    if not state.accepting:
         return int(ExitStatus.VSOCK_UNAVAILABLE)
-    checked = result.get("port")
-    if isinstance(checked, dict) and not checked["open"]:
-        return int(checked["status"])
+    if state.port_failure is not None:
+        return int(exit_status_for(state.port_failure))
     return int(ExitStatus.OK)
 
 
@@ -153,8 +163,8 @@ def info(uds: str | None, port: int | None) -> None:
         raise click.UsageError("--port goes with --uds")
     system = probe(env.probe_paths, env.socket_factory)
     if env.json:
-        env.emit({"event": "info", **to_dict(system)})
+        env.emit(to_record(system))
     elif not env.quiet:
         render(env, system)
-    if not system.usable:
+    if not system.available:
         raise click.exceptions.Exit(int(ExitStatus.VSOCK_UNAVAILABLE))

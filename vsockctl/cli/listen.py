@@ -18,6 +18,7 @@ from contextlib import ExitStack
 import click
 
 from vsockctl.errors import VsockError
+from vsockctl.events.transfer import Closed, Exec
 from vsockctl.transfer.engine import Transfer, TransferStats
 from vsockctl.transfer.streams import Sink, Source
 from vsockctl.vsock.address import Endpoint
@@ -136,7 +137,7 @@ class Server:
                 with self._lock:
                     self._children.discard(child)
         if self.env.json:
-            self.env.emit({"event": "exec", "peer": str(peer), "returncode": returncode})
+            self.env.emit(Exec(event="exec", peer=str(peer), returncode=returncode))
         elif self.env.verbose:
             self.env.message(f"{peer}: command exited with {returncode}")
 
@@ -144,7 +145,7 @@ class Server:
         """The connection's stats: with --json always; as a line with -v, or when a relay
         failed or was interrupted."""
         if self.env.json:
-            self.env.emit({"event": "closed", "peer": str(peer), **stats.to_dict()})
+            self.env.emit(Closed(event="closed", peer=str(peer), **stats.to_record()))
         elif self.env.verbose or (not complete and self.command is None):
             report_stats(self.env, stats, complete)
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from vsockctl.discover.diag import VsockSocket, dump, with_owners
+from vsockctl.events.system import Socket
 from vsockctl.vsock.sockets import SocketType
 
 from .app import cli
@@ -22,7 +21,7 @@ def _owners_text(sock: VsockSocket) -> str:
     return ", ".join(f"{o.name or '?'}[{o.pid}]" for o in sock.owners)
 
 
-def _record(sock: VsockSocket) -> dict[str, Any]:
+def _record(sock: VsockSocket) -> Socket:
     return {
         "event": "socket",
         "type": sock.type_name,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import click
 
-from vsockctl import events
 from vsockctl.bench import protocol
 from vsockctl.errors import ERRNO_MEANINGS
-from vsockctl.events import throughput as schema
+from vsockctl.events import catalog as events
+from vsockctl.events.record import Key, keys_of
 from vsockctl.exit_status import EXIT_STATUS_MEANINGS
 from vsockctl.transfer import stall
 from vsockctl.vsock import hybrid
@@ -122,15 +122,31 @@ def _commands() -> list[str]:
 
 def _json_section(name: str) -> list[str]:
     """What ``--json`` prints: every event the command may print, with its keys, from
-    their declaration in vsockctl.events (the one the validator checks)."""
-    rule = _prose((events.__doc__ or "").split("\n\n")[2])
-    out = [".SH JSON OUTPUT", "One JSON object per line, its \\fBevent\\fR key naming it.", rule]
-    command = name.removeprefix("vsockctl-")
-    for event in events.for_command(command) if command != "vsockctl" else ():
+    their declaration in vsockctl/events/ (the one the validator checks), and the
+    vocabulary all records share."""
+    out = [".SH JSON OUTPUT", "One JSON object per line, its \\fBevent\\fR key naming it."]
+    if name == "vsockctl":
+        out += ["Every record of every command uses the same words for the same things:"]
+        for words, meaning in events.VOCABULARY:
+            out += [".TP", f"\\fB{roff(words)}\\fR", roff(meaning)]
+        return out
+    out += ["Its keys follow the vocabulary in \\fBvsockctl\\fR(1), JSON OUTPUT."]
+    shown = events.for_command(name.removeprefix("vsockctl-"))
+    for event in shown:
         out += [f".SS {roff(event.name)}", roff(event.about[0].upper() + event.about[1:] + ".")]
-        keys = {**event.keys, **{k: f"(optional) {v}" for k, v in event.optional.items()}}
-        for key, text in keys.items():
-            out += [".TP", f"\\fB{roff(key)}\\fR", roff(text)]
+        out += _keys(event.keys)
+    for shape in events.nested_records(shown):
+        title, _, about = (shape.__doc__ or shape.__name__.upper()).partition(": ")
+        about = about[:1].upper() + about[1:]
+        out += [f".SS {roff(title)}"] + ([roff(about)] if about else []) + _keys(keys_of(shape))
+    return out
+
+
+def _keys(keys: tuple[Key, ...]) -> list[str]:
+    out = []
+    for key in keys:
+        text = key.meaning if key.required else f"(optional) {key.meaning}"
+        out += [".TP", f"\\fB{roff(key.name)}\\fR", roff(text)]
     return out
 
 
@@ -148,19 +164,6 @@ def _extra_sections(name: str) -> list[str]:
             for item in items:
                 number, _, text = item.partition(" ")
                 out += [f'.IP "{number}" 4', _prose(text)]
-        for title, keys in (
-            ("SUMMARY", {**schema.SUMMARY, **schema.SUMMARY_OPTIONAL}),
-            ("TEST", schema.TEST),
-            ("DIRECTION", schema.DIRECTION),
-            ("TOTALS", schema.TOTALS),
-            ("STREAM", schema.STREAM),
-            ("CPU", schema.CPU),
-            ("INTERVAL", schema.INTERVAL),
-            ("LATENCY", schema.LATENCY),
-        ):
-            out += [".SS " + title]
-            for key, text in keys.items():
-                out += [".TP", f"\\fB{roff(key)}\\fR", roff(text)]
     if name in MUX_PAGES:
         out += [".SH HYBRID VSOCK", ".PP", roff(" ".join(hybrid.MUX_MAN_SECTION.split()))]
         for vmm, host_end, guest_end in hybrid.HALF_CLOSE_BY_VMM:

@@ -7,6 +7,7 @@ import socket
 import click
 
 from vsockctl.errors import VsockError
+from vsockctl.events.system import SockoptOption, SockoptValue
 from vsockctl.exit_status import ExitStatus
 from vsockctl.vsock.sockets import SocketType, open_socket
 from vsockctl.vsock.sockopt_apply import apply, get_option
@@ -50,12 +51,12 @@ def sockopt() -> None:
     """
 
 
-def _probe_option(sock: socket.socket, opt: SockOpt) -> tuple[str, str | None, Value | None]:
-    """(state, errno name, value) of reading ``opt``."""
+def _probe_option(sock: socket.socket, opt: SockOpt) -> tuple[str | None, Value | None]:
+    """Reading ``opt``: (None, its value), or (the errno's name, None) when refused."""
     try:
-        return "yes", None, get_option(sock, opt)
+        return None, get_option(sock, opt)
     except VsockError as exc:
-        return "no", exc.meaning.name, None
+        return exc.meaning.name, None
 
 
 @sockopt.command("list", short_help="Every option vsockctl knows, and whether this kernel has it.")
@@ -68,30 +69,30 @@ def list_command(sock_type: SocketType) -> None:
     \b
     Examples:
       vsockctl sockopt list
-      vsockctl sockopt list --json | jq -r 'select(.handled) | .name'
+      vsockctl sockopt list --json | jq -r 'select(.available) | .name'
     """
     env = current_env()
     with open_socket(sock_type, env.socket_factory) as sock:
         rows = [(opt, *_probe_option(sock, opt)) for opt in OPTIONS]
     if env.json:
-        for opt, state, err, value in rows:
+        for opt, err, value in rows:
             env.emit(
-                {
-                    "event": "sockopt_option",
-                    "name": opt.name,
-                    "level": opt.level_name,
-                    "level_number": int(opt.level),
-                    "number": opt.number,
-                    "ctype": opt.ctype.label,
-                    "width": opt.ctype.width,
-                    "default": opt.default,
-                    "linux": opt.linux,
-                    "vmci": opt.vmci,
-                    "handled": state == "yes",
-                    "value": json_value(opt, value),
-                    "errno_name": err,
-                    "summary": opt.summary,
-                }
+                SockoptOption(
+                    event="sockopt_option",
+                    name=opt.name,
+                    level=opt.level_name,
+                    level_number=int(opt.level),
+                    number=opt.number,
+                    ctype=opt.ctype.label,
+                    width=opt.ctype.width,
+                    default=opt.default,
+                    linux=opt.linux,
+                    vmci=opt.vmci,
+                    available=err is None,
+                    value=json_value(opt, value),
+                    errno_name=err,
+                    summary=opt.summary,
+                )
             )
         return
     table = Table(  # the optional columns fold under each row, last first, when narrow
@@ -104,8 +105,8 @@ def list_command(sock_type: SocketType) -> None:
         Column("Linux name", optional=True),
         Column("VMware name", optional=True),
     )
-    for opt, state, err, _ in rows:
-        here = "[green]yes[/]" if state == "yes" else f"[red]no ({err})[/]"
+    for opt, err, _ in rows:
+        here = "[green]yes[/]" if err is None else f"[red]no ({err})[/]"
         table.add_row(
             opt.name,
             here,
@@ -160,15 +161,15 @@ def _show_get(
     env: Env, table: Table, opt: SockOpt, *, value: int | float | None, error: VsockError | None
 ) -> None:
     if env.json:
-        record: dict[str, object] = {
+        record: SockoptValue = {
             "event": "sockopt_value",
             "name": opt.name,
             "value": json_value(opt, value),
         }
         if error is not None:
-            record.update(
-                errno=error.errno, errno_name=error.meaning.name, meaning=error.meaning.cause
-            )
+            record["errno"] = error.errno
+            record["errno_name"] = error.meaning.name
+            record["meaning"] = error.meaning.cause
         env.emit(record)
     elif error is not None:
         table.add_row(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from vsockctl.events.system import Sockopt
 from vsockctl.vsock.sockopt_apply import Applied
 from vsockctl.vsock.sockopts import format_value, json_value
 
@@ -12,9 +11,9 @@ from .format import escape
 from .table import Column, Table
 
 
-def applied_record(applied: Applied) -> dict[str, Any]:
+def applied_record(applied: Applied) -> Sockopt:
     setting, opt = applied.setting, applied.setting.option
-    record: dict[str, Any] = {
+    record: Sockopt = {
         "event": "sockopt",
         "name": opt.name,
         "requested": json_value(opt, setting.value),
@@ -25,7 +24,9 @@ def applied_record(applied: Applied) -> dict[str, Any]:
     }
     if applied.error is not None:
         meaning = applied.error.meaning
-        record.update(errno=applied.error.errno, errno_name=meaning.name, meaning=meaning.cause)
+        record["errno"] = applied.error.errno
+        record["errno_name"] = meaning.name
+        record["meaning"] = meaning.cause
     return record
 
 

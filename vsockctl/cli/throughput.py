@@ -14,8 +14,9 @@ import click
 from vsockctl.bench.client import ClientError, run_client
 from vsockctl.bench.protocol import DEFAULT_PORT
 from vsockctl.bench.server import ThroughputServer
-from vsockctl.bench.spec import MAX_BUF, MAX_SECONDS, TestSpec
+from vsockctl.bench.spec import MAX_BUF, MAX_SECONDS, TestDirection, TestMode, TestSpec
 from vsockctl.errors import ProtocolError, VsockUnavailableError
+from vsockctl.events.throughput import Interval
 from vsockctl.units import UnitError, format_size, parse_size
 from vsockctl.vsock.address import AddressError, VsockAddress, parse_address, parse_port
 from vsockctl.vsock.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL
@@ -221,9 +222,11 @@ def _spec(
     for option, size in (("--buf-size", buf_size), ("--msg-size", msg_size)):
         if not 1 <= size <= MAX_BUF:
             raise click.UsageError(f"{option} must be from 1 byte to {format_size(MAX_BUF)}")
-    direction = "reverse" if reverse else "bidir" if bidir else "send"
+    direction = (
+        TestDirection.REVERSE if reverse else TestDirection.BIDIR if bidir else TestDirection.SEND
+    )
     spec = TestSpec(
-        mode="latency" if latency else "throughput",
+        mode=TestMode.LATENCY if latency else TestMode.THROUGHPUT,
         direction=direction,
         seconds=None if nbytes is not None else (seconds if seconds is not None else 10.0),
         nbytes=nbytes,
@@ -254,7 +257,7 @@ def _run_server(env: Env, route: Route, once: bool) -> None:
 
 
 def _run_client(env: Env, route: Route, spec: TestSpec, peer: PeerOptions) -> None:
-    def on_interval(record: dict[str, Any]) -> None:
+    def on_interval(record: Interval) -> None:
         show_interval(env, record)
         live.interval(record)
 

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from vsockctl.bench.spec import TestMode
+from vsockctl.events.throughput import (
+    Buffers,
+    Cpu,
+    Interval,
+    IntervalEvent,
+    ServerRecord,
+    Summary,
+    Totals,
+)
+
 from .env import Env
 from .format import escape, human_bytes
 
@@ -12,25 +23,25 @@ def gbits(bits_per_second: float) -> str:
     return f"{bits_per_second / 1e9:7.2f} Gbit/s"
 
 
-def interval_line(record: dict[str, Any]) -> str:
+def interval_line(record: Interval) -> str:
     parts = [f"[{record['start']:6.2f}-{record['end']:6.2f} s]"]
     seconds = max(record["end"] - record["start"], 1e-9)
     for direction in ("sent", "received"):
-        moved = record.get(direction)
-        if moved and (moved["bytes"] or len(moved["streams"])):
+        moved = record["received" if direction == "received" else "sent"]
+        if moved["bytes"] or moved["streams"]:
             rate = moved["bytes"] * 8 / seconds
             parts.append(f"{direction:>8} {human_bytes(moved['bytes']):>10}  {gbits(rate)}")
     return "  ".join(parts)
 
 
-def show_interval(env: Env, record: dict[str, Any]) -> None:
+def show_interval(env: Env, record: Interval) -> None:
     if env.json:
-        env.emit({"event": "interval", **record})
+        env.emit(IntervalEvent(event="interval", **record))
     elif not env.quiet:
         env.out.print(escape(interval_line(record)), style="cyan" if env.io.stdout_isatty else None)
 
 
-def _side(label: str, totals: dict[str, Any] | None) -> str:
+def _side(label: str, totals: Totals | None) -> str:
     if totals is None:
         return f"  {label:<20} (no figures: the other end did not report)"
     return (
@@ -39,20 +50,20 @@ def _side(label: str, totals: dict[str, Any] | None) -> str:
     )
 
 
-def _cpu(cpu: dict[str, Any] | None) -> str:
+def _cpu(cpu: Cpu | None) -> str:
     if not cpu:
         return "?"
     user, system = (100 * cpu[k] / cpu["wall_seconds"] for k in ("user_seconds", "system_seconds"))
     return f"{cpu['percent']:.0f}% (user {user:.0f}%, system {system:.0f}%)"
 
 
-def _buffers(buffers: dict[str, Any] | None) -> str:
+def _buffers(buffers: Buffers | None) -> str:
     if not buffers:
         return "?"
     return ", ".join(f"{name} {value}" for name, value in buffers.items())
 
 
-def summary_lines(summary: dict[str, Any]) -> list[str]:
+def summary_lines(summary: Summary) -> list[str]:
     test = summary["test"]
     lines = []
     if not summary["complete"]:
@@ -64,7 +75,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"{direction['direction']}, {test['parallel']} stream(s), {test['sock_type']}")
         lines.append(_side(receiver, direction["receiver"]))
         lines.append(_side(sender, direction["sender"]))
-        streams = (direction["receiver"] or direction["sender"] or {}).get("streams", [])
+        totals = direction["receiver"] or direction["sender"]
+        streams = totals["streams"] if totals is not None else []
         if len(streams) > 1:
             for index, stream in enumerate(streams):
                 lines.append(
@@ -102,7 +114,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def show_summary(env: Env, summary: dict[str, Any]) -> None:
+def show_summary(env: Env, summary: Summary) -> None:
     if env.json:
         env.emit(summary)
         return
@@ -112,26 +124,25 @@ def show_summary(env: Env, summary: dict[str, Any]) -> None:
         env.out.print(escape(line))
 
 
-def show_server_event(env: Env, record: dict[str, Any]) -> None:
+def show_server_event(env: Env, record: ServerRecord) -> None:
     if env.json:
         env.emit(record)
         return
-    event = record["event"]
-    if event == "test":
-        what = "latency" if record["mode"] == "latency" else record["direction"]
+    if record["event"] == "test":
+        what = "latency" if record["mode"] is TestMode.LATENCY else record["direction"]
         amount = f"{record['seconds']} s" if record["seconds"] else f"{record['nbytes']} bytes"
         env.message(
             f"test {record['test']} from {record['peer']}: {what}, {record['parallel']} "
             f"stream(s), {record['sock_type']}, {amount}"
         )
-    elif event == "test_done":
+    elif record["event"] == "test_done":
         env.message(
             f"test {record['test']} done: received {human_bytes(record['received_bytes'])}, "
             f"sent {human_bytes(record['sent_bytes'])}"
         )
-    elif event == "refused":
+    elif record["event"] == "refused":
         env.message(f"refused a client at {record['peer']}: {record['error']}")
-    elif event == "test_failed":
+    elif record["event"] == "test_failed":
         env.message(f"test {record['test']} with {record['peer']} failed: {record['error']}")
 
 
@@ -163,11 +174,11 @@ class LiveDisplay:
             self.task = self.progress.add_task("throughput", total=self.total, rate="")
         return self
 
-    def interval(self, record: dict[str, Any]) -> None:
+    def interval(self, record: Interval) -> None:
         if self.progress is None:
             return
         seconds = max(record["end"] - record["start"], 1e-9)
-        moved = sum(record[d]["bytes"] for d in ("sent", "received") if record.get(d))
+        moved = record["sent"]["bytes"] + record["received"]["bytes"]
         self.moved += moved
         done = record["end"] if self.by_time else self.moved
         self.progress.update(self.task, completed=done, rate=gbits(moved * 8 / seconds))

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from vsockctl.events.transfer import Stats
 from vsockctl.transfer.engine import TransferStats
 
 from .env import Env
@@ -92,7 +93,7 @@ def stats_line(stats: TransferStats, complete: bool) -> str:
 def report_stats(env: Env, stats: TransferStats, complete: bool) -> None:
     stats.finish()
     if env.json:
-        env.emit({"event": "stats", "complete": complete, **stats.to_dict()})
+        env.emit(Stats(event="stats", complete=complete, **stats.to_record()))
         return
     if not env.quiet:
         env.message(stats_line(stats, complete))

@@ -9,18 +9,17 @@ Sample::
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from vsockctl.discover.vmm_sources import Guest
 from vsockctl.discover.vms import guest_route, scan
 from vsockctl.errors import ProtocolError, VsockError, VsockUnavailableError
-from vsockctl.exit_status import ExitStatus, exit_status_for
+from vsockctl.events.system import PortCheck, Vm, VmSkipped
+from vsockctl.exit_status import ExitStatus
 
 from .app import cli
 from .env import Env, current_env
-from .errors import describe
+from .errors import port_check
 from .format import escape
 from .options import PORT, output_options
 from .table import Column, Table
@@ -28,20 +27,19 @@ from .table import Column, Table
 PROBE_TIMEOUT = 2.0
 
 
-def probe(guest: Guest, port: int) -> dict[str, Any]:
+def probe(guest: Guest, port: int) -> PortCheck:
     """Does ``guest`` accept on ``port``? With the errno's meaning when not."""
     if guest.cid is None and not guest.uds:
         return {"port": port, "open": False, "error": "no CID or hybrid socket known"}
     try:
         guest_route(guest, port).connect(timeout=PROBE_TIMEOUT).close()
     except (VsockError, ProtocolError, VsockUnavailableError) as exc:
-        status = exit_status_for(exc)
-        return {"port": port, "open": False, "error": describe(exc), "status": int(status)}
-    return {"port": port, "open": True}
+        return port_check(port, exc)
+    return port_check(port, None)
 
 
-def _record(guest: Guest, probed: dict[str, Any] | None) -> dict[str, Any]:
-    record: dict[str, Any] = {
+def _record(guest: Guest, probed: PortCheck | None) -> Vm:
+    record: Vm = {
         "event": "vm",
         "vmm": guest.vmm,
         "pid": guest.pid,
@@ -104,7 +102,7 @@ def vms_command(probe_port: int | None) -> None:
         for record in records:
             env.emit(record)
         for note in found.skipped:
-            env.emit({"event": "vm_skipped", "why": note})
+            env.emit(VmSkipped(event="vm_skipped", error=note))
     else:
         _table(env, records, probe_port)
         for note in found.skipped:
@@ -117,7 +115,7 @@ def vms_command(probe_port: int | None) -> None:
         raise click.exceptions.Exit(int(ExitStatus.VSOCK_UNAVAILABLE))
 
 
-def _table(env: Env, records: list[dict[str, Any]], probe_port: int | None) -> None:
+def _table(env: Env, records: list[Vm], probe_port: int | None) -> None:
     if not records:
         return
     columns: list[Column | str] = ["VMM", "PID", "NAME", "CID", "HYBRID SOCKET"]

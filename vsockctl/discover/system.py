@@ -15,13 +15,14 @@ import socket
 import struct
 import termios
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from vsockctl.discover.kmod import LIB_MODULES, ModuleState, load_hint, module_state
 from vsockctl.discover.sockmap import try_sockmap
 from vsockctl.errors import VsockError, explain
+from vsockctl.events.system import Info
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.constants import (
     AF_VSOCK,
@@ -73,14 +74,14 @@ class TransportStatus:
     module: str
     role: str
     description: str
-    present: bool
+    available: bool  # its module is loaded (or built in)
 
 
 @dataclass
 class SocketTypeStatus:
     type: str
-    usable: bool
-    error: str | None = None  # errno name where creating or binding failed
+    available: bool
+    errno_name: str | None = None  # where creating or binding failed
     meaning: str | None = None
 
 
@@ -119,22 +120,22 @@ class SystemInfo:
 
     @property
     def loopback(self) -> bool:
-        return any(t.name == "loopback" and t.present for t in self.transports)
+        return any(t.name == "loopback" and t.available for t in self.transports)
 
     @property
     def any_transport(self) -> bool:
-        return any(t.present for t in self.transports)
+        return any(t.available for t in self.transports)
 
     @property
-    def usable(self) -> bool:
+    def available(self) -> bool:
         """vsock can carry something here: the family exists and a transport is loaded."""
         return self.af_vsock and self.any_transport
 
     @property
     def role(self) -> str:
         """guest, host, guest+host, or none: from the transports that are present."""
-        guest = any(t.present and "guest" in t.role for t in self.transports)
-        host = any(t.present and "host" in t.role for t in self.transports)
+        guest = any(t.available and "guest" in t.role for t in self.transports)
+        host = any(t.available and "host" in t.role for t in self.transports)
         if guest and host:
             return "guest+host"
         return "guest" if guest else "host" if host else "none"
@@ -283,12 +284,13 @@ def _connected_features(info: SystemInfo, factory: SocketFactory) -> list[Featur
 def check_features(info: SystemInfo, factory: SocketFactory) -> list[FeatureStatus]:
     """The vsock features this kernel has, each found by trying it."""
     seqpacket = next((s for s in info.socket_types if s.type == "seqpacket"), None)
+    refused = seqpacket.errno_name if seqpacket is not None else None
     features = [
         FeatureStatus(
             "seqpacket",
-            seqpacket is not None and seqpacket.usable,
+            seqpacket is not None and seqpacket.available,
             "socket, bind and listen of a SOCK_SEQPACKET socket"
-            + (f": {seqpacket.error}" if seqpacket is not None and seqpacket.error else ""),
+            + (f": {refused}" if refused else ""),
         )
     ]
     with factory(AF_VSOCK, socket.SOCK_STREAM) as sock:
@@ -348,13 +350,45 @@ def findings(info: SystemInfo) -> list[str]:
     return notes
 
 
-def to_dict(info: SystemInfo) -> dict[str, object]:
-    """The probe as plain data, with the derived answers, for --json."""
-    data = asdict(info)
-    data.update(
-        usable=info.usable,
-        role=info.role,
-        loopback=info.loopback,
-        notes=findings(info),
-    )
-    return data
+def to_record(info: SystemInfo) -> Info:
+    """The probe as its ``--json`` record, with the derived answers."""
+    return {
+        "event": "info",
+        "kernel": info.kernel,
+        "af_vsock": info.af_vsock,
+        "vsock_module": info.vsock_module,
+        "local_cid": info.local_cid,
+        "local_cid_error": info.local_cid_error,
+        "dev_vsock": info.dev_vsock,
+        "dev_vhost_vsock": info.dev_vhost_vsock,
+        "transports": [
+            {
+                "name": t.name,
+                "module": t.module,
+                "role": t.role,
+                "description": t.description,
+                "available": t.available,
+            }
+            for t in info.transports
+        ],
+        "diag_loaded": info.diag_loaded,
+        "ns_mode": info.ns_mode,
+        "child_ns_mode": info.child_ns_mode,
+        "modules": dict(info.modules),
+        "socket_types": [
+            {
+                "type": s.type,
+                "available": s.available,
+                "errno_name": s.errno_name,
+                "meaning": s.meaning,
+            }
+            for s in info.socket_types
+        ],
+        "features": [
+            {"name": f.name, "available": f.available, "how": f.how} for f in info.features
+        ],
+        "available": info.available,
+        "role": info.role,
+        "loopback": info.loopback,
+        "notes": findings(info),
+    }

@@ -1,85 +1,72 @@
-"""The ``--json`` records of ``forward`` and ``vms`` (part of :data:`vsockctl.events.EVENTS`)."""
+"""The records of ``forward``."""
 
 from __future__ import annotations
 
-from vsockctl.events.record import Event
+from typing import Annotated, Literal, TypedDict
 
-FORWARD_EVENTS: tuple[Event, ...] = (
-    Event(
-        "forwarding",
-        ("forward",),
-        "the forwarder is up",
-        {
-            "listen": "where it accepts (tcp:, unix:, vsock:, uds:)",
-            "target": "where each connection goes",
-            "max_connections": "how many it relays at once",
-        },
-    ),
-    Event(
-        "forward_opened",
-        ("forward",),
-        "a client's connection reached the target",
-        {
-            "peer": "the client (tcp:HOST:PORT, vsock:CID:PORT, or the Unix listener)",
-            "target": "where it goes",
-        },
-    ),
-    Event(
-        "forward_closed",
-        ("forward",),
-        "a forwarded connection ended",
-        {
-            "peer": "the client",
-            "target": "where it went",
-            "from_client_bytes": "bytes relayed from the client to the target",
-            "to_client_bytes": "bytes relayed from the target to the client",
-            "duration_ns": "from open to close",
-            "reason": "done (both closed), client_error, target_error, or stopped",
-            "error": "what failed, or null",
-        },
-    ),
-    Event(
-        "forward_failed",
+from vsockctl.forward.flow import Outcome
+
+from .record import Declared
+
+
+class Forwarding(TypedDict):
+    event: Literal["forwarding"]
+    listen: Annotated[str, "where it accepts (tcp:, unix:, vsock:, uds:)"]
+    target: Annotated[str, "where each connection goes"]
+    max_connections: Annotated[int, "how many it relays at once"]
+
+
+class ForwardOpened(TypedDict):
+    event: Literal["forward_opened"]
+    peer: Annotated[str, "the client (tcp:HOST:PORT, vsock:CID:PORT, or the Unix listener)"]
+    target: Annotated[str, "where it goes"]
+
+
+class ForwardClosed(TypedDict):
+    event: Literal["forward_closed"]
+    peer: Annotated[str, "the client"]
+    target: Annotated[str, "where it went"]
+    from_client_bytes: Annotated[int, "bytes relayed from the client to the target"]
+    to_client_bytes: Annotated[int, "bytes relayed from the target to the client"]
+    elapsed_ns: Annotated[int, "from open to close"]
+    outcome: Annotated[
+        Outcome, "how it ended: done (both closed), client_error, target_error, or stopped"
+    ]
+    error: Annotated[str | None, "what failed, or null"]
+
+
+class ForwardFailed(TypedDict):
+    event: Literal["forward_failed"]
+    peer: Annotated[str, "the client"]
+    target: Annotated[str, "the target"]
+    error: Annotated[str, "why, in one line"]
+
+
+class ForwardRefused(TypedDict):
+    event: Literal["forward_refused"]
+    peer: Annotated[str, "the client"]
+    error: Annotated[str, "why: not allowed by --allow, or no file descriptors left"]
+
+
+class ForwardTotals(TypedDict):
+    event: Literal["forward_totals"]
+    connections: Annotated[int, "connections relayed"]
+    failed: Annotated[int, "clients whose target could not be reached"]
+    refused: Annotated[int, "clients turned away"]
+    from_client_bytes: Annotated[int, "bytes from clients to the target, all told"]
+    to_client_bytes: Annotated[int, "bytes from the target to clients, all told"]
+    elapsed_ns: Annotated[int, "how long the forwarder ran"]
+
+
+DECLARED = (
+    Declared(Forwarding, ("forward",), "the forwarder is up"),
+    Declared(ForwardOpened, ("forward",), "a client's connection reached the target"),
+    Declared(ForwardClosed, ("forward",), "a forwarded connection ended"),
+    Declared(
+        ForwardFailed,
         ("forward",),
         "a client's target could not be reached (the client is closed)",
-        {"peer": "the client", "target": "the target", "error": "why, in one line"},
     ),
-    Event(
-        "forward_refused",
-        ("forward",),
-        "a client was turned away",
-        {"peer": "the client", "why": "not allowed by --allow, or no file descriptors left"},
-    ),
-    Event(
-        "forward_totals",
-        ("forward",),
-        "the last record when the forwarder stops",
-        {
-            "connections": "connections relayed",
-            "failed": "clients whose target could not be reached",
-            "refused": "clients turned away",
-            "from_client_bytes": "bytes from clients to the target, all told",
-            "to_client_bytes": "bytes from the target to clients, all told",
-            "duration_ns": "how long the forwarder ran",
-        },
-    ),
-)
-VMS_EVENTS: tuple[Event, ...] = (
-    Event(
-        "vm",
-        ("vms",),
-        "a guest found on this host",
-        {
-            "vmm": "qemu, qemu (libvirt), libvirt, firecracker, cloud-hypervisor, crosvm, "
-            "vhost-device-vsock or systemd-vmspawn",
-            "pid": "the VMM's process (0 when libvirt names a domain whose QEMU is not seen)",
-            "name": "the name that works as an address",
-            "cid": "the guest's CID, or null",
-            "uds": "the hybrid vsock socket (Firecracker, Cloud Hypervisor ...), or null",
-            "source": "where the CID or socket came from",
-            "notes": "what could not be read, and why",
-        },
-        {"probe": "with --probe: {port, open, error, status}"},
-    ),
-    Event("vm_skipped", ("vms",), "a VMM process that could not be read", {"why": "why"}),
+    Declared(ForwardRefused, ("forward",), "a client was turned away"),
+    Declared(ForwardTotals, ("forward",), "the last record when the forwarder stops"),
 )

@@ -1,142 +1,218 @@
-"""The keys of ``vsockctl throughput --json`` output: stable, documented, checked by tests.
+"""The records of ``throughput``: the client prints ``start``, an ``interval`` per
+--interval and a ``summary``; the server prints ``listening``, then per test
+``test`` and ``test_done`` (or ``refused`` / ``test_failed``).
 
-Each record is one JSON object per line with an ``event`` key: the client
-prints ``start``, one ``interval`` per --interval and a ``summary``; the
-server prints ``listening``, then per test ``test`` and ``test_done`` (or
-``refused`` / ``test_failed``).
+A summary nests records of its own (TEST, DIRECTION, TOTALS, STREAM, CPU,
+INTERVAL, LATENCY, ZEROCOPY), each declared here once like the top-level ones.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Literal, NotRequired, TypedDict
 
-# What each key holds, for the man page; nested objects are described below.
-SUMMARY: dict[str, str] = {
-    "event": '"summary"',
-    "complete": "false when the test ended early (results are partial)",
-    "test": "the test parameters both ends agreed on (see TEST below)",
-    "directions": "one object per direction that carried data (see DIRECTION)",
-    "cpu": '{"client": CPU, "server": CPU or null}',
-    "buffers": '{"client": {...}, "server": {...} or null}: effective buffer-size, '
-    "buffer-max-size, rcvlowat of the first data socket",
-    "intervals": "the client's INTERVAL records",
-    "server_intervals": "the server's INTERVAL records",
-    "errors": "what went wrong on any stream, as text (empty when all went well)",
-}
-SUMMARY_OPTIONAL: dict[str, str] = {
-    "latency": "with --latency: LATENCY",
-    "zerocopy": 'with --zerocopy: {"sends": sendmsg calls, "completed": notifications '
-    'that came back, "ids": notifications the kernel numbered, "copied": completions '
-    'where the kernel copied after all, "all_completed": every send accounted for}',
-}
-TEST: dict[str, str] = {
-    "mode": '"throughput" or "latency"',
-    "direction": '"send" (client to server), "reverse" or "bidir"',
-    "seconds": "test length, or null with --bytes",
-    "nbytes": "bytes to move (over all streams), or null with --time",
-    "buf_size": "bytes per send/recv call",
-    "parallel": "streams",
-    "sock_type": '"stream" or "seqpacket"',
-    "vsock_buffer_size": "vsock buffer size asked for on both ends, or null",
-    "rcvlowat": "SO_RCVLOWAT asked for, or null",
-    "zerocopy": "whether MSG_ZEROCOPY was asked for",
-    "msg_size": "message size with --latency",
-    "interval": "seconds between interval records (0: none)",
-}
-DIRECTION: dict[str, str] = {
-    "direction": '"client-to-server" or "server-to-client"',
-    "receiver": "TOTALS of the receiving end: the headline goodput",
-    "sender": "TOTALS of the sending end (null when that end did not report)",
-}
-TOTALS: dict[str, str] = {
-    "bytes": "bytes moved",
-    "elapsed_ns": "from the first to the last byte, over all streams",
-    "bytes_per_second": "bytes / elapsed time",
-    "seconds": "elapsed_ns in seconds (kept for older scripts)",
-    "bits_per_second": "8 * bytes_per_second (kept for older scripts)",
-    "streams": "per stream: STREAM",
-    "errors": "stream errors as text",
-}
-STREAM: dict[str, str] = {
-    "bytes": "bytes moved on this stream",
-    "calls": "send or recv calls",
-    "elapsed_ns": "first to last byte",
-    "seconds": "elapsed_ns in seconds (kept for older scripts)",
-    "error": "what ended the stream early, or null",
-    "errno": "its errno, or null",
-    "bits_per_second": "8 * bytes / elapsed time (kept for older scripts)",
-}
-CPU: dict[str, str] = {
-    "user_ns": "user CPU time of the process during the test",
-    "system_ns": "system CPU time",
-    "wall_ns": "wall-clock time",
-    "user_seconds": "user_ns in seconds (kept for older scripts)",
-    "system_seconds": "system_ns in seconds (kept for older scripts)",
-    "wall_seconds": "wall_ns in seconds (kept for older scripts)",
-    "percent": "100 * (user + system) / wall (above 100 with several streams)",
-}
-INTERVAL: dict[str, str] = {
-    "start_ns": "since the data started",
-    "end_ns": "since the data started",
-    "start": "start_ns in seconds (kept for older scripts)",
-    "end": "end_ns in seconds (kept for older scripts)",
-    "sent": '{"bytes": total in the interval, "streams": [bytes per stream]}',
-    "received": '{"bytes": ..., "streams": [...]}',
-}
-LATENCY: dict[str, str] = {
-    "round_trips": "messages sent and received back",
-    "round_trips_per_second": "round trips / seconds",
-    "msg_size": "bytes per message",
-    "mean_ns": "mean round trip",
-    "min_ns": "shortest",
-    "p50_ns": "median (logarithmic buckets 1% wide)",
-    "p90_ns": "90th percentile",
-    "p99_ns": "99th percentile",
-    "max_ns": "longest",
-    **{
-        f"{name}_us": f"{name}_ns in microseconds (kept for older scripts)"
-        for name in ("mean", "min", "p50", "p90", "p99", "max")
-    },
-}
+from vsockctl.bench.spec import TestDirection, TestMode
+
+from .record import Declared
+
+KEPT = "(kept for older scripts)"
 
 
-def _check(record: Any, keys: dict[str, str], optional: dict[str, str], where: str) -> list[str]:
-    if not isinstance(record, dict):
-        return [f"{where} is not an object"]
-    problems = [f"{where} lacks {k!r}" for k in keys if k not in record]
-    problems += [
-        f"{where} has unknown {k!r}" for k in record if k not in keys and k not in optional
+class TestParams(TypedDict):
+    """TEST: the parameters both ends agreed on."""
+
+    mode: Annotated[TestMode, '"throughput" or "latency"']
+    direction: Annotated[TestDirection, '"send" (client to server), "reverse" or "bidir"']
+    seconds: Annotated[float | None, "test length in seconds as asked, or null with --bytes"]
+    nbytes: Annotated[int | None, "bytes to move (over all streams), or null with --time"]
+    buf_size: Annotated[int, "bytes per send/recv call"]
+    parallel: Annotated[int, "streams"]
+    sock_type: Annotated[str, '"stream" or "seqpacket"']
+    vsock_buffer_size: Annotated[int | None, "vsock buffer size asked for on both ends, or null"]
+    rcvlowat: Annotated[int | None, "SO_RCVLOWAT asked for, or null"]
+    zerocopy: Annotated[bool, "whether MSG_ZEROCOPY was asked for"]
+    msg_size: Annotated[int, "message size with --latency"]
+    interval: Annotated[float, "seconds between interval records as asked (0: none)"]
+
+
+class StreamTotals(TypedDict):
+    """STREAM: one data connection at one end."""
+
+    bytes: Annotated[int, "bytes moved on this stream"]
+    calls: Annotated[int, "send or recv calls"]
+    elapsed_ns: Annotated[int, "first to last byte"]
+    seconds: Annotated[float, f"elapsed_ns in seconds {KEPT}"]
+    error: Annotated[str | None, "what ended the stream early, or null"]
+    errno: Annotated[int | None, "its errno, or null"]
+    bits_per_second: Annotated[float, f"8 * bytes / elapsed time {KEPT}"]
+
+
+class Totals(TypedDict):
+    """TOTALS: one direction at one end, over all streams."""
+
+    bytes: Annotated[int, "bytes moved"]
+    elapsed_ns: Annotated[int, "from the first to the last byte, over all streams"]
+    bytes_per_second: Annotated[float, "bytes / elapsed time"]
+    seconds: Annotated[float, f"elapsed_ns in seconds {KEPT}"]
+    bits_per_second: Annotated[float, f"8 * bytes_per_second {KEPT}"]
+    streams: Annotated[list[StreamTotals], "per stream: STREAM"]
+    errors: Annotated[list[str], "stream errors as text"]
+
+
+class DirectionTotals(TypedDict):
+    """DIRECTION: one direction that carried data, as both ends saw it."""
+
+    direction: Annotated[
+        Literal["client-to-server", "server-to-client"],
+        '"client-to-server" or "server-to-client"',
     ]
-    return problems
+    receiver: Annotated[Totals | None, "TOTALS of the receiving end: the headline goodput"]
+    sender: Annotated[Totals | None, "TOTALS of the sending end (null when it did not report)"]
 
 
-def validate_summary(summary: dict[str, Any]) -> list[str]:
-    """Every way ``summary`` departs from the documented keys (empty when it matches)."""
-    problems = _check(summary, SUMMARY, SUMMARY_OPTIONAL, "summary")
-    problems += _check(summary.get("test"), TEST, {}, "test")
-    for i, direction in enumerate(summary.get("directions", [])):
-        problems += _check(direction, DIRECTION, {}, f"directions[{i}]")
-        for side in ("receiver", "sender"):
-            totals = direction.get(side)
-            if totals is not None:
-                problems += _check(totals, TOTALS, {}, f"directions[{i}].{side}")
-                for j, stream in enumerate(totals.get("streams", [])):
-                    problems += _check(stream, STREAM, {}, f"directions[{i}].{side}.streams[{j}]")
-    for end in ("client", "server"):
-        cpu = summary.get("cpu", {}).get(end)
-        if cpu is not None:
-            problems += _check(cpu, CPU, {}, f"cpu.{end}")
-    for key in ("intervals", "server_intervals"):
-        for i, interval in enumerate(summary.get(key, [])):
-            problems += _check(interval, INTERVAL, {}, f"{key}[{i}]")
-    if "latency" in summary:
-        problems += _check(summary["latency"], LATENCY, {}, "latency")
-    return problems
+class Cpu(TypedDict):
+    """CPU: one end's process during the test."""
+
+    user_ns: Annotated[int, "user CPU time of the process during the test"]
+    system_ns: Annotated[int, "system CPU time"]
+    wall_ns: Annotated[int, "wall-clock time"]
+    user_seconds: Annotated[float, f"user_ns in seconds {KEPT}"]
+    system_seconds: Annotated[float, f"system_ns in seconds {KEPT}"]
+    wall_seconds: Annotated[float, f"wall_ns in seconds {KEPT}"]
+    percent: Annotated[float, "100 * (user + system) / wall (above 100 with several streams)"]
 
 
-def validate_interval(record: dict[str, Any]) -> list[str]:
-    """Problems of a live ``interval`` event (INTERVAL keys plus ``"event": "interval"``)."""
-    problems = _check(record, INTERVAL, {"event": ""}, "interval")
-    if record.get("event") != "interval":
-        problems.append("interval event is not 'interval'")
-    return problems
+class Counts(TypedDict):
+    """COUNTS: bytes in one interval, one direction."""
+
+    bytes: Annotated[int, "total in the interval"]
+    streams: Annotated[list[int], "bytes per stream"]
+
+
+class Interval(TypedDict):
+    """INTERVAL: one --interval at one end."""
+
+    start_ns: Annotated[int, "since the data started"]
+    end_ns: Annotated[int, "since the data started"]
+    start: Annotated[float, f"start_ns in seconds {KEPT}"]
+    end: Annotated[float, f"end_ns in seconds {KEPT}"]
+    sent: Annotated[Counts, '{"bytes": total in the interval, "streams": [bytes per stream]}']
+    received: Annotated[Counts, '{"bytes": ..., "streams": [...]}']
+
+
+class Latency(TypedDict):
+    """LATENCY: round trips of --latency (the figures are absent when none completed)."""
+
+    round_trips: Annotated[int, "messages sent and received back"]
+    round_trips_per_second: NotRequired[Annotated[float, "round trips / seconds"]]
+    msg_size: NotRequired[Annotated[int, "bytes per message"]]
+    mean_ns: NotRequired[Annotated[int, "mean round trip"]]
+    min_ns: NotRequired[Annotated[int, "shortest"]]
+    p50_ns: NotRequired[Annotated[int, "median (logarithmic buckets 1% wide)"]]
+    p90_ns: NotRequired[Annotated[int, "90th percentile"]]
+    p99_ns: NotRequired[Annotated[int, "99th percentile"]]
+    max_ns: NotRequired[Annotated[int, "longest"]]
+    mean_us: NotRequired[Annotated[float, f"mean_ns in microseconds {KEPT}"]]
+    min_us: NotRequired[Annotated[float, f"min_ns in microseconds {KEPT}"]]
+    p50_us: NotRequired[Annotated[float, f"p50_ns in microseconds {KEPT}"]]
+    p90_us: NotRequired[Annotated[float, f"p90_ns in microseconds {KEPT}"]]
+    p99_us: NotRequired[Annotated[float, f"p99_ns in microseconds {KEPT}"]]
+    max_us: NotRequired[Annotated[float, f"max_ns in microseconds {KEPT}"]]
+
+
+class Zerocopy(TypedDict):
+    """ZEROCOPY: what MSG_ZEROCOPY did on the sending end."""
+
+    sends: Annotated[int, "sendmsg calls"]
+    completed: Annotated[int, "notifications that came back"]
+    ids: Annotated[int, "notifications the kernel numbered"]
+    copied: Annotated[int, "completions where the kernel copied after all"]
+    all_completed: Annotated[bool, "every send accounted for"]
+
+
+Buffers = dict[str, int | str]  # buffer-size, buffer-max-size, rcvlowat: value or errno name
+
+
+class CpuBoth(TypedDict):
+    """CPUS: each end's CPU."""
+
+    client: Annotated[Cpu, "CPU"]
+    server: Annotated[Cpu | None, "CPU, or null when the server did not report"]
+
+
+class BuffersBoth(TypedDict):
+    """BUFFERS: each end's effective buffers."""
+
+    client: Annotated[Buffers, "{buffer-size, buffer-max-size, rcvlowat}"]
+    server: Annotated[Buffers | None, "the same, or null"]
+
+
+class Summary(TypedDict):
+    event: Literal["summary"]
+    complete: Annotated[bool, "false when the test ended early (results are partial)"]
+    test: Annotated[TestParams, "the test parameters both ends agreed on (TEST)"]
+    directions: Annotated[
+        list[DirectionTotals], "one object per direction that carried data (DIRECTION)"
+    ]
+    cpu: Annotated[CpuBoth, '{"client": CPU, "server": CPU or null}']
+    buffers: Annotated[
+        BuffersBoth,
+        '{"client": {...}, "server": {...} or null}: effective buffer-size, '
+        "buffer-max-size, rcvlowat of the first data socket",
+    ]
+    intervals: Annotated[list[Interval], "the client's INTERVAL records"]
+    server_intervals: Annotated[list[Interval], "the server's INTERVAL records"]
+    errors: Annotated[list[str], "what went wrong on any stream, as text (empty when none)"]
+    latency: NotRequired[Annotated[Latency, "with --latency: LATENCY"]]
+    zerocopy: NotRequired[Annotated[Zerocopy, "with --zerocopy: ZEROCOPY"]]
+
+
+class Start(TestParams):
+    event: Literal["start"]
+    test: Annotated[int, "the test's number on the server"]
+    data_port: Annotated[int, "where the data connections went"]
+    buffers: Annotated[Buffers, "effective buffer sizes of the first data socket"]
+
+
+class IntervalEvent(Interval):
+    event: Literal["interval"]
+
+
+class Test(TestParams):
+    event: Literal["test"]
+    test: Annotated[int, "its number"]
+    peer: Annotated[str, "the client"]
+
+
+class TestDone(TypedDict):
+    event: Literal["test_done"]
+    test: Annotated[int, "its number"]
+    peer: Annotated[str, "the client"]
+    received_bytes: Annotated[int, "bytes the server received"]
+    sent_bytes: Annotated[int, "bytes the server sent"]
+
+
+class Refused(TypedDict):
+    event: Literal["refused"]
+    peer: Annotated[str, "who"]
+    error: Annotated[str, "what was wrong"]
+
+
+class TestFailed(TypedDict):
+    event: Literal["test_failed"]
+    test: Annotated[int, "its number"]
+    peer: Annotated[str, "the client"]
+    error: Annotated[str, "what happened"]
+
+
+DECLARED = (
+    Declared(Start, ("throughput",), "a test begins (client)"),
+    Declared(IntervalEvent, ("throughput",), "one --interval of a test (client)"),
+    Declared(Summary, ("throughput",), "the end of a test (client)"),
+    Declared(Test, ("throughput",), "a test begins (server)"),
+    Declared(TestDone, ("throughput",), "a test ended (server)"),
+    Declared(Refused, ("throughput",), "a client that did not ask for a test properly (server)"),
+    Declared(TestFailed, ("throughput",), "a test that broke off (server)"),
+)
+
+# What a throughput server tells of its tests.
+ServerRecord = Test | TestDone | Refused | TestFailed

@@ -7,16 +7,25 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from vsockctl.forward.direction import Direction
 from vsockctl.forward.sides import tcp_peer_address
 
-# Why a connection closed
-DONE = "done"  # both ends closed their sides
-CLIENT_ERROR = "client_error"  # the client reset or vanished
-TARGET_ERROR = "target_error"  # the target reset or vanished
-STOPPED = "stopped"  # the forwarder was stopped (Ctrl-C, SIGTERM)
+
+class Outcome(StrEnum):
+    """How a forwarded connection ended."""
+
+    DONE = "done"  # both ends closed their sides
+    CLIENT_ERROR = "client_error"  # the client reset or vanished
+    TARGET_ERROR = "target_error"  # the target reset or vanished
+    STOPPED = "stopped"  # the forwarder was stopped (Ctrl-C, SIGTERM)
+
+    @classmethod
+    def broken_on(cls, end: str) -> Outcome:
+        """The outcome of a connection broken on ``end`` ("client" or "target")."""
+        return cls.CLIENT_ERROR if end == "client" else cls.TARGET_ERROR
 
 
 @dataclass(eq=False)  # each flow is itself: a key of the live table
@@ -27,13 +36,13 @@ class Flow:
     target: str
     started_ns: int = field(default_factory=time.monotonic_ns)
     ended_ns: int | None = None
-    reason: str = DONE
+    outcome: Outcome = Outcome.DONE
     error: OSError | None = None
     upstream: Direction = field(default_factory=lambda: Direction("client", "target"))
     downstream: Direction = field(default_factory=lambda: Direction("target", "client"))
 
     @property
-    def duration_ns(self) -> int:
+    def elapsed_ns(self) -> int:
         return (self.ended_ns or time.monotonic_ns()) - self.started_ns
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vsockctl.forward.direction import Direction
-from vsockctl.forward.flow import CLIENT_ERROR, DONE, STOPPED, TARGET_ERROR, Flow, Pending
+from vsockctl.forward.flow import Flow, Outcome, Pending
 from vsockctl.forward.sides import Side, Started, connect_error
 from vsockctl.transfer.engine import END_OF_STREAM_ERRNOS
 
@@ -202,8 +202,8 @@ class Loop:
             way.dst.shutdown(socket.SHUT_WR)
 
     def _break(self, pair: _Pair, side: str, error: OSError) -> None:
-        if pair.flow.reason == DONE:
-            pair.flow.reason = CLIENT_ERROR if side == "client" else TARGET_ERROR
+        if pair.flow.outcome is Outcome.DONE:
+            pair.flow.outcome = Outcome.broken_on(side)
             pair.flow.error = error
         self._finish(pair)
 
@@ -235,8 +235,8 @@ class Loop:
         for fd in list(self._connecting):
             self._fail(fd, errno.ECANCELED)
         for pair in list(self._pairs):
-            if pair.flow.reason == DONE:
-                pair.flow.reason = STOPPED
+            if pair.flow.outcome is Outcome.DONE:
+                pair.flow.outcome = Outcome.STOPPED
             self._finish(pair)
         self.watch_listener(False)
         self._poller.close()

@@ -27,17 +27,7 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from vsockctl.errors import VsockError
 from vsockctl.forward.direction import Broken, Direction, pump
-from vsockctl.forward.flow import (
-    CLIENT_ERROR,
-    DONE,
-    STOPPED,
-    TARGET_ERROR,
-    Allow,
-    Flow,
-    Observer,
-    Pending,
-    Totals,
-)
+from vsockctl.forward.flow import Allow, Flow, Observer, Outcome, Pending, Totals
 from vsockctl.forward.loop import Loop
 from vsockctl.forward.sides import (
     VSOCK_CONNECT_TIMEOUT,
@@ -263,7 +253,7 @@ class Forwarder:
             self.totals.opened += 1
             stopping = self._stopping
         if stopping:  # stopped between accept and here
-            flow.reason = STOPPED
+            flow.outcome = Outcome.STOPPED
             _shut(conn, upstream)
         self.observer.opened(flow)
 
@@ -304,8 +294,8 @@ class Forwarder:
             pump(src, dst, direction, self.splice, first, before_shutdown)
         except Broken as broken:
             with self._lock:
-                if flow.reason == DONE:
-                    flow.reason = CLIENT_ERROR if broken.side == "client" else TARGET_ERROR
+                if flow.outcome is Outcome.DONE:
+                    flow.outcome = Outcome.broken_on(broken.side)
                     flow.error = broken.error
             _shut(src, dst)  # the other direction ends too
 
@@ -314,8 +304,8 @@ class Forwarder:
         with self._lock:
             self._stopping = True
             for flow, socks in self._live.items():
-                if flow.reason == DONE:
-                    flow.reason = STOPPED
+                if flow.outcome is Outcome.DONE:
+                    flow.outcome = Outcome.STOPPED
                 _shut(*socks)
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)

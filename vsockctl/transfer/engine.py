@@ -20,9 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vsockctl.errors import LocalIOError, VsockError
+from vsockctl.events.transfer import Moved
 from vsockctl.signals import stop_after_loop
 from vsockctl.transfer.kernel_copy import SENDFILE_REFUSED, SpliceOut, sendfile_helps
 from vsockctl.transfer.streams import Sink, Source
@@ -72,8 +73,8 @@ class TransferStats:
         """Bytes per second over the whole transfer, both directions."""
         return self.moved_bytes * 1e9 / self.elapsed_ns
 
-    def to_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {
+    def to_record(self) -> Moved:
+        record: Moved = {
             "sent_bytes": self.sent_bytes,
             "received_bytes": self.received_bytes,
             "elapsed_ns": self.elapsed_ns,
@@ -82,12 +83,10 @@ class TransferStats:
             "received_sha256": self.received_sha256,
         }
         if self.sent_messages or self.received_messages:
-            record.update(
-                sent_messages=self.sent_messages,
-                received_messages=self.received_messages,
-                truncated_messages=self.truncated_messages,
-                message_sizes={str(k): v for k, v in sorted(self.message_sizes.items())},
-            )
+            record["sent_messages"] = self.sent_messages
+            record["received_messages"] = self.received_messages
+            record["truncated_messages"] = self.truncated_messages
+            record["message_sizes"] = {str(k): v for k, v in sorted(self.message_sizes.items())}
         return record
 
 

@@ -32,9 +32,9 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from vsockctl.errors import LocalIOError, ProtocolError, VsockError, VsockUnavailableError
-from vsockctl.exit_status import exit_status_for
 from vsockctl.vsock.address import UnixEndpoint
 
 MUX_LINGER = 2.0  # seconds a mux peer may stay silent after our input ended
@@ -253,20 +253,30 @@ def unix_listener(
                     os.unlink(path)
 
 
-def check_uds(path: str, port: int | None = None, timeout: float = 2.0) -> dict[str, object]:
+@dataclass(frozen=True)
+class UdsState:
+    """What :func:`check_uds` found at a path."""
+
+    path: str
+    exists: bool = False
+    socket: bool = False
+    accepting: bool = False
+    port: int | None = None  # the port asked about, when one was and the socket accepts
+    port_failure: VsockError | ProtocolError | VsockUnavailableError | None = None
+
+
+def check_uds(path: str, port: int | None = None, timeout: float = 2.0) -> UdsState:
     """Is ``path`` a live hybrid vsock socket? With ``port``, does CONNECT get an OK?"""
-    result: dict[str, object] = {"path": path, "exists": os.path.lexists(path)}
-    if not result["exists"]:
-        return {**result, "socket": False, "accepting": False}
-    result["socket"] = stat.S_ISSOCK(os.lstat(path).st_mode)
-    if not result["socket"]:
-        return {**result, "accepting": False}
-    result["accepting"] = not _stale(path)
-    if port is not None and result["accepting"]:
-        try:
-            connect_hybrid(path, port, timeout).close()
-            result["port"] = {"port": port, "open": True}
-        except (VsockError, ProtocolError, VsockUnavailableError) as exc:
-            status = exit_status_for(exc)
-            result["port"] = {"port": port, "open": False, "error": str(exc), "status": int(status)}
-    return result
+    if not os.path.lexists(path):
+        return UdsState(path)
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        return UdsState(path, exists=True)
+    if _stale(path):
+        return UdsState(path, exists=True, socket=True)
+    if port is None:
+        return UdsState(path, exists=True, socket=True, accepting=True)
+    try:
+        connect_hybrid(path, port, timeout).close()
+    except (VsockError, ProtocolError, VsockUnavailableError) as exc:
+        return UdsState(path, True, True, True, port, exc)
+    return UdsState(path, True, True, True, port)

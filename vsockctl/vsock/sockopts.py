@@ -14,6 +14,7 @@ import socket
 import struct
 from dataclasses import dataclass
 from enum import Enum
+from typing import overload
 
 from vsockctl.units import UnitError, format_size, parse_duration, parse_size, whole_number
 from vsockctl.vsock.constants import (
@@ -344,11 +345,17 @@ def parse_setting(text: str) -> Setting:
     return Setting(opt, parse_value(opt, value.strip()), value.strip())
 
 
-def json_value(opt: SockOpt, value: Value | None) -> int | float | None:
-    """``value`` for JSON: durations in whole ns, as every duration vsockctl prints."""
-    if value is None or opt.kind is not Kind.DURATION:
-        return value
-    return round(value * 1_000_000_000)
+@overload
+def json_value(opt: SockOpt, value: Value) -> int: ...
+@overload
+def json_value(opt: SockOpt, value: Value | None) -> int | None: ...
+def json_value(opt: SockOpt, value: Value | None) -> int | None:
+    """``value`` for JSON: a whole number; durations in ns, as every duration vsockctl prints."""
+    if value is None:
+        return None
+    if opt.kind is Kind.DURATION:
+        return round(value * 1_000_000_000)
+    return int(value)
 
 
 def format_value(opt: SockOpt, value: Value) -> str:
