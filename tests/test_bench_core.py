@@ -17,13 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vsockctl.bench import protocol
-from vsockctl.bench import spec as bench_spec
 from vsockctl.bench.latency import Histogram, echo_loop, ping_loop
 from vsockctl.bench.pumps import Counter, Limit, recv_loop, send_loop
 from vsockctl.bench.spec import TestSpec as Spec  # not a pytest class
 from vsockctl.cli.env import Env, Streams
 from vsockctl.cli.throughput_report import LiveDisplay
 from vsockctl.errors import ProtocolError
+from vsockctl.events import throughput as records
 from vsockctl.events.throughput import Interval
 
 
@@ -84,7 +84,7 @@ def test_bad_test_parameters_are_refused(params: dict[str, object], fragment: st
 
 
 def test_spec_round_trips_through_json() -> None:
-    spec = Spec(direction=bench_spec.TestDirection.BIDIR, parallel=3, nbytes=1 << 20, seconds=None)
+    spec = Spec(direction=records.TestDirection.BIDIR, parallel=3, nbytes=1 << 20, seconds=None)
     assert Spec.from_dict(json.loads(json.dumps(spec.to_record()))) == spec
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pkgutil
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import vsockctl
 
@@ -33,16 +35,35 @@ def test_core_imports_without_click_or_rich() -> None:
 
 
 def test_public_api_from_the_package_root() -> None:
+    """What a script imports from ``vsockctl`` is the core's own, and every name in
+    ``__all__`` is there."""
     from vsockctl import connect, listen, parse_address
+    from vsockctl.vsock import address, sockets
 
-    assert callable(connect) and callable(listen)
-    assert str(parse_address("3:5000")) == "3:5000"
+    assert (connect, listen, parse_address) == (
+        sockets.connect,
+        sockets.listen,
+        address.parse_address,
+    )
+    assert parse_address("3:5000") == address.VsockAddress(3, 5000)
+    missing = [name for name in vsockctl.__all__ if not hasattr(vsockctl, name)]
+    assert missing == []
 
 
-def test_version_comes_from_metadata() -> None:
-    from importlib.metadata import version
-
-    assert vsockctl.__version__ == version("vsockctl")
+def test_version_is_the_one_in_pyproject() -> None:
+    """The installed metadata, ``__version__`` and ``--version`` all say what
+    pyproject.toml says (read here from the file, not through the code's own call)."""
+    pyproject = Path(__file__).parent.parent / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["project"]["version"]
+    assert vsockctl.__version__ == declared
+    shown = subprocess.run(
+        [sys.executable, "-m", "vsockctl", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert declared in shown.stdout.split()
 
 
 def test_every_public_name_keeps_its_meaning_after_every_import() -> None:

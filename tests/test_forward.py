@@ -23,8 +23,9 @@ from tests.fake_vmm import FakeVmm, unix_guest
 from tests.forward_peers import DigestServer, digest_through, forwarding
 from tests.peers import pattern, recv_all, vsockctl
 from vsockctl.events.catalog import validate
+from vsockctl.events.forward import Outcome
 from vsockctl.exit_status import ExitStatus
-from vsockctl.forward.flow import Allow, Outcome
+from vsockctl.forward.flow import Allow
 from vsockctl.forward.sides import TcpSide, UnixSide, VsockSide, parse_side
 from vsockctl.vsock.address import AddressError
 

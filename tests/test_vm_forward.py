@@ -22,7 +22,8 @@ import pytest
 from tests.forward_peers import DigestServer, ForwardProcess, digest_through, forwarding
 from tests.peers import LOCAL, free_port, pattern, recv_all, stop_process, vsockctl_args
 from vsockctl.events.catalog import validate
-from vsockctl.forward.flow import Allow, Outcome
+from vsockctl.events.forward import Outcome
+from vsockctl.forward.flow import Allow
 from vsockctl.forward.sides import TcpSide, UnixSide, VsockSide, connect_side
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.route import Route

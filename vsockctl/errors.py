@@ -11,8 +11,10 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from vsockctl.vsock.address import Endpoint
+if TYPE_CHECKING:  # an annotation only: the socket layer builds on this module
+    from vsockctl.vsock.address import Endpoint
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,14 @@ from contextlib import ExitStack
 from typing import cast
 
 from vsockctl.errors import ProtocolError, VsockError
-from vsockctl.events.throughput import DirectionTotals, Start, Summary
+from vsockctl.events.throughput import DirectionTotals, Start, Summary, TestMode
 from vsockctl.vsock.route import Route
 from vsockctl.vsock.sockets import SocketFactory, SocketType
-from vsockctl.vsock.sockopt_apply import configured
-from vsockctl.vsock.sockopts import parse_setting
 
-from .measure import EndResult, Measurement, OnInterval, buffer_settings, ignore, prepare_stream
+from .measure import EndResult, Measurement, OnInterval, data_socket_options, ignore, prepare_stream
 from .protocol import FrameKind, recv_frame, send_frame
 from .server import CONTROL_TIMEOUT
-from .spec import TestMode, TestSpec
+from .spec import TestSpec
 
 
 class ClientError(Exception):
@@ -51,8 +49,7 @@ def run_client(
     """
     spec.check()
     sock_type = SocketType(spec.sock_type)
-    settings = [parse_setting(s) for s in buffer_settings(spec)]
-    data_factory = configured(factory, settings, lambda applied: None)
+    data_factory = data_socket_options(spec).factory(factory, ignore)
     where = route.shown
 
     with ExitStack() as stack:

@@ -18,8 +18,8 @@ from typing import NotRequired, TypedDict
 
 from vsockctl.errors import VsockError
 from vsockctl.events.throughput import Buffers, Cpu, Interval, Latency, Totals, Zerocopy
-from vsockctl.vsock.sockopt_apply import get_option
-from vsockctl.vsock.sockopts import lookup
+from vsockctl.vsock.sockopt_apply import SocketOptions, get_option
+from vsockctl.vsock.sockopts import buffer_settings, lookup
 
 from .latency import Histogram, echo_loop, ping_loop
 from .pumps import (
@@ -78,12 +78,11 @@ class CpuClock:
         }
 
 
-def buffer_settings(spec: TestSpec) -> list[str]:
-    settings = []
-    if spec.vsock_buffer_size is not None:
-        size = spec.vsock_buffer_size
-        settings += [f"buffer-max-size={size}", f"buffer-size={size}"]
-    return settings
+def data_socket_options(spec: TestSpec) -> SocketOptions:
+    """The data sockets' options: the vsock buffer both ends agreed on, if any."""
+    if spec.vsock_buffer_size is None:
+        return SocketOptions()
+    return SocketOptions(buffer_settings(spec.vsock_buffer_size))
 
 
 def effective_buffers(sock: socket.socket) -> Buffers:

@@ -18,11 +18,9 @@ from vsockctl.vsock.address import Endpoint
 from vsockctl.vsock.constants import VMADDR_PORT_ANY
 from vsockctl.vsock.route import Route
 from vsockctl.vsock.sockets import SocketFactory, SocketType, accept, local_address
-from vsockctl.vsock.sockopt_apply import configured
-from vsockctl.vsock.sockopts import parse_setting
 
 from . import protocol
-from .measure import EndResult, Measurement, buffer_settings, ignore, prepare_stream
+from .measure import EndResult, Measurement, data_socket_options, ignore, prepare_stream
 from .protocol import FrameKind, recv_frame, send_frame
 from .spec import TestSpec
 
@@ -84,8 +82,7 @@ class ThroughputServer:
         self, control: socket.socket, peer: Endpoint, spec: TestSpec, test_id: int
     ) -> EndResult:
         sock_type = SocketType(spec.sock_type)
-        settings = [parse_setting(s) for s in buffer_settings(spec)]
-        factory = configured(self.factory, settings, lambda applied: None)
+        factory = data_socket_options(spec).factory(self.factory, ignore)
         with ExitStack() as stack:
             data = stack.enter_context(self.data_route.listen(sock_type, spec.parallel, factory))
             data.settimeout(CONTROL_TIMEOUT)

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import typing
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from vsockctl.errors import ProtocolError
+from vsockctl.events.throughput import TestDirection, TestMode
 
 if TYPE_CHECKING:
     from vsockctl.events.throughput import TestParams
-
-
-class TestMode(StrEnum):
-    THROUGHPUT = "throughput"
-    LATENCY = "latency"
-
-
-class TestDirection(StrEnum):
-    SEND = "send"  # client to server
-    REVERSE = "reverse"  # server to client
-    BIDIR = "bidir"  # both at once
-
-    @property
-    def client_sends(self) -> bool:
-        return self is not TestDirection.REVERSE
-
-    @property
-    def server_sends(self) -> bool:
-        return self is not TestDirection.SEND
 
 
 TYPES = ("stream", "seqpacket")

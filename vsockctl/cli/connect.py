@@ -13,7 +13,8 @@ from vsockctl.errors import VsockError
 from vsockctl.exit_status import ExitStatus, exit_status_for
 from vsockctl.transfer.engine import Transfer, TransferStats
 from vsockctl.vsock.address import AddressError, parse_port_list, parse_probe_target
-from vsockctl.vsock.sockets import SocketType
+from vsockctl.vsock.sockets import SocketFactory, SocketType
+from vsockctl.vsock.sockopt_apply import SocketOptions
 
 from .app import cli
 from .endpoints import open_connection, open_sink, open_source
@@ -29,6 +30,7 @@ from .options import (
     transfer_sockopt_option,
 )
 from .peer import PeerOptions, guest_named, peer_options
+from .sockopt_view import vsock_factory
 from .transfer_ui import reporting
 
 
@@ -41,6 +43,7 @@ def _probe(
     port: int | None,
     sock_type: SocketType,
     concurrency: int,
+    factory: SocketFactory,
 ) -> int:
     cids: list[int | None] = [cid]
     try:
@@ -71,7 +74,7 @@ def _probe(
             concurrency=concurrency,
             retries=peer.retry,
             retry_delay=peer.retry_delay,
-            factory=env.vsock_factory(defaults=False),  # probes move no data: no buffer sizes
+            factory=factory,
         )
         for result in results:
             if not result.open and status is ExitStatus.OK:
@@ -162,6 +165,7 @@ def connect(
     probe: bool,
     concurrency: int,
     peer: PeerOptions,
+    sockopts: SocketOptions,
 ) -> None:
     """Connect to CID:PORT and relay stdin to the peer and the peer to stdout.
 
@@ -200,11 +204,14 @@ def connect(
                 port=port,
                 sock_type=sock_type,
                 concurrency=concurrency,
+                factory=vsock_factory(env, sockopts.without_defaults()),  # probes move no data
             )
         )
     route = peer.route(target, cid, port)
     with ExitStack() as stack:
-        sock = stack.enter_context(open_connection(env, route, sock_type, peer))
+        sock = stack.enter_context(
+            open_connection(env, route, sock_type, peer, vsock_factory(env, sockopts))
+        )
         source = open_source(env, "-", stack)
         sink = open_sink(env, "-", stack)
         stats = TransferStats()

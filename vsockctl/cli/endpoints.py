@@ -16,7 +16,7 @@ from vsockctl.events.transfer import Accepted, Connected, Listening
 from vsockctl.transfer.streams import OutputFile, Sink, Source, StreamSink, StreamSource
 from vsockctl.vsock.address import Endpoint
 from vsockctl.vsock.route import Route
-from vsockctl.vsock.sockets import SocketType, local_address
+from vsockctl.vsock.sockets import SocketFactory, SocketType, local_address
 
 from .env import Env
 from .peer import PeerOptions
@@ -79,9 +79,10 @@ class LockedSink:
 
 
 def open_connection(
-    env: Env, route: Route, sock_type: SocketType, peer: PeerOptions
+    env: Env, route: Route, sock_type: SocketType, peer: PeerOptions, factory: SocketFactory
 ) -> socket.socket:
-    """Connect along ``route``, retrying as ``peer`` says while nothing listens; say so."""
+    """Connect along ``route`` (vsock sockets from ``factory``), retrying as ``peer``
+    says while nothing listens; say so."""
     if route.uds is not None and sock_type is not SocketType.STREAM:
         raise click.UsageError("hybrid vsock (--uds) carries streams only; use --type stream")
     sock = route.connect(
@@ -89,17 +90,17 @@ def open_connection(
         peer.timeout,
         retries=peer.retry,
         retry_delay=peer.retry_delay,
-        factory=env.vsock_factory(),
+        factory=factory,
     )
     announce_connection(env, "connected", route.shown, local_address(sock))
     return sock
 
 
 def open_listener(
-    env: Env,
     stack: ExitStack,
     route: Route,
     sock_type: SocketType,
+    factory: SocketFactory,
     *,
     backlog: int = socket.SOMAXCONN,
 ) -> socket.socket:
@@ -108,7 +109,7 @@ def open_listener(
     The backlog defaults to SOMAXCONN: a burst of clients queues until accepted
     (vsock resets a connection that finds the accept queue full).
     """
-    return stack.enter_context(route.listen(sock_type, backlog, env.vsock_factory()))
+    return stack.enter_context(route.listen(sock_type, backlog, factory))
 
 
 def announce_listening(env: Env, server: socket.socket, what: str) -> Endpoint:

@@ -19,8 +19,6 @@ from vsockctl.discover.system import ProbePaths
 from vsockctl.errors import LocalIOError
 from vsockctl.events.catalog import Record, check
 from vsockctl.vsock.sockets import SocketFactory
-from vsockctl.vsock.sockopt_apply import configured
-from vsockctl.vsock.sockopts import Setting
 
 from .stdio import ReportingText, binary_stdin, binary_stdout
 
@@ -67,24 +65,7 @@ class Env:
     probe_paths: ProbePaths = field(default_factory=ProbePaths)
     streams: Streams | None = None
     events_to_stderr: bool = False  # set when stdout carries data
-    sockopts: tuple[Setting, ...] = ()  # --sockopt
-    sockopt_defaults: tuple[Setting, ...] = ()  # what the command sets unless told otherwise
-    _factories: dict[bool, SocketFactory] = field(default_factory=dict, repr=False)
     _consoles: dict[str, Console] = field(default_factory=dict, repr=False)
-
-    def vsock_factory(self, defaults: bool = True) -> SocketFactory:
-        """Sockets with --sockopt (and, with ``defaults``, the command's own settings)
-        applied as they are made; what the kernel made of them is reported once."""
-        if defaults not in self._factories:
-            from .sockopt_view import report_applied
-
-            self._factories[defaults] = configured(
-                self.socket_factory,
-                self.sockopts,
-                lambda applied: report_applied(self, applied),
-                self.sockopt_defaults if defaults else (),
-            )
-        return self._factories[defaults]
 
     @property
     def io(self) -> Streams:

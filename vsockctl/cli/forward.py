@@ -43,12 +43,14 @@ from vsockctl.forward.sides import (
 )
 from vsockctl.vsock.address import AddressError, parse_cid
 from vsockctl.vsock.constants import VMADDR_CID_ANY, VMADDR_PORT_ANY
+from vsockctl.vsock.sockopt_apply import SocketOptions
 
 from .app import cli
 from .env import Env, current_env
 from .errors import describe
 from .format import human_bytes, human_seconds, plural
 from .options import DURATION, WholeRange, output_options, transfer_sockopt_option
+from .sockopt_view import vsock_factory
 
 
 class SideParam(click.ParamType[Side]):
@@ -185,6 +187,7 @@ def forward_command(
     max_connections: int,
     allow: tuple[str, ...],
     timeout: float | None,
+    sockopts: SocketOptions,
 ) -> None:
     """Accept connections on LISTEN and relay each one to TARGET, both ways.
 
@@ -220,10 +223,11 @@ def forward_command(
     allowed = parse_allow(listen_at, allow)
     make_room_for(max_connections)
     report = Report(env)
+    factory = vsock_factory(env, sockopts)
     with ExitStack() as stack:
         try:
             listener = stack.enter_context(
-                listen_side(listen_at, max(max_connections, socket.SOMAXCONN), env.vsock_factory())
+                listen_side(listen_at, max(max_connections, socket.SOMAXCONN), factory)
             )
         except VsockError as exc:
             if exc.errno == errno.EADDRINUSE:  # the hint for this family's listeners
@@ -241,7 +245,7 @@ def forward_command(
             max_connections=max_connections,
             allow=allowed,
             timeout=connect_timeout(target, timeout),
-            factory=env.vsock_factory(),
+            factory=factory,
         )
         _announce(env, listen_at, target, max_connections)
         try:

@@ -23,6 +23,7 @@ from vsockctl.transfer.engine import Transfer, TransferStats
 from vsockctl.transfer.streams import Sink, Source
 from vsockctl.vsock.address import Endpoint
 from vsockctl.vsock.sockets import SocketType, accept, local_address
+from vsockctl.vsock.sockopt_apply import SocketOptions
 
 from .app import cli
 from .endpoints import (
@@ -47,6 +48,7 @@ from .options import (
     socket_type_option,
 )
 from .peer import listen_route, uds_listen_option
+from .sockopt_view import vsock_factory
 from .transfer_ui import report_stats
 
 STOP_GRACE = 2.0  # seconds the clients being served get to close when the server stops
@@ -194,6 +196,7 @@ def listen_command(
     max_clients: int,
     command: str | None,
     uds: str | None,
+    sockopts: SocketOptions,
 ) -> None:
     """Listen on PORT; relay stdin to the client and the client to stdout.
 
@@ -230,10 +233,10 @@ def listen_command(
             source = open_source(env, "-", stack)
         route = listen_route(cid, port, uds, sock_type)
         server_sock = open_listener(
-            env,
             stack,
             route,
             sock_type,
+            vsock_factory(env, sockopts),
             backlog=max(max_clients, socket.SOMAXCONN),
         )
         what = "one client" if not keep_going else f"up to {plural(max_clients, 'client')} at once"

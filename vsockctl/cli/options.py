@@ -13,7 +13,8 @@ from vsockctl.transfer.engine import DEFAULT_CHUNK
 from vsockctl.units import UnitError, format_size, parse_duration, parse_size, whole_number
 from vsockctl.vsock.address import AddressError, parse_cid, parse_port
 from vsockctl.vsock.sockets import SocketType
-from vsockctl.vsock.sockopts import OPTIONS, Setting, SockOptError, parse_setting
+from vsockctl.vsock.sockopt_apply import SocketOptions
+from vsockctl.vsock.sockopts import OPTIONS, Setting, SockOptError, buffer_settings, parse_setting
 
 from .env import current_env
 
@@ -190,10 +191,7 @@ def sockopt_option(func: F) -> F:
 # send, recv, listen and connect move bytes with a 1 MiB vsock buffer unless told
 # otherwise: the kernel's 256 KiB default holds back a Python loop by about a
 # quarter (benchmarks/vsock_peers.py); throughput has --vsock-buffer-size instead.
-TRANSFER_BUFFER_DEFAULTS = (
-    parse_setting(f"buffer-max-size={format_size(DEFAULT_CHUNK)}"),
-    parse_setting(f"buffer-size={format_size(DEFAULT_CHUNK)}"),
-)
+TRANSFER_BUFFER_DEFAULTS = buffer_settings(DEFAULT_CHUNK)
 
 
 def transfer_sockopt_option(func: F) -> F:
@@ -207,10 +205,12 @@ def listener_sockopt_option(func: F) -> F:
 
 
 def _sockopt_option(defaults: tuple[Setting, ...], *, connects: bool) -> Callable[[F], F]:
-    def install(ctx: click.Context, param: click.Parameter, value: tuple[Setting, ...]) -> None:
-        if not ctx.resilient_parsing:
-            env = current_env()
-            env.sockopts, env.sockopt_defaults = value, defaults
+    """The command gets ``sockopts``: a :class:`SocketOptions` of --sockopt over ``defaults``."""
+
+    def options(
+        ctx: click.Context, param: click.Parameter, value: tuple[Setting, ...]
+    ) -> SocketOptions:
+        return SocketOptions(value, defaults)
 
     default_note = (
         f" Default here: buffer-max-size and buffer-size {format_size(DEFAULT_CHUNK)}."
@@ -219,10 +219,10 @@ def _sockopt_option(defaults: tuple[Setting, ...], *, connects: bool) -> Callabl
     )
     return click.option(
         "--sockopt",
+        "sockopts",
         type=SOCKOPT,
         multiple=True,
-        expose_value=False,
-        callback=install,
+        callback=options,
         help="Set a socket option before connecting or listening, for example "
         "buffer-max-size=2M or buffer-size=1M (repeatable; limits are set before the "
         "size). 'vsockctl sockopt list' names them all; -v and --json show the "

@@ -9,6 +9,7 @@ import click
 from vsockctl.errors import DataMismatchError
 from vsockctl.transfer.engine import Transfer, TransferStats
 from vsockctl.vsock.sockets import SocketType, accept, local_address
+from vsockctl.vsock.sockopt_apply import SocketOptions
 
 from .app import cli
 from .endpoints import announce_connection, announce_listening, open_listener, open_sink
@@ -25,6 +26,7 @@ from .options import (
     socket_type_option,
 )
 from .peer import listen_route, uds_listen_option
+from .sockopt_view import vsock_factory
 from .transfer_ui import TransferDisplay, reporting
 
 
@@ -77,6 +79,7 @@ def recv(
     timeout: float | None,
     buf_size: int,
     uds: str | None,
+    sockopts: SocketOptions,
 ) -> None:
     """Receive one transfer on PORT into FILE (or stdout), then report and check it.
 
@@ -104,7 +107,8 @@ def recv(
     with ExitStack() as stack:
         sink = open_sink(env, file, stack)
         route = listen_route(cid, port, uds, sock_type)
-        server = open_listener(env, stack, route, sock_type, backlog=1)  # one sender
+        factory = vsock_factory(env, sockopts)
+        server = open_listener(stack, route, sock_type, factory, backlog=1)  # one sender
         announce_listening(env, server, "waiting for one sender")
         if timeout is not None:
             server.settimeout(timeout)

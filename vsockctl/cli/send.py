@@ -12,6 +12,7 @@ from vsockctl.transfer.stall import STALL_HINT, StallWatch
 from vsockctl.transfer.streams import PATTERNS, PatternSource, Source
 from vsockctl.vsock.hybrid import CLOSE_WAIT
 from vsockctl.vsock.sockets import SocketType
+from vsockctl.vsock.sockopt_apply import SocketOptions
 
 from .app import cli
 from .endpoints import open_connection, open_source
@@ -28,6 +29,7 @@ from .options import (
     transfer_sockopt_option,
 )
 from .peer import PeerOptions, peer_options
+from .sockopt_view import vsock_factory
 from .transfer_ui import TransferDisplay, reporting
 
 
@@ -76,6 +78,7 @@ def send(
     count: int | None,
     buf_size: int,
     peer: PeerOptions,
+    sockopts: SocketOptions,
 ) -> None:
     """Send FILE (or stdin, or generated data) to a receiver, then wait for it to close.
 
@@ -108,7 +111,9 @@ def send(
     with ExitStack() as stack:
         source: Source
         source = PatternSource(size, pattern) if size is not None else open_source(env, file, stack)
-        sock = stack.enter_context(open_connection(env, route, sock_type, peer))
+        sock = stack.enter_context(
+            open_connection(env, route, sock_type, peer, vsock_factory(env, sockopts))
+        )
         stats = TransferStats()
         display = stack.enter_context(TransferDisplay(env, f"to {route.shown}", source.total))
         transfer = Transfer(stats, sha256=sha256, progress=display.update, address=route.shown)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from vsockctl.events.system import Sockopt
-from vsockctl.vsock.sockopt_apply import Applied
+from vsockctl.vsock.sockets import SocketFactory
+from vsockctl.vsock.sockopt_apply import Applied, SocketOptions
 from vsockctl.vsock.sockopts import format_value, json_value
 
 from .env import Env
@@ -37,12 +38,20 @@ def effective_text(applied: Applied) -> str:
     return format_value(applied.setting.option, applied.effective)
 
 
-def report_applied(env: Env, applied: list[Applied]) -> None:
+def vsock_factory(env: Env, options: SocketOptions) -> SocketFactory:
+    """The command's sockets, with ``options`` set on each vsock one as it is made and
+    what the kernel made of them reported once. Make it once per command."""
+    return options.factory(
+        env.socket_factory, lambda applied: report_applied(env, options, applied)
+    )
+
+
+def report_applied(env: Env, options: SocketOptions, applied: list[Applied]) -> None:
     """What ``--sockopt`` did, in ``-v`` lines on stderr or ``--json`` events."""
     for item in applied:
         if env.json:
             env.emit(applied_record(item))
-        elif item.changed and item.setting in env.sockopts and not (env.quiet or env.verbose):
+        elif item.changed and item.setting in options.settings and not (env.quiet or env.verbose):
             env.message(  # the user's own setting did not hold as given: always said
                 f"vsockctl: note: sockopt {item.setting}: the kernel made it "
                 f"{effective_text(item)}" + (f" ({item.note})" if item.note else "")

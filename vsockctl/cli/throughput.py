@@ -14,14 +14,15 @@ import click
 from vsockctl.bench.client import ClientError, run_client
 from vsockctl.bench.protocol import DEFAULT_PORT
 from vsockctl.bench.server import ThroughputServer
-from vsockctl.bench.spec import MAX_BUF, MAX_SECONDS, TestDirection, TestMode, TestSpec
+from vsockctl.bench.spec import MAX_BUF, MAX_SECONDS, TestSpec
 from vsockctl.errors import ProtocolError, VsockUnavailableError
-from vsockctl.events.throughput import Interval
+from vsockctl.events.throughput import Interval, TestDirection, TestMode
 from vsockctl.units import UnitError, format_size, parse_size
 from vsockctl.vsock.address import AddressError, VsockAddress, parse_address, parse_port
 from vsockctl.vsock.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL
 from vsockctl.vsock.route import Route
-from vsockctl.vsock.sockets import SocketType
+from vsockctl.vsock.sockets import SocketFactory, SocketType
+from vsockctl.vsock.sockopt_apply import SocketOptions
 
 from .app import cli
 from .endpoints import announce_listening, open_listener
@@ -38,6 +39,7 @@ from .options import (
     sockopt_option,
 )
 from .peer import PeerOptions, guest_named, listen_route, peer_options
+from .sockopt_view import vsock_factory
 from .throughput_report import LiveDisplay, show_interval, show_server_event, show_summary
 
 
@@ -124,6 +126,7 @@ def throughput(
     loopback: bool,
     once: bool,
     peer: PeerOptions,
+    sockopts: SocketOptions,
     **test_options: Any,
 ) -> None:
     """Measure vsock throughput (or latency) between a server and a client.
@@ -147,12 +150,13 @@ def throughput(
       vsockctl bench --loopback --json | jq 'select(.event=="summary")'
     """
     env = current_env()
+    factory = vsock_factory(env, sockopts)
     if loopback:
         if role is not None or target is not None or peer.uds is not None or port is not None:
             raise click.UsageError(
                 "--loopback runs both ends itself; give no role, CID, --port or --uds"
             )
-        _run_loopback(env, _spec(**test_options), peer)
+        _run_loopback(env, _spec(**test_options), peer, factory)
         return
     if role == "server":
         if target is not None:
@@ -164,13 +168,14 @@ def throughput(
                 "'throughput client' (the server follows what it asks)"
             )
         port = DEFAULT_PORT if port is None else port
-        _run_server(env, listen_route(VMADDR_CID_ANY, port, peer.uds, SocketType.STREAM), once)
+        route = listen_route(VMADDR_CID_ANY, port, peer.uds, SocketType.STREAM)
+        _run_server(env, route, once, factory)
         return
     if role != "client" or (target is None and peer.uds is None):
         raise click.UsageError("give 'server', 'client CID[:PORT]' or --loopback")
     if once:
         raise click.UsageError("--once is for the server")
-    _run_client(env, _client_route(target, port, peer), _spec(**test_options), peer)
+    _run_client(env, _client_route(target, port, peer), _spec(**test_options), peer, factory)
 
 
 def _client_route(target: str | None, port: int | None, peer: PeerOptions) -> Route:
@@ -246,17 +251,19 @@ def _spec(
     return spec
 
 
-def _run_server(env: Env, route: Route, once: bool) -> None:
+def _run_server(env: Env, route: Route, once: bool, factory: SocketFactory) -> None:
     with ExitStack() as stack:
-        sock = open_listener(env, stack, route, SocketType.STREAM)
+        sock = open_listener(stack, route, SocketType.STREAM, factory)
         server = ThroughputServer(
-            sock, route, env.vsock_factory(), lambda record: show_server_event(env, record)
+            sock, route, factory, lambda record: show_server_event(env, record)
         )
         announce_listening(env, sock, "one test after another" if not once else "one test")
         server.serve(1 if once else None)
 
 
-def _run_client(env: Env, route: Route, spec: TestSpec, peer: PeerOptions) -> None:
+def _run_client(
+    env: Env, route: Route, spec: TestSpec, peer: PeerOptions, factory: SocketFactory
+) -> None:
     def on_interval(record: Interval) -> None:
         show_interval(env, record)
         live.interval(record)
@@ -266,7 +273,7 @@ def _run_client(env: Env, route: Route, spec: TestSpec, peer: PeerOptions) -> No
             summary = run_client(
                 route,
                 spec,
-                factory=env.vsock_factory(),
+                factory=factory,
                 timeout=peer.timeout,
                 retries=peer.retry,
                 retry_delay=peer.retry_delay,
@@ -280,7 +287,7 @@ def _run_client(env: Env, route: Route, spec: TestSpec, peer: PeerOptions) -> No
     show_summary(env, summary)
 
 
-def _run_loopback(env: Env, spec: TestSpec, peer: PeerOptions) -> None:
+def _run_loopback(env: Env, spec: TestSpec, peer: PeerOptions, factory: SocketFactory) -> None:
     if not Path("/sys/module/vsock_loopback").is_dir():
         raise VsockUnavailableError(
             "no vsock loopback transport here, so CID 1 carries nothing",
@@ -313,7 +320,7 @@ def _run_loopback(env: Env, spec: TestSpec, peer: PeerOptions) -> None:
                 f"the loopback server did not start: {err.decode(errors='replace').strip()}"
             ) from None
         route = Route(VsockAddress(VMADDR_CID_LOCAL, port))
-        _run_client(env, route, spec, peer)
+        _run_client(env, route, spec, peer, factory)
         server.wait(timeout=30)
     finally:
         if server.poll() is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vsockctl.bench.spec import TestMode
 from vsockctl.events.throughput import (
     Buffers,
     Cpu,
@@ -12,6 +11,7 @@ from vsockctl.events.throughput import (
     IntervalEvent,
     ServerRecord,
     Summary,
+    TestMode,
     Totals,
 )
 

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal, TypedDict
 
-from vsockctl.forward.flow import Outcome
-
 from .record import Declared
+
+
+class Outcome(StrEnum):
+    """How a forwarded connection ended."""
+
+    DONE = "done"  # both ends closed their sides
+    CLIENT_ERROR = "client_error"  # the client reset or vanished
+    TARGET_ERROR = "target_error"  # the target reset or vanished
+    STOPPED = "stopped"  # the forwarder was stopped (Ctrl-C, SIGTERM)
+
+    @classmethod
+    def broken_on(cls, end: str) -> Outcome:
+        """The outcome of a connection broken on ``end`` ("client" or "target")."""
+        return cls.CLIENT_ERROR if end == "client" else cls.TARGET_ERROR
 
 
 class Forwarding(TypedDict):

@@ -8,13 +8,31 @@ INTERVAL, LATENCY, ZEROCOPY), each declared here once like the top-level ones.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal, NotRequired, TypedDict
-
-from vsockctl.bench.spec import TestDirection, TestMode
 
 from .record import Declared
 
 KEPT = "(kept for older scripts)"
+
+
+class TestMode(StrEnum):
+    THROUGHPUT = "throughput"
+    LATENCY = "latency"
+
+
+class TestDirection(StrEnum):
+    SEND = "send"  # client to server
+    REVERSE = "reverse"  # server to client
+    BIDIR = "bidir"  # both at once
+
+    @property
+    def client_sends(self) -> bool:
+        return self is not TestDirection.REVERSE
+
+    @property
+    def server_sends(self) -> bool:
+        return self is not TestDirection.SEND
 
 
 class TestParams(TypedDict):

@@ -7,25 +7,11 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
+from vsockctl.events.forward import Outcome
 from vsockctl.forward.direction import Direction
 from vsockctl.forward.sides import tcp_peer_address
-
-
-class Outcome(StrEnum):
-    """How a forwarded connection ended."""
-
-    DONE = "done"  # both ends closed their sides
-    CLIENT_ERROR = "client_error"  # the client reset or vanished
-    TARGET_ERROR = "target_error"  # the target reset or vanished
-    STOPPED = "stopped"  # the forwarder was stopped (Ctrl-C, SIGTERM)
-
-    @classmethod
-    def broken_on(cls, end: str) -> Outcome:
-        """The outcome of a connection broken on ``end`` ("client" or "target")."""
-        return cls.CLIENT_ERROR if end == "client" else cls.TARGET_ERROR
 
 
 @dataclass(eq=False)  # each flow is itself: a key of the live table

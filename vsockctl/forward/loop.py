@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vsockctl.events.forward import Outcome
 from vsockctl.forward.direction import Direction
-from vsockctl.forward.flow import Flow, Outcome, Pending
+from vsockctl.forward.flow import Flow, Pending
 from vsockctl.forward.sides import Side, Started, connect_error
 from vsockctl.transfer.engine import END_OF_STREAM_ERRNOS
 

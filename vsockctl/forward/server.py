@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 
 from vsockctl.errors import VsockError
+from vsockctl.events.forward import Outcome
 from vsockctl.forward.direction import Broken, Direction, pump
-from vsockctl.forward.flow import Allow, Flow, Observer, Outcome, Pending, Totals
+from vsockctl.forward.flow import Allow, Flow, Observer, Pending, Totals
 from vsockctl.forward.loop import Loop
 from vsockctl.forward.sides import (
     VSOCK_CONNECT_TIMEOUT,

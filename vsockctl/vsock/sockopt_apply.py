@@ -150,3 +150,21 @@ def configured(
         return sock
 
     return make
+
+
+@dataclass(frozen=True)
+class SocketOptions:
+    """The options a command sets on each vsock socket it makes: the user's
+    ``settings`` (``--sockopt``, which must hold) over the command's own
+    ``defaults`` (which the kernel may refuse)."""
+
+    settings: tuple[Setting, ...] = ()
+    defaults: tuple[Setting, ...] = ()
+
+    def without_defaults(self) -> SocketOptions:
+        return SocketOptions(self.settings)
+
+    def factory(self, base: SocketFactory, report: Reporter) -> SocketFactory:
+        """Sockets from ``base`` with these options set; ``report`` hears what the
+        kernel made of them, once (see :func:`configured`)."""
+        return configured(base, self.settings, report, self.defaults)

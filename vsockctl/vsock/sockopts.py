@@ -345,6 +345,14 @@ def parse_setting(text: str) -> Setting:
     return Setting(opt, parse_value(opt, value.strip()), value.strip())
 
 
+def buffer_settings(size: int) -> tuple[Setting, Setting]:
+    """A vsock buffer of ``size`` bytes: the limit, then the size (set in that order)."""
+    return (
+        Setting(lookup("buffer-max-size"), size, format_size(size)),
+        Setting(lookup("buffer-size"), size, format_size(size)),
+    )
+
+
 @overload
 def json_value(opt: SockOpt, value: Value) -> int: ...
 @overload
