@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from vsockctl.cli.errors import describe
-from vsockctl.errors import ERRNO_MEANINGS, VsockError, explain
+from vsockctl.errors import ERRNO_MEANINGS, Operation, VsockError, explain
 from vsockctl.vsock.address import VsockAddress
 
 # Every errno the reference (vsock-reference.md) gives a vsock meaning for.
@@ -60,19 +60,19 @@ def test_unknown_errno_falls_back_to_strerror() -> None:
 
 def test_vsock_error_keeps_its_facts() -> None:
     address = VsockAddress(3, 5000)
-    exc = VsockError(errno.ECONNRESET, "connect", address)
+    exc = VsockError(errno.ECONNRESET, Operation.CONNECT, address)
     assert isinstance(exc, OSError)
     assert (exc.errno, exc.operation, exc.address) == (errno.ECONNRESET, "connect", address)
     assert str(exc) == "connect 3:5000: Connection reset by peer (ECONNRESET)"
 
 
 def test_wrap_turns_a_python_timeout_into_etimedout() -> None:
-    wrapped = VsockError.wrap(TimeoutError("timed out"), "connect", VsockAddress(1, 2))
+    wrapped = VsockError.wrap(TimeoutError("timed out"), Operation.CONNECT, VsockAddress(1, 2))
     assert wrapped.errno == errno.ETIMEDOUT
 
 
 def test_describe_is_one_line_with_meaning_and_hint() -> None:
-    line = describe(VsockError(errno.EADDRINUSE, "bind", VsockAddress(1, 80)))
+    line = describe(VsockError(errno.EADDRINUSE, Operation.BIND, VsockAddress(1, 80)))
     assert "\n" not in line
     assert line.startswith("bind 1:80 failed: the port is already bound (EADDRINUSE)")
     assert "vsockctl ls" in line

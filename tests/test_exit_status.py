@@ -16,7 +16,13 @@ import pytest
 from tests.conftest import Invoke
 from tests.fakes import FailingSocketFactory, empty_machine, errno_factory
 from vsockctl.cli.env import Env
-from vsockctl.errors import DataMismatchError, ProtocolError, VsockError, VsockUnavailableError
+from vsockctl.errors import (
+    DataMismatchError,
+    Operation,
+    ProtocolError,
+    VsockError,
+    VsockUnavailableError,
+)
 from vsockctl.exit_status import EXIT_STATUS_MEANINGS, ExitStatus, exit_status_for
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.sockets import SocketFactory
@@ -47,16 +53,19 @@ ADDR = VsockAddress(1, 5000)
 @pytest.mark.parametrize(
     ("exc", "status"),
     [
-        (VsockError(errno.ECONNRESET, "connect", ADDR), ExitStatus.CONNECTION_REFUSED),
-        (VsockError(errno.ECONNREFUSED, "connect", ADDR), ExitStatus.CONNECTION_REFUSED),
-        (VsockError(errno.ETIMEDOUT, "connect", ADDR), ExitStatus.TIMED_OUT),
-        (VsockError(errno.ECONNRESET, "recv", ADDR), ExitStatus.CONNECTION_LOST),
-        (VsockError(errno.EPIPE, "send", ADDR), ExitStatus.CONNECTION_LOST),
-        (VsockError(errno.ENODEV, "connect", ADDR), ExitStatus.VSOCK_UNAVAILABLE),
-        (VsockError(errno.ENODEV, "send", ADDR), ExitStatus.CONNECTION_LOST),  # its VM is gone
-        (VsockError(errno.ENODEV, "recv", ADDR), ExitStatus.CONNECTION_LOST),
-        (VsockError(errno.EAFNOSUPPORT, "socket"), ExitStatus.VSOCK_UNAVAILABLE),
-        (VsockError(errno.EADDRINUSE, "bind", ADDR), ExitStatus.ERROR),
+        (VsockError(errno.ECONNRESET, Operation.CONNECT, ADDR), ExitStatus.CONNECTION_REFUSED),
+        (VsockError(errno.ECONNREFUSED, Operation.CONNECT, ADDR), ExitStatus.CONNECTION_REFUSED),
+        (VsockError(errno.ETIMEDOUT, Operation.CONNECT, ADDR), ExitStatus.TIMED_OUT),
+        (VsockError(errno.ECONNRESET, Operation.RECV, ADDR), ExitStatus.CONNECTION_LOST),
+        (VsockError(errno.EPIPE, Operation.SEND, ADDR), ExitStatus.CONNECTION_LOST),
+        (VsockError(errno.ENODEV, Operation.CONNECT, ADDR), ExitStatus.VSOCK_UNAVAILABLE),
+        (
+            VsockError(errno.ENODEV, Operation.SEND, ADDR),
+            ExitStatus.CONNECTION_LOST,
+        ),  # its VM is gone
+        (VsockError(errno.ENODEV, Operation.RECV, ADDR), ExitStatus.CONNECTION_LOST),
+        (VsockError(errno.EAFNOSUPPORT, Operation.SOCKET), ExitStatus.VSOCK_UNAVAILABLE),
+        (VsockError(errno.EADDRINUSE, Operation.BIND, ADDR), ExitStatus.ERROR),
         (VsockUnavailableError("no vsock_diag"), ExitStatus.VSOCK_UNAVAILABLE),
         (DataMismatchError("sha256 differs"), ExitStatus.DATA_MISMATCH),
         (ProtocolError("bad reply"), ExitStatus.PROTOCOL_ERROR),

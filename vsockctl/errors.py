@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # an annotation only: the socket layer builds on this module
@@ -100,12 +101,38 @@ ERRNO_MEANINGS: dict[int, ErrnoMeaning] = {
 }
 
 
-# The operations of a connection that was made: its errors are the peer's going away.
-MID_TRANSFER = ("send", "recv", "throughput")
+class Operation(StrEnum):
+    """What vsockctl was doing when the kernel said no."""
+
+    SOCKET = "socket"
+    BIND = "bind"
+    LISTEN = "listen"
+    ACCEPT = "accept"
+    CONNECT = "connect"
+    PROBE = "probe"
+    HANDSHAKE = "handshake"  # hybrid vsock's CONNECT <port> / OK
+    RESOLVE = "resolve"
+    SEND = "send"
+    RECV = "recv"
+    THROUGHPUT = "throughput"
+    GETSOCKOPT = "getsockopt"
+    SETSOCKOPT = "setsockopt"
+    SOCK_DIAG = "sock_diag"
+
+    @property
+    def mid_transfer(self) -> bool:
+        """An operation of a connection that was made: its errors are the peer going away."""
+        return self in (Operation.SEND, Operation.RECV, Operation.THROUGHPUT)
+
+    @property
+    def connecting(self) -> bool:
+        """Reaching a peer: a reset here means nobody listens."""
+        return self in (Operation.CONNECT, Operation.PROBE, Operation.HANDSHAKE)
+
 
 # Where an operation gives an errno a meaning of its own.
-OPERATION_MEANINGS: dict[tuple[str, int], ErrnoMeaning] = {
-    ("accept", errno.ETIMEDOUT): ErrnoMeaning(
+OPERATION_MEANINGS: dict[tuple[Operation, int], ErrnoMeaning] = {
+    (Operation.ACCEPT, errno.ETIMEDOUT): ErrnoMeaning(
         "ETIMEDOUT",
         "no peer connected within the timeout",
         "is the sender pointed at this CID and port? try a longer --timeout",
@@ -116,7 +143,8 @@ OPERATION_MEANINGS: dict[tuple[str, int], ErrnoMeaning] = {
             "the peer went away in the middle (it closed, crashed or was reset)",
             "see the peer's own output; the stats above say what got through",
         )
-        for operation in MID_TRANSFER
+        for operation in Operation
+        if operation.mid_transfer
         for err in (errno.ECONNRESET, errno.EPIPE)
     },
     # The route existed when the connection was made: now the CID is gone.
@@ -127,20 +155,21 @@ OPERATION_MEANINGS: dict[tuple[str, int], ErrnoMeaning] = {
             "device removed)",
             "see whether the VM still runs; the stats above say what got through",
         )
-        for operation in MID_TRANSFER
+        for operation in Operation
+        if operation.mid_transfer
     },
-    ("setsockopt", errno.EINVAL): ErrnoMeaning(
+    (Operation.SETSOCKOPT, errno.EINVAL): ErrnoMeaning(
         "EINVAL",
         "the kernel refused this value for this option (wrong width, or out of what it takes, "
         "such as SO_RCVLOWAT above the buffer)",
         "'vsockctl sockopt list' shows each option's C type",
     ),
-    ("setsockopt", errno.ENOPROTOOPT): ErrnoMeaning(
+    (Operation.SETSOCKOPT, errno.ENOPROTOOPT): ErrnoMeaning(
         "ENOPROTOOPT",
         "this kernel does not handle that option on this socket type",
         "'vsockctl sockopt list' shows which options this kernel handles",
     ),
-    ("getsockopt", errno.ENOPROTOOPT): ErrnoMeaning(
+    (Operation.GETSOCKOPT, errno.ENOPROTOOPT): ErrnoMeaning(
         "ENOPROTOOPT",
         "this kernel does not handle that option on this socket type",
         "'vsockctl sockopt list' shows which options this kernel handles",
@@ -148,30 +177,34 @@ OPERATION_MEANINGS: dict[tuple[str, int], ErrnoMeaning] = {
 }
 
 
-def explain(err: int, operation: str | None = None) -> ErrnoMeaning:
+def explain(err: int, operation: Operation | None = None) -> ErrnoMeaning:
     """The vsock meaning of ``err`` (in ``operation``); unknown errnos fall back to strerror."""
-    verb = (operation or "").split(" ", 1)[0]  # "setsockopt buffer-size" -> "setsockopt"
-    known = OPERATION_MEANINGS.get((verb, err)) or ERRNO_MEANINGS.get(err)
+    known = (operation is not None and OPERATION_MEANINGS.get((operation, err))) or (
+        ERRNO_MEANINGS.get(err)
+    )
     if known is not None:
         return known
     return ErrnoMeaning(errno.errorcode.get(err, f"errno {err}"), os.strerror(err))
 
 
 class VsockError(OSError):
-    """A vsock operation failed: errno, operation and address are kept."""
+    """A vsock operation failed: errno, operation (and the option it set or read) and
+    address are kept."""
 
     def __init__(
         self,
         err: int,
-        operation: str,
+        operation: Operation,
         address: Endpoint | None = None,
         detail: str | None = None,
         *,
         target: str | None = None,
         meaning: ErrnoMeaning | None = None,
+        option: str | None = None,
     ) -> None:
         super().__init__(err, detail or os.strerror(err))
         self.operation = operation
+        self.option = option
         self.address = address
         self.target = target  # what was addressed when it is not a CID:port (a Unix socket)
         self._meaning = meaning  # where the errno's vsock meaning does not fit (TCP, Unix)
@@ -181,14 +214,26 @@ class VsockError(OSError):
         """The address or target, as text."""
         return str(self.address) if self.address is not None else self.target
 
+    @property
+    def doing(self) -> str:
+        """The operation as words: ``connect``, ``setsockopt buffer-size``."""
+        return f"{self.operation} {self.option}" if self.option else str(self.operation)
+
     @classmethod
-    def wrap(cls, exc: OSError, operation: str, address: Endpoint | None = None) -> VsockError:
+    def wrap(
+        cls,
+        exc: OSError,
+        operation: Operation,
+        address: Endpoint | None = None,
+        *,
+        option: str | None = None,
+    ) -> VsockError:
         """Re-raise-friendly copy of ``exc`` with the operation and address."""
         if isinstance(exc, VsockError):
             return exc
         if exc.errno is None:  # socket.timeout and friends carry no errno
-            return cls(errno.ETIMEDOUT, operation, address)
-        return cls(exc.errno, operation, address, exc.strerror)
+            return cls(errno.ETIMEDOUT, operation, address, option=option)
+        return cls(exc.errno, operation, address, exc.strerror, option=option)
 
     @property
     def meaning(self) -> ErrnoMeaning:
@@ -197,7 +242,7 @@ class VsockError(OSError):
 
     def __str__(self) -> str:
         where = f" {self.where}" if self.where is not None else ""
-        return f"{self.operation}{where}: {self.strerror} ({self.meaning.name})"
+        return f"{self.doing}{where}: {self.strerror} ({self.meaning.name})"
 
 
 class LocalIOError(OSError):

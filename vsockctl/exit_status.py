@@ -6,7 +6,6 @@ import errno
 from enum import IntEnum
 
 from vsockctl.errors import (
-    MID_TRANSFER,
     DataMismatchError,
     ProtocolError,
     VsockError,
@@ -52,7 +51,6 @@ EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
 _UNAVAILABLE_ERRNOS = {errno.EAFNOSUPPORT, errno.ENODEV, errno.ENETUNREACH, errno.ESOCKTNOSUPPORT}
 _REFUSED_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED}
 _LOST_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ECONNABORTED}
-_CONNECTING = {"connect", "probe", "handshake"}
 
 
 def exit_status_for(exc: BaseException) -> ExitStatus:
@@ -70,11 +68,11 @@ def exit_status_for(exc: BaseException) -> ExitStatus:
     if isinstance(exc, VsockError):
         if exc.errno == errno.ETIMEDOUT:
             return ExitStatus.TIMED_OUT
-        if exc.operation in MID_TRANSFER and exc.errno == errno.ENODEV:
+        if exc.operation.mid_transfer and exc.errno == errno.ENODEV:
             return ExitStatus.CONNECTION_LOST  # the peer's VM is gone
         if exc.errno in _UNAVAILABLE_ERRNOS:
             return ExitStatus.VSOCK_UNAVAILABLE
-        if exc.operation in _CONNECTING and exc.errno in _REFUSED_ERRNOS:
+        if exc.operation.connecting and exc.errno in _REFUSED_ERRNOS:
             return ExitStatus.CONNECTION_REFUSED
         if exc.errno in _LOST_ERRNOS:
             return ExitStatus.CONNECTION_LOST

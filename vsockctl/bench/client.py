@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import cast
 
-from vsockctl.errors import ProtocolError, VsockError
+from vsockctl.errors import Operation, ProtocolError, VsockError
 from vsockctl.events.throughput import DirectionTotals, Start, Summary, TestMode
 from vsockctl.vsock.route import Route
 from vsockctl.vsock.sockets import SocketFactory, SocketType
@@ -107,15 +107,15 @@ def run_client(
         except (OSError, EOFError, ProtocolError) as exc:
             cause: BaseException = exc
             if failed is not None and failed.errno is not None:
-                cause = VsockError(failed.errno, "throughput", where)
+                cause = VsockError(failed.errno, Operation.THROUGHPUT, where)
             elif isinstance(exc, EOFError):
                 cause = VsockError(
-                    errno.ECONNRESET, "throughput", where, "the server went away mid-test"
+                    errno.ECONNRESET, Operation.THROUGHPUT, where, "the server went away mid-test"
                 )
             raise ClientError(cause, summarise(spec, ours, None)) from exc
         summary = summarise(spec, ours, theirs)
         if failed is not None and failed.errno is not None:
-            raise ClientError(VsockError(failed.errno, "throughput", where), summary)
+            raise ClientError(VsockError(failed.errno, Operation.THROUGHPUT, where), summary)
         return summary
 
 

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from enum import IntEnum
 from typing import Any
 
-from vsockctl.errors import ProtocolError, VsockError
+from vsockctl.errors import Operation, ProtocolError, VsockError
 
 MAGIC = b"VSKB"
 VERSION = 1
@@ -129,7 +129,7 @@ def recv_frame(
         what = "control frame" if expect is None else f"{expect.name} frame"
         raise VsockError(
             errno.ETIMEDOUT,
-            "throughput",
+            Operation.THROUGHPUT,
             None,
             f"the peer sent no {what} within {sock.gettimeout() or 0:g} s",
         ) from exc

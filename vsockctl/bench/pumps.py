@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vsockctl.errors import VsockError, VsockUnavailableError
+from vsockctl.errors import Operation, VsockError, VsockUnavailableError
 from vsockctl.events.throughput import Counts, Interval, StreamTotals
 from vsockctl.vsock.constants import SO_ZEROCOPY
 
@@ -99,7 +99,7 @@ def enable_zerocopy(sock: socket.socket) -> None:
                 "vsock zerocopy needs Linux 6.7+ (virtio, vhost or loopback); run without "
                 "--zerocopy",
             ) from exc
-        raise VsockError.wrap(exc, "setsockopt SO_ZEROCOPY") from exc
+        raise VsockError.wrap(exc, Operation.SETSOCKOPT, option="SO_ZEROCOPY") from exc
 
 
 def _drain_completions(sock: socket.socket, stats: ZeroCopyStats) -> None:

@@ -9,7 +9,7 @@ from dataclasses import replace
 import click
 
 from vsockctl.discover.portscan import ProbeResult, probe_with_retry
-from vsockctl.errors import VsockError
+from vsockctl.errors import Operation, VsockError
 from vsockctl.exit_status import ExitStatus, exit_status_for
 from vsockctl.transfer.engine import Transfer, TransferStats
 from vsockctl.vsock.address import AddressError, parse_port_list, parse_probe_target
@@ -82,7 +82,7 @@ def _probe(
                 status = (
                     ExitStatus.PROTOCOL_ERROR
                     if err == errno.EPROTO
-                    else exit_status_for(VsockError(err, "probe", result.address))
+                    else exit_status_for(VsockError(err, Operation.PROBE, result.address))
                 )
             _show_probe(env, result)
         if len(cids) > 1 and one is not None:

@@ -31,7 +31,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, VsockError):
         meaning = exc.meaning
         where = f" {exc.where}" if exc.where is not None else ""
-        line = f"{exc.operation}{where} failed: {meaning.cause} ({meaning.name})"
+        line = f"{exc.doing}{where} failed: {meaning.cause} ({meaning.name})"
         return f"{line}; {meaning.hint}" if meaning.hint else line
     if isinstance(exc, LocalIOError):
         return str(exc)
@@ -64,7 +64,7 @@ def report(env: Env, exc: BaseException) -> ExitStatus:
             record["errno"] = exc.errno
         if isinstance(exc, VsockError):
             record["errno_name"] = exc.meaning.name
-            record["operation"] = exc.operation
+            record["operation"] = exc.doing
             record["address"] = exc.where
         with contextlib.suppress(OSError):  # stdout itself is gone; stderr had the line
             env.emit(record)

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from vsockctl.errors import ErrnoMeaning, VsockError
+from vsockctl.errors import ErrnoMeaning, Operation, VsockError
 from vsockctl.events.catalog import Record
 from vsockctl.events.forward import (
     ForwardClosed,
@@ -234,7 +234,9 @@ def forward_command(
                 in_use = ErrnoMeaning(
                     "EADDRINUSE", "the address is in use", _in_use_hint(listen_at)
                 )
-                raise VsockError(exc.errno, "bind", target=str(listen_at), meaning=in_use) from exc
+                raise VsockError(
+                    exc.errno, Operation.BIND, target=str(listen_at), meaning=in_use
+                ) from exc
             raise
         listen_at = bound_side(listen_at, listener)
         forwarder = Forwarder(

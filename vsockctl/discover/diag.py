@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vsockctl.discover.kmod import ModuleState, load_hint, module_state
-from vsockctl.errors import VsockError, VsockUnavailableError
+from vsockctl.errors import Operation, VsockError, VsockUnavailableError
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.constants import AF_VSOCK, NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY
 from vsockctl.vsock.sockets import SocketFactory, SocketType
@@ -119,7 +119,9 @@ def parse_messages(data: bytes, seq: int) -> tuple[list[VsockSocket], bool]:
     while offset + NLMSG_HEADER.size <= len(data):
         length, kind, _, msg_seq, _ = NLMSG_HEADER.unpack_from(data, offset)
         if length < NLMSG_HEADER.size:
-            raise VsockError(errno.EPROTO, "sock_diag", None, f"netlink message of {length} bytes")
+            raise VsockError(
+                errno.EPROTO, Operation.SOCK_DIAG, None, f"netlink message of {length} bytes"
+            )
         body = offset + NLMSG_HEADER.size
         if msg_seq == seq:
             if kind == NLMSG_DONE:
@@ -132,7 +134,7 @@ def parse_messages(data: bytes, seq: int) -> tuple[list[VsockSocket], bool]:
                         diag_hint(),
                     )
                 if err:
-                    raise VsockError(-err, "sock_diag")
+                    raise VsockError(-err, Operation.SOCK_DIAG)
             elif kind == SOCK_DIAG_BY_FAMILY and length >= NLMSG_HEADER.size + VSOCK_DIAG_MSG.size:
                 sockets.append(_parse_socket(data, body))
         offset += (length + 3) & ~3

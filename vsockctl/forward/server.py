@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 
-from vsockctl.errors import VsockError
+from vsockctl.errors import Operation, VsockError
 from vsockctl.events.forward import Outcome
 from vsockctl.forward.direction import Broken, Direction, pump
 from vsockctl.forward.flow import Allow, Flow, Observer, Pending, Totals
@@ -121,7 +121,7 @@ class Forwarder:
                             self.observer.refused("(next client)", f"cannot accept: {exc.strerror}")
                             time.sleep(0.1)
                             break
-                        raise VsockError.wrap(exc, "accept") from exc
+                        raise VsockError.wrap(exc, Operation.ACCEPT) from exc
                     slot = False
                     # Not socket.accept(): that reads the listener's family and type
                     # (each builds an enum) and sets the new socket blocking, which

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from vsockctl.errors import ErrnoMeaning, VsockError
+from vsockctl.errors import ErrnoMeaning, Operation, VsockError
 from vsockctl.units import whole_number
 from vsockctl.vsock.address import AddressError, parse_address, parse_port
 from vsockctl.vsock.hybrid import unix_listener
@@ -210,8 +210,8 @@ def connect_timeout(side: Side, given: float | None) -> float | None:
 def connect_error(side: Side, err: int) -> VsockError:
     """A failed connect to ``side``, as :func:`connect_side` reports it."""
     if isinstance(side, VsockSide):
-        return VsockError(err, "connect", side.route.shown)
-    return VsockError(err, "connect", target=str(side), meaning=_SERVICE_MEANINGS.get(err))
+        return VsockError(err, Operation.CONNECT, side.route.shown)
+    return VsockError(err, Operation.CONNECT, target=str(side), meaning=_SERVICE_MEANINGS.get(err))
 
 
 def _connect(sock: socket.socket, address: Any, timeout: float | None, side: Side) -> socket.socket:
@@ -235,7 +235,9 @@ def _resolve(side: TcpSide, *, passive: bool) -> Sequence[AddrInfo]:
             flags=socket.AI_PASSIVE if passive else 0,
         )
     except socket.gaierror as exc:
-        raise VsockError(errno.EADDRNOTAVAIL, "resolve", target=str(side), detail=str(exc)) from exc
+        raise VsockError(
+            errno.EADDRNOTAVAIL, Operation.RESOLVE, target=str(side), detail=str(exc)
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -256,7 +258,7 @@ def listen_side(side: Side, backlog: int, factory: SocketFactory) -> Iterator[so
             sock.bind(address)
             sock.listen(backlog)
         except OSError as exc:
-            raise VsockError(exc.errno or errno.EIO, "listen", target=str(side)) from exc
+            raise VsockError(exc.errno or errno.EIO, Operation.LISTEN, target=str(side)) from exc
         yield sock
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vsockctl.errors import LocalIOError, VsockError
+from vsockctl.errors import LocalIOError, Operation, VsockError
 from vsockctl.events.transfer import Moved
 from vsockctl.signals import stop_after_loop
 from vsockctl.transfer.kernel_copy import SENDFILE_REFUSED, SpliceOut, sendfile_helps
@@ -106,7 +106,7 @@ def _recv(sock: socket.socket, view: memoryview, flags: int, address: Endpoint |
     except OSError as exc:
         if exc.errno in END_OF_STREAM_ERRNOS:
             return 0
-        raise VsockError.wrap(exc, "recv", address) from exc
+        raise VsockError.wrap(exc, Operation.RECV, address) from exc
 
 
 class Transfer:
@@ -194,7 +194,7 @@ class Transfer:
                 try:
                     sock.sendall(data)
                 except OSError as exc:
-                    raise VsockError.wrap(exc, "send", self.address) from exc
+                    raise VsockError.wrap(exc, Operation.SEND, self.address) from exc
                 self.blocked_since = None
                 stats.sent_bytes += n
                 self.tick()
@@ -210,7 +210,7 @@ class Transfer:
             except OSError as exc:
                 if exc.errno in SENDFILE_REFUSED and not stats.sent_bytes:
                     return False
-                raise VsockError.wrap(exc, "send", self.address) from exc
+                raise VsockError.wrap(exc, Operation.SEND, self.address) from exc
             self.blocked_since = None
             if n == 0:
                 return True
@@ -261,7 +261,7 @@ class Transfer:
                             raise LocalIOError.wrap(exc, "writing", sink.name) from exc
                         if exc.errno in END_OF_STREAM_ERRNOS:
                             break
-                        raise VsockError.wrap(exc, "recv", self.address) from exc
+                        raise VsockError.wrap(exc, Operation.RECV, self.address) from exc
                     if n == 0:
                         break
                     out.push(n)
@@ -293,9 +293,11 @@ class Transfer:
                 try:
                     sent = sock.send(data)
                 except OSError as exc:
-                    raise VsockError.wrap(exc, "send", self.address) from exc
+                    raise VsockError.wrap(exc, Operation.SEND, self.address) from exc
                 if sent != filled:
-                    raise VsockError(errno.EMSGSIZE, "send", self.address, "message was split")
+                    raise VsockError(
+                        errno.EMSGSIZE, Operation.SEND, self.address, "message was split"
+                    )
                 stats.sent_bytes += sent
                 stats.sent_messages += 1
                 self.tick()

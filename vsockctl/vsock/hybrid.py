@@ -34,7 +34,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from vsockctl.errors import LocalIOError, ProtocolError, VsockError, VsockUnavailableError
+from vsockctl.errors import (
+    LocalIOError,
+    Operation,
+    ProtocolError,
+    VsockError,
+    VsockUnavailableError,
+)
 from vsockctl.vsock.address import UnixEndpoint
 
 MUX_LINGER = 2.0  # seconds a mux peer may stay silent after our input ended
@@ -127,28 +133,30 @@ def connect_hybrid(path: str, port: int, timeout: float | None = None) -> socket
                 "is the VM running, and is this the uds_path given to the VMM?",
             ) from exc
         except TimeoutError as exc:
-            raise VsockError(errno.ETIMEDOUT, "connect", endpoint) from exc
+            raise VsockError(errno.ETIMEDOUT, Operation.CONNECT, endpoint) from exc
         except OSError as exc:
             # Linux answers ECONNREFUSED both for a file that is no socket and for a
             # socket nobody accepts on: either way no VMM is there (a guest port that
             # refuses shows later, as a close without OK).
             if exc.errno in (errno.ECONNREFUSED, errno.ENOTSOCK):
                 raise _no_vmm(path) from exc
-            raise VsockError.wrap(exc, "connect", endpoint) from exc
+            raise VsockError.wrap(exc, Operation.CONNECT, endpoint) from exc
         try:
             sock.sendall(f"CONNECT {port}\n".encode())
             reply = _read_reply(sock)
         except TimeoutError as exc:
             raise VsockError(
-                errno.ETIMEDOUT, "handshake", endpoint, "no reply to CONNECT in time"
+                errno.ETIMEDOUT, Operation.HANDSHAKE, endpoint, "no reply to CONNECT in time"
             ) from exc
         except OSError as exc:
             if exc.errno in (errno.ECONNRESET, errno.EPIPE):
                 reply = b""
             else:
-                raise VsockError.wrap(exc, "handshake", endpoint) from exc
+                raise VsockError.wrap(exc, Operation.HANDSHAKE, endpoint) from exc
         if not reply:
-            raise VsockError(errno.ECONNRESET, "connect", endpoint, "the VMM closed without OK")
+            raise VsockError(
+                errno.ECONNRESET, Operation.CONNECT, endpoint, "the VMM closed without OK"
+            )
         if not _OK.match(reply):
             if not reply.endswith(b"\n"):
                 raise ProtocolError(
@@ -233,7 +241,11 @@ def unix_listener(
             )
         if not _stale(path):
             raise VsockError(
-                errno.EADDRINUSE, "listen", endpoint, "another program listens there", target=target
+                errno.EADDRINUSE,
+                Operation.LISTEN,
+                endpoint,
+                "another program listens there",
+                target=target,
             )
         os.unlink(path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -242,7 +254,9 @@ def unix_listener(
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.EACCES, errno.EROFS, errno.ENOTDIR):
                 raise LocalIOError.wrap(exc, "listening on", path) from exc
-            raise VsockError(exc.errno or errno.EIO, "listen", endpoint, target=target) from exc
+            raise VsockError(
+                exc.errno or errno.EIO, Operation.LISTEN, endpoint, target=target
+            ) from exc
         inode = os.stat(path).st_ino
         try:
             sock.listen(backlog)

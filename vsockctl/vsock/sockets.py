@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from vsockctl.errors import VsockError, VsockUnavailableError
+from vsockctl.errors import Operation, VsockError, VsockUnavailableError
 from vsockctl.vsock import _libc
 from vsockctl.vsock.address import Endpoint, UnixEndpoint, VsockAddress
 from vsockctl.vsock.constants import (
@@ -72,7 +72,7 @@ def open_socket(
                 "no loaded transport has vsock datagrams (only VMware VMCI offers them)",
                 "use --type stream, or --type seqpacket for message boundaries",
             ) from exc
-        raise VsockError.wrap(exc, "socket") from exc
+        raise VsockError.wrap(exc, Operation.SOCKET) from exc
 
 
 def set_connect_timeout(sock: socket.socket, seconds: float) -> None:
@@ -83,7 +83,7 @@ def set_connect_timeout(sock: socket.socket, seconds: float) -> None:
     try:
         _libc.setsockopt(sock.fileno(), AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, value)
     except OSError as exc:
-        raise VsockError.wrap(exc, "setsockopt connect-timeout") from exc
+        raise VsockError.wrap(exc, Operation.SETSOCKOPT, option="connect-timeout") from exc
 
 
 def bind(sock: socket.socket, address: VsockAddress) -> None:
@@ -94,7 +94,7 @@ def bind(sock: socket.socket, address: VsockAddress) -> None:
         else:
             sock.bind(address.sockaddr())
     except OSError as exc:
-        raise VsockError.wrap(exc, "bind", address) from exc
+        raise VsockError.wrap(exc, Operation.BIND, address) from exc
 
 
 def local_address(sock: socket.socket) -> Endpoint:
@@ -128,7 +128,7 @@ def listen(
             try:
                 sock.listen(backlog)
             except OSError as exc:
-                raise VsockError.wrap(exc, "listen", address) from exc
+                raise VsockError.wrap(exc, Operation.LISTEN, address) from exc
     except BaseException:
         sock.close()
         raise
@@ -148,7 +148,7 @@ def accept(server: socket.socket) -> tuple[socket.socket, Endpoint]:
             exc = TimeoutError()
         local = local_address(server)
         raise VsockError.wrap(
-            exc, "accept", local if isinstance(local, VsockAddress) else None
+            exc, Operation.ACCEPT, local if isinstance(local, VsockAddress) else None
         ) from exc
     if server.family == socket.AF_UNIX:
         local = local_address(server)
@@ -179,7 +179,7 @@ def connect(
         if timeout is not None:
             if timeout <= 0:
                 raise VsockError(
-                    errno.ETIMEDOUT, "connect", address, "the connect timeout has passed"
+                    errno.ETIMEDOUT, Operation.CONNECT, address, "the connect timeout has passed"
                 )
             set_connect_timeout(sock, timeout)
         if address.flags:
@@ -194,7 +194,7 @@ def connect(
             sock.settimeout(None)
     except OSError as exc:
         sock.close()
-        raise VsockError.wrap(exc, "connect", address) from exc
+        raise VsockError.wrap(exc, Operation.CONNECT, address) from exc
     except BaseException:
         sock.close()
         raise

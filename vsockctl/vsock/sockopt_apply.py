@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vsockctl.errors import VsockError
+from vsockctl.errors import Operation, VsockError
 from vsockctl.vsock import _libc
 from vsockctl.vsock.constants import AF_VSOCK
 from vsockctl.vsock.sockets import SocketFactory
@@ -22,9 +22,11 @@ def get_option(sock: socket.socket, opt: SockOpt) -> Value:
     try:
         raw = _libc.getsockopt(sock.fileno(), opt.level, opt.number, opt.ctype.width)
     except OSError as exc:
-        raise VsockError.wrap(exc, f"getsockopt {opt.name}") from exc
+        raise VsockError.wrap(exc, Operation.GETSOCKOPT, option=opt.name) from exc
     if len(raw) != opt.ctype.width:
-        raise VsockError(errno.EINVAL, f"getsockopt {opt.name}", None, "unexpected width")
+        raise VsockError(
+            errno.EINVAL, Operation.GETSOCKOPT, None, "unexpected width", option=opt.name
+        )
     return opt.ctype.unpack(raw)
 
 
@@ -37,7 +39,7 @@ def set_option(sock: socket.socket, opt: SockOpt, value: Value) -> None:
         else:
             _libc.setsockopt(sock.fileno(), opt.level, opt.number, opt.ctype.pack(value))
     except OSError as exc:
-        raise VsockError.wrap(exc, f"setsockopt {opt.name}") from exc
+        raise VsockError.wrap(exc, Operation.SETSOCKOPT, option=opt.name) from exc
 
 
 @dataclass(frozen=True)
