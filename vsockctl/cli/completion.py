@@ -50,10 +50,10 @@ SCRIPTS: dict[str, type[ShellComplete]] = {
 }
 
 
-@cli.command(short_help="Print the completion script for bash, zsh or fish.")
+@cli.command("completion", short_help="Print the completion script for bash, zsh or fish.")
 @click.argument("shell", type=click.Choice(SHELLS), required=False)
 @output_options
-def completion(shell: str | None) -> None:
+def completion_command(shell: str | None) -> None:
     """Print the script that makes SHELL complete vsockctl's commands, options and
     values (socket types, patterns, --sockopt names, files). Without SHELL, the
     one $SHELL names.

@@ -135,7 +135,7 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
         env.stdout.flush()
 
 
-@cli.command(short_help="Talk to CID:PORT (stdin/stdout), or --probe ports.")
+@cli.command("connect", short_help="Talk to CID:PORT (stdin/stdout), or --probe ports.")
 @click.argument("target", required=False, metavar="CID:PORT")
 @click.option("--cid", type=CID, help="The peer's CID (instead of CID:PORT).")
 @click.option("--port", type=PORT, help="The peer's port (instead of CID:PORT).")
@@ -156,7 +156,7 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
 @peer_options
 @transfer_sockopt_option
 @output_options
-def connect(
+def connect_command(
     *,
     target: str | None,
     cid: int | None,

@@ -123,7 +123,7 @@ def _info_uds(env: Env, path: str, port: int | None) -> int:
     return int(ExitStatus.OK)
 
 
-@cli.command(short_help="Is vsock here: transports, local CID, socket types.")
+@cli.command("info", short_help="Is vsock here: transports, local CID, socket types.")
 @click.option(
     "--uds",
     metavar="PATH",
@@ -135,7 +135,7 @@ def _info_uds(env: Env, path: str, port: int | None) -> int:
     help="With --uds: also ask the VMM to connect to this guest port (CONNECT PORT).",
 )
 @output_options
-def info(uds: str | None, port: int | None) -> None:
+def info_command(uds: str | None, port: int | None) -> None:
     """Is vsock here, which transports are loaded, what is my CID, which socket types work.
 
     Reads /sys/module, /dev/vsock (the local-CID ioctl) and creates and binds

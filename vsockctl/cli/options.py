@@ -27,15 +27,15 @@ class ParsedParam(click.ParamType[T]):
     error becomes click's one-line usage error."""
 
     def __init__(
-        self, name: str, parse: Callable[[str], T], errors: type[ValueError], kind: type
+        self, name: str, parse: Callable[[str], T], errors: type[ValueError], parsed: type
     ) -> None:
         self.name = name
         self.parse = parse
         self.errors = errors
-        self.kind = kind  # a value of this type is already parsed (a default, a test)
+        self.parsed = parsed  # a value of this type is already parsed (a default, a test)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, self.kind) and not isinstance(value, bool):
+        if isinstance(value, self.parsed) and not isinstance(value, bool):
             return value
         try:
             return self.parse(str(value))

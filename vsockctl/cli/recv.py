@@ -39,7 +39,7 @@ def _check_hex(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return digest
 
 
-@cli.command(short_help="Receive one transfer into a file or stdout, and check it.")
+@cli.command("recv", short_help="Receive one transfer into a file or stdout, and check it.")
 @click.argument("file", required=False, type=LOCAL_FILE)
 @click.option("--port", type=PORT, required=True, help="Port to listen on ('any': kernel picks).")
 @click.option("--cid", type=CID, default="any", show_default=True, help="Local CID to bind.")
@@ -67,7 +67,7 @@ def _check_hex(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @uds_listen_option
 @listener_sockopt_option
 @output_options
-def recv(
+def recv_command(
     *,
     file: str | None,
     port: int,

@@ -7,7 +7,7 @@ from contextlib import ExitStack
 
 import click
 
-from vsockctl.transfer.engine import Transfer, TransferStats
+from vsockctl.transfer.engine import MESSAGE_SEND_CHUNK, Transfer, TransferStats
 from vsockctl.transfer.stall import STALL_HINT, StallWatch
 from vsockctl.transfer.streams import PATTERNS, PatternSource, Source
 from vsockctl.vsock.hybrid import CLOSE_WAIT
@@ -33,7 +33,7 @@ from .sockopt_view import vsock_factory
 from .transfer_ui import TransferDisplay, reporting
 
 
-@cli.command(short_help="Send a file, stdin or generated data, with stats.")
+@cli.command("send", short_help="Send a file, stdin or generated data, with stats.")
 @click.argument("file", required=False, type=LOCAL_FILE)
 @click.option("--cid", type=CID, help="The receiver's CID.")
 @click.option("--port", type=PORT, help="The receiver's port.")
@@ -64,7 +64,7 @@ from .transfer_ui import TransferDisplay, reporting
 @peer_options
 @transfer_sockopt_option
 @output_options
-def send(
+def send_command(
     *,
     file: str | None,
     cid: int | None,
@@ -127,7 +127,7 @@ def send(
 
         with reporting(env, stats), StallWatch(lambda: transfer.blocked_since, stalled):
             if message_size is not None or sock_type is not SocketType.STREAM:
-                transfer.send_messages(sock, source, message_size or 64 * 1024, count)
+                transfer.send_messages(sock, source, message_size or MESSAGE_SEND_CHUNK, count)
             else:
                 transfer.send_stream(sock, source, buf_size)
             if sock_type.connected:

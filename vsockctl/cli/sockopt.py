@@ -30,9 +30,9 @@ from .sockopt_view import applied_record, applied_table
 from .table import Column, Table
 
 
-@cli.group(short_help="List, read and set vsock socket options (with their C widths).")
+@cli.group("sockopt", short_help="List, read and set vsock socket options (with their C widths).")
 @output_options
-def sockopt() -> None:
+def sockopt_group() -> None:
     """List, read and set the socket options people tune on vsock.
 
     Each option is read and written with its real C width (u64 for the vsock
@@ -59,7 +59,9 @@ def _probe_option(sock: socket.socket, opt: SockOpt) -> tuple[str | None, Value 
         return exc.meaning.name, None
 
 
-@sockopt.command("list", short_help="Every option vsockctl knows, and whether this kernel has it.")
+@sockopt_group.command(
+    "list", short_help="Every option vsockctl knows, and whether this kernel has it."
+)
 @socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
 @output_options
 def list_command(sock_type: SocketType) -> None:
@@ -120,7 +122,7 @@ def list_command(sock_type: SocketType) -> None:
     table.print(env)
 
 
-@sockopt.command("get", short_help="Read options on a fresh socket.")
+@sockopt_group.command("get", short_help="Read options on a fresh socket.")
 @click.argument("names", nargs=-1, metavar="NAME...", shell_complete=complete_option_names)
 @socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
 @output_options
@@ -182,7 +184,7 @@ def _show_get(
         table.add_row(opt.name, format_value(opt, value), opt.ctype.label)
 
 
-@sockopt.command("set", short_help="Set options on a fresh socket; requested vs effective.")
+@sockopt_group.command("set", short_help="Set options on a fresh socket; requested vs effective.")
 @click.argument("settings", nargs=-1, required=True, type=SOCKOPT, metavar="NAME=VALUE...")
 @socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
 @output_options

@@ -118,7 +118,7 @@ class BufferSizeParam(click.ParamType[int | None]):
 @peer_options
 @sockopt_option
 @output_options
-def throughput(
+def throughput_command(
     *,
     role: str | None,
     target: str | None,
@@ -331,5 +331,5 @@ def _run_loopback(env: Env, spec: TestSpec, peer: PeerOptions, factory: SocketFa
                 pipe.close()
 
 
-cli.add_command(throughput, "throughput")
-cli.add_command(throughput, "bench")
+cli.add_command(throughput_command, "throughput")
+cli.add_command(throughput_command, "bench")

@@ -26,6 +26,7 @@ from vsockctl.vsock.sockets import SocketFactory, SocketType
 NLMSG_HEADER = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 VSOCK_DIAG_REQ = struct.Struct("=BBHIII2I")  # family, protocol, pad, states, ino, show, cookie
 VSOCK_DIAG_MSG = struct.Struct("=BBBBIIIII2I")
+MIN_SOCKET_MESSAGE = NLMSG_HEADER.size + VSOCK_DIAG_MSG.size
 
 NLM_F_REQUEST = 0x01
 NLM_F_DUMP = 0x300
@@ -69,7 +70,7 @@ class Owner:
 class VsockSocket:
     """One socket from the kernel's dump."""
 
-    kind: int  # SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM
+    type_number: int  # SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM
     state: int
     shutdown: int
     local: VsockAddress
@@ -80,8 +81,8 @@ class VsockSocket:
 
     @property
     def type_name(self) -> str:
-        sock_type = SocketType.from_kind(self.kind)
-        return sock_type.value if sock_type is not None else f"type {self.kind}"
+        sock_type = SocketType.from_number(self.type_number)
+        return sock_type.value if sock_type is not None else f"type {self.type_number}"
 
     @property
     def state_name(self) -> str:
@@ -117,16 +118,16 @@ def parse_messages(data: bytes, seq: int) -> tuple[list[VsockSocket], bool]:
     sockets: list[VsockSocket] = []
     offset = 0
     while offset + NLMSG_HEADER.size <= len(data):
-        length, kind, _, msg_seq, _ = NLMSG_HEADER.unpack_from(data, offset)
+        length, msg_type, _, msg_seq, _ = NLMSG_HEADER.unpack_from(data, offset)
         if length < NLMSG_HEADER.size:
             raise VsockError(
                 errno.EPROTO, Operation.SOCK_DIAG, None, f"netlink message of {length} bytes"
             )
         body = offset + NLMSG_HEADER.size
         if msg_seq == seq:
-            if kind == NLMSG_DONE:
+            if msg_type == NLMSG_DONE:
                 return sockets, True
-            if kind == NLMSG_ERROR:
+            if msg_type == NLMSG_ERROR:
                 (err,) = struct.unpack_from("=i", data, body)
                 if err == -errno.ENOENT:
                     raise VsockUnavailableError(
@@ -135,18 +136,18 @@ def parse_messages(data: bytes, seq: int) -> tuple[list[VsockSocket], bool]:
                     )
                 if err:
                     raise VsockError(-err, Operation.SOCK_DIAG)
-            elif kind == SOCK_DIAG_BY_FAMILY and length >= NLMSG_HEADER.size + VSOCK_DIAG_MSG.size:
+            elif msg_type == SOCK_DIAG_BY_FAMILY and length >= MIN_SOCKET_MESSAGE:
                 sockets.append(_parse_socket(data, body))
         offset += (length + 3) & ~3
     return sockets, False
 
 
 def _parse_socket(data: bytes, offset: int) -> VsockSocket:
-    (_, kind, state, shutdown, src_cid, src_port, dst_cid, dst_port, inode, c0, c1) = (
+    (_, type_number, state, shutdown, src_cid, src_port, dst_cid, dst_port, inode, c0, c1) = (
         VSOCK_DIAG_MSG.unpack_from(data, offset)
     )
     return VsockSocket(
-        kind,
+        type_number,
         state,
         shutdown,
         VsockAddress(src_cid, src_port),
@@ -230,7 +231,7 @@ def with_owners(sockets: Iterable[VsockSocket], proc: Path = Path("/proc")) -> l
     owners = socket_owners(proc)
     return [
         VsockSocket(
-            s.kind,
+            s.type_number,
             s.state,
             s.shutdown,
             s.local,

@@ -167,7 +167,7 @@ def read_local_cid(paths: ProbePaths) -> tuple[int | None, str | None]:
 def check_socket_type(sock_type: SocketType, factory: SocketFactory) -> SocketTypeStatus:
     """Create a socket of ``sock_type`` and bind it to any:any (and listen where it can)."""
     try:
-        sock = factory(AF_VSOCK, sock_type.kind)
+        sock = factory(AF_VSOCK, sock_type.number)
         with sock:
             bind(sock, VsockAddress(VMADDR_CID_ANY, VMADDR_PORT_ANY))
             if sock_type.connected:

@@ -98,7 +98,7 @@ def every_key(shape: type) -> Iterator[tuple[str, Key]]:
     """Each key of ``shape`` and of the records nested in it, with where it sits."""
     for key in keys_of(shape):
         yield shape.__name__, key
-        inner = nested(key.kind)
+        inner = nested(key.annotation)
         if inner is not None:
             yield from every_key(inner)
 
@@ -108,7 +108,7 @@ def nested_records(declared: list[Declared]) -> list[type]:
     found: dict[type, None] = {}
     for one in declared:
         for _, key in every_key(one.shape):
-            inner = nested(key.kind)
+            inner = nested(key.annotation)
             if inner is not None:
                 found[inner] = None
     return list(found)
@@ -123,13 +123,13 @@ def vocabulary_problems(declared: Declared) -> list[str]:
         exempt = "kept for older scripts" in key.meaning or "as asked" in key.meaning
         if _DURATION.search(key.name) and not exempt:
             found.append(f"{where}.{key.name}: durations are *_ns")
-        if key.name == "error" and not _text_or_null(key.kind):
+        if key.name == "error" and not _text_or_null(key.annotation):
             found.append(f"{where}.error: a line of text")
     return found
 
 
-def _text_or_null(kind: Any) -> bool:
-    return kind in (str, str | None)
+def _text_or_null(annotation: Any) -> bool:
+    return annotation in (str, str | None)
 
 
 def validate(record: Any) -> list[str]:

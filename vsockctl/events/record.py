@@ -25,7 +25,7 @@ class Key:
     name: str
     meaning: str
     required: bool
-    kind: Any
+    annotation: Any
 
 
 @cache
@@ -36,22 +36,22 @@ def keys_of(shape: type) -> tuple[Key, ...]:
     for name, hint in hints.items():
         # Python 3.11 cannot see NotRequired in postponed annotations
         # (__required_keys__ counts every key), so the hint itself decides.
-        kind, meaning, required = hint, "", True
-        while get_origin(kind) in _WRAPPERS:
-            if get_origin(kind) is Annotated:
-                meaning = str(kind.__metadata__[0])
+        annotation, meaning, required = hint, "", True
+        while get_origin(annotation) in _WRAPPERS:
+            if get_origin(annotation) is Annotated:
+                meaning = str(annotation.__metadata__[0])
             else:
                 required = False
-            kind = get_args(kind)[0]
-        out.append(Key(name, meaning, required, kind))
+            annotation = get_args(annotation)[0]
+        out.append(Key(name, meaning, required, annotation))
     return tuple(out)
 
 
-def nested(kind: Any) -> type | None:
-    """The TypedDict inside ``kind`` (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``)."""
-    if typing.is_typeddict(kind):
-        return typing.cast(type, kind)
-    for arg in get_args(kind):
+def nested(annotation: Any) -> type | None:
+    """The TypedDict inside ``annotation`` (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``)."""
+    if typing.is_typeddict(annotation):
+        return typing.cast(type, annotation)
+    for arg in get_args(annotation):
         inner = nested(arg)
         if inner is not None:
             return inner
@@ -60,7 +60,7 @@ def nested(kind: Any) -> type | None:
 
 @dataclass(frozen=True)
 class Declared:
-    """One kind of record: its shape, which commands print it, and what it says."""
+    """One annotation of record: its shape, which commands print it, and what it says."""
 
     shape: type
     commands: tuple[str, ...]
@@ -69,7 +69,7 @@ class Declared:
     @property
     def name(self) -> str:
         (event,) = (key for key in keys_of(self.shape) if key.name == "event")
-        (name,) = get_args(event.kind)
+        (name,) = get_args(event.annotation)
         return str(name)
 
     @property
@@ -80,31 +80,31 @@ class Declared:
 _JSON_TYPES: dict[Any, tuple[type, ...]] = {float: (int, float), type(None): (type(None),)}
 
 
-def _fits(value: Any, kind: Any) -> bool:
-    """Whether a JSON value fits ``kind`` (nested records are checked by :func:`problems`)."""
-    origin = get_origin(kind)
-    if kind is Any or kind is object:
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether a JSON value fits ``annotation`` (nested records are checked by :func:`problems`)."""
+    origin = get_origin(annotation)
+    if annotation is Any or annotation is object:
         return True
     if origin in (Union, types.UnionType):
-        return any(_fits(value, arg) for arg in get_args(kind))
+        return any(_fits(value, arg) for arg in get_args(annotation))
     if origin is Literal:
-        return value in get_args(kind)
-    if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        return value in {member.value for member in kind}
-    if typing.is_typeddict(kind):
+        return value in get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in {member.value for member in annotation}
+    if typing.is_typeddict(annotation):
         return isinstance(value, dict)
     if origin is not None:
-        kind = origin
-    if isinstance(value, bool) and kind is not bool:
+        annotation = origin
+    if isinstance(value, bool) and annotation is not bool:
         return False  # a JSON true is not a number
-    return isinstance(value, _JSON_TYPES.get(kind, (kind,)))
+    return isinstance(value, _JSON_TYPES.get(annotation, (annotation,)))
 
 
-def _holds_records(kind: Any) -> bool:
-    """Whether ``kind`` is ``dict[str, Record]`` (or that or null), not a record itself."""
-    if get_origin(kind) is dict:
+def _holds_records(annotation: Any) -> bool:
+    """Whether ``annotation`` is ``dict[str, Record]`` (or that or null), not a record itself."""
+    if get_origin(annotation) is dict:
         return True
-    return any(get_origin(arg) is dict for arg in get_args(kind))
+    return any(get_origin(arg) is dict for arg in get_args(annotation))
 
 
 def problems(record: Any, shape: type, where: str) -> list[str]:
@@ -122,16 +122,18 @@ def problems(record: Any, shape: type, where: str) -> list[str]:
         key = declared.get(name)
         if key is None:
             continue
-        if not _fits(value, key.kind):
-            found.append(f"{where}.{name} is {type(value).__name__} {value!r}, not {key.kind}")
+        if not _fits(value, key.annotation):
+            found.append(
+                f"{where}.{name} is {type(value).__name__} {value!r}, not {key.annotation}"
+            )
             continue
-        inner = nested(key.kind)
+        inner = nested(key.annotation)
         if inner is None or value is None:
             continue
         if isinstance(value, list):
             for i, item in enumerate(value):
                 found += problems(item, inner, f"{where}.{name}[{i}]")
-        elif _holds_records(key.kind):
+        elif _holds_records(key.annotation):
             for sub, item in value.items():
                 found += problems(item, inner, f"{where}.{name}.{sub}")
         else:

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 DEFAULT_CHUNK = 1024 * 1024  # bytes per call: the best a Python loop does on vsock (1 MiB)
 MESSAGE_BUFFER = 1024 * 1024  # receive buffer for seqpacket messages
-MESSAGE_SEND_CHUNK = 64 * 1024  # what a relay sends as one seqpacket message
+MESSAGE_SEND_CHUNK = 64 * 1024  # one seqpacket message, unless told (send, a relay)
+DRAIN_BUFFER = 64 * 1024  # what a sender reads while it waits for its receiver to close
 PROGRESS_INTERVAL_NS = 100_000_000
 END_OF_STREAM_ERRNOS = frozenset({errno.ENOTCONN})  # many peers' close reads as ENOTCONN
 PEER_GONE_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
@@ -90,7 +91,7 @@ class TransferStats:
         return record
 
 
-Progress = Callable[[TransferStats], None]
+OnProgress = Callable[[TransferStats], None]
 
 
 def _flush_quietly(sink: Sink) -> None:
@@ -123,7 +124,7 @@ class Transfer:
         stats: TransferStats | None = None,
         *,
         sha256: bool = False,
-        progress: Progress | None = None,
+        progress: OnProgress | None = None,
         address: Endpoint | None = None,
     ) -> None:
         self.stats = stats if stats is not None else TransferStats()
@@ -330,7 +331,7 @@ class Transfer:
         with ``quiet`` until it has said nothing for that many seconds: a guest's
         half-close never reaches a program behind a hybrid VMM's mux (Firecracker,
         vhost-device-vsock), so a receiver there waits for our full close."""
-        view = memoryview(bytearray(64 * 1024))
+        view = memoryview(bytearray(DRAIN_BUFFER))
         try:
             while True:
                 if quiet is not None and not select.select([sock], [], [], quiet)[0]:

@@ -36,7 +36,7 @@ class SocketType(Enum):
     DGRAM = "dgram"
 
     @property
-    def kind(self) -> int:
+    def number(self) -> int:
         return {
             SocketType.STREAM: socket.SOCK_STREAM,
             SocketType.SEQPACKET: socket.SOCK_SEQPACKET,
@@ -49,9 +49,9 @@ class SocketType(Enum):
         return self is not SocketType.DGRAM
 
     @classmethod
-    def from_kind(cls, kind: int) -> SocketType | None:
+    def from_number(cls, number: int) -> SocketType | None:
         for member in cls:
-            if member.kind == kind:
+            if member.number == number:
                 return member
         return None
 
@@ -65,7 +65,7 @@ def open_socket(
     """A new, unbound vsock socket of ``sock_type`` (made non-blocking, without a
     system call of its own, unless ``blocking``)."""
     try:
-        return factory(AF_VSOCK, sock_type.kind | (0 if blocking else socket.SOCK_NONBLOCK))
+        return factory(AF_VSOCK, sock_type.number | (0 if blocking else socket.SOCK_NONBLOCK))
     except OSError as exc:
         if sock_type is SocketType.DGRAM and exc.errno == errno.ENODEV:
             raise VsockUnavailableError(

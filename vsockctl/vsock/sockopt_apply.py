@@ -14,7 +14,7 @@ from vsockctl.errors import Operation, VsockError
 from vsockctl.vsock import _libc
 from vsockctl.vsock.constants import AF_VSOCK
 from vsockctl.vsock.sockets import SocketFactory
-from vsockctl.vsock.sockopts import CType, Kind, Setting, SockOpt, Value, lookup
+from vsockctl.vsock.sockopts import CType, Notation, Setting, SockOpt, Value, lookup
 
 
 def get_option(sock: socket.socket, opt: SockOpt) -> Value:
@@ -102,7 +102,7 @@ def _read_back(sock: socket.socket, setting: Setting) -> Applied:
             note += "; raise buffer-max-size too"
     elif opt.name in ("sndbuf", "rcvbuf"):
         note = "the kernel doubles it for bookkeeping, within net.core limits"
-    elif opt.kind is Kind.BOOL and bool(effective) == bool(setting.value):
+    elif opt.notation is Notation.BOOL and bool(effective) == bool(setting.value):
         note = None
     return Applied(setting, effective, note)
 

@@ -71,7 +71,7 @@ class CType(Enum):
         return value
 
 
-class Kind(Enum):
+class Notation(Enum):
     """How a value is written on the command line."""
 
     SIZE = "size"
@@ -90,7 +90,7 @@ class SockOpt:
     level: int
     number: int
     ctype: CType
-    kind: Kind
+    notation: Notation
     default: str
     summary: str
     limits: bool = False  # a buffer limit: set before the buffer size
@@ -125,7 +125,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _VSOCK,
         SO_VM_SOCKETS_BUFFER_SIZE,
         CType.U64,
-        Kind.SIZE,
+        Notation.SIZE,
         format_size(DEFAULT_BUFFER_SIZE),
         "vsock buffer (receive window) size; clamped into [buffer-min-size, buffer-max-size]",
     ),
@@ -136,7 +136,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _VSOCK,
         SO_VM_SOCKETS_BUFFER_MIN_SIZE,
         CType.U64,
-        Kind.SIZE,
+        Notation.SIZE,
         str(DEFAULT_BUFFER_MIN_SIZE),
         "lower limit of buffer-size",
         limits=True,
@@ -148,7 +148,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _VSOCK,
         SO_VM_SOCKETS_BUFFER_MAX_SIZE,
         CType.U64,
-        Kind.SIZE,
+        Notation.SIZE,
         format_size(DEFAULT_BUFFER_MAX_SIZE),
         "upper limit of buffer-size: raise it before buffer-size",
         limits=True,
@@ -160,7 +160,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _VSOCK,
         SO_VM_SOCKETS_PEER_HOST_VM_ID,
         CType.INT,
-        Kind.INT,
+        Notation.INT,
         "-",
         "VMware: the peer's host VM id (Linux: ENOPROTOOPT)",
         linux_errno=errno.ENOPROTOOPT,
@@ -172,7 +172,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _VSOCK,
         SO_VM_SOCKETS_TRUSTED,
         CType.INT,
-        Kind.BOOL,
+        Notation.BOOL,
         "-",
         "VMware: whether the peer is trusted (Linux: ENOPROTOOPT)",
         linux_errno=errno.ENOPROTOOPT,
@@ -184,7 +184,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _VSOCK,
         SO_VM_SOCKETS_CONNECT_TIMEOUT_OLD,
         CType.TIMEVAL,
-        Kind.DURATION,
+        Notation.DURATION,
         "2s",
         "how long connect waits for the peer (the plain SO_VM_SOCKETS_CONNECT_TIMEOUT)",
     ),
@@ -195,7 +195,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _VSOCK,
         SO_VM_SOCKETS_NONBLOCK_TXRX,
         CType.INT,
-        Kind.BOOL,
+        Notation.BOOL,
         "-",
         "VMware: non-blocking send/receive (Linux: ENOPROTOOPT)",
         linux_errno=errno.ENOPROTOOPT,
@@ -207,7 +207,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _VSOCK,
         SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW,
         CType.TIMEVAL64,
-        Kind.DURATION,
+        Notation.DURATION,
         "2s",
         "the connect timeout with a 64-bit timeval (the y2038 form; Linux 5.1+)",
     ),
@@ -218,7 +218,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _SOCKET,
         socket.SO_SNDBUF,
         CType.INT,
-        Kind.SIZE,
+        Notation.SIZE,
         "-",
         "socket send buffer (the kernel doubles what is set; vsock mostly uses buffer-size)",
     ),
@@ -229,7 +229,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _SOCKET,
         socket.SO_RCVBUF,
         CType.INT,
-        Kind.SIZE,
+        Notation.SIZE,
         "-",
         "socket receive buffer (the kernel doubles what is set; vsock uses buffer-size)",
     ),
@@ -240,7 +240,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _SOCKET,
         socket.SO_RCVLOWAT,
         CType.INT,
-        Kind.SIZE,
+        Notation.SIZE,
         "1",
         "bytes a receive waits for before returning; above the buffer size: EINVAL",
     ),
@@ -251,7 +251,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _SOCKET,
         SO_RCVTIMEO,
         CType.TIMEVAL,
-        Kind.DURATION,
+        Notation.DURATION,
         "0 (none)",
         "receive timeout",
     ),
@@ -262,7 +262,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _SOCKET,
         SO_SNDTIMEO,
         CType.TIMEVAL,
-        Kind.DURATION,
+        Notation.DURATION,
         "0 (none)",
         "send timeout",
     ),
@@ -273,7 +273,7 @@ OPTIONS: tuple[SockOpt, ...] = (
         _SOCKET,
         SO_ZEROCOPY,
         CType.INT,
-        Kind.BOOL,
+        Notation.BOOL,
         "0",
         "allow MSG_ZEROCOPY sends (virtio, vhost and loopback from Linux 6.7)",
     ),
@@ -302,11 +302,11 @@ _FALSE = {"0", "off", "false", "no"}
 def parse_value(opt: SockOpt, text: str) -> Value:
     """The value of ``opt`` written as ``text`` (sizes take suffixes, durations units)."""
     try:
-        if opt.kind is Kind.SIZE:
+        if opt.notation is Notation.SIZE:
             value: Value = parse_size(text)
-        elif opt.kind is Kind.DURATION:
+        elif opt.notation is Notation.DURATION:
             value = parse_duration(text)
-        elif opt.kind is Kind.INT:
+        elif opt.notation is Notation.INT:
             value = whole_number(text)
         elif text.strip().lower() in _TRUE | _FALSE:
             value = int(text.strip().lower() in _TRUE)
@@ -319,7 +319,7 @@ def parse_value(opt: SockOpt, text: str) -> Value:
     except ValueError as exc:
         raise SockOptError(f"{opt.name} takes a whole number, not {text!r}") from exc
     limit = 1 << (8 * opt.ctype.width - (0 if opt.ctype is CType.U64 else 1))
-    if opt.kind in (Kind.SIZE, Kind.INT) and not -limit <= value < limit:
+    if opt.notation in (Notation.SIZE, Notation.INT) and not -limit <= value < limit:
         raise SockOptError(f"{opt.name}={text} does not fit its C type ({opt.ctype.label})")
     return value
 
@@ -361,18 +361,18 @@ def json_value(opt: SockOpt, value: Value | None) -> int | None:
     """``value`` for JSON: a whole number; durations in ns, as every duration vsockctl prints."""
     if value is None:
         return None
-    if opt.kind is Kind.DURATION:
+    if opt.notation is Notation.DURATION:
         return round(value * 1_000_000_000)
     return int(value)
 
 
 def format_value(opt: SockOpt, value: Value) -> str:
     """``value`` as a person reads it: sizes exact with a suffix, durations in seconds."""
-    if opt.kind is Kind.DURATION:  # whole microseconds (a timeval), never an exponent
+    if opt.notation is Notation.DURATION:  # whole microseconds (a timeval), never an exponent
         return f"{float(value):.6f}".rstrip("0").rstrip(".") + "s"
-    if opt.kind is Kind.BOOL:
+    if opt.notation is Notation.BOOL:
         return "on" if value else "off"
-    if opt.kind is Kind.INT:
+    if opt.notation is Notation.INT:
         return str(value)
     size = int(value)
     short = format_size(size)
