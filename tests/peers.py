@@ -1,7 +1,11 @@
-"""Real peers inside the VM: socat and ncat as subprocesses, and helpers to wait for them.
+"""What tests share to run things for real: vsockctl as a process (``vsockctl``,
+``run_vsockctl``), peers such as socat and ncat (``process``), ports no other
+test worker takes (``free_port``), test data and its digest, Unix sockets, and a
+vsock ``Listener``.
 
-Every address here is CID 1 (loopback); these helpers are only used by tests
-marked ``vsock``, which run in the VM tier.
+The vsock helpers reach only CID 1 (loopback) and serve tests marked ``vsock``,
+``nested`` or ``hybrid``, which run in the VM tier; the rest serve the host
+tier's tests too (over Unix sockets and pipes).
 """
 
 from __future__ import annotations

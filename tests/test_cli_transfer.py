@@ -11,6 +11,7 @@ import json
 import pytest
 
 from tests.conftest import Invoke
+from tests.records import json_records
 from vsockctl.exit_status import ExitStatus
 
 
@@ -54,7 +55,7 @@ def test_recv_gives_up_waiting_with_timed_out(invoke: Invoke) -> None:
 def test_recv_json_events_go_to_stderr_when_stdout_has_the_data(invoke: Invoke) -> None:
     result = invoke(["recv", "--port", "any", "--timeout", "0.1", "--json"])
     assert result.exit_code == ExitStatus.TIMED_OUT
-    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    events = json_records(result.stderr)
     # the default 1 MiB vsock buffer, as the kernel took it, comes first
     assert [e["event"] for e in events] == ["sockopt", "sockopt", "listening", "error"]
     assert [(e["name"], e["effective"]) for e in events[:2]] == [

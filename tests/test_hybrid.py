@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from tests.peers import (
     start_throughput_server,
     stop_process,
 )
+from tests.records import json_record, json_records
 from vsockctl.errors import ProtocolError, VsockError, VsockUnavailableError
 from vsockctl.exit_status import ExitStatus, exit_status_for
 from vsockctl.vsock.hybrid import check_uds, connect_hybrid, hybrid_listener, listener_path
@@ -181,7 +181,7 @@ def test_cli_probe_through_the_vmm(short_dir: Path) -> None:
             "--json", "connect", "-z", "--uds", str(short_dir / "v.sock"), "5000-5001"
         )
     guest.close()
-    records = [json.loads(line) for line in result.stdout.splitlines()]
+    records = json_records(result.stdout)
     assert [(r["port"], r["open"]) for r in records] == [(5000, False), (5001, True)]
     assert records[0]["errno_name"] == "ECONNRESET"
     assert records[1]["address"] == f"unix:{short_dir / 'v.sock'} port 5001"
@@ -252,7 +252,7 @@ def test_info_uds_tells_live_from_dead(short_dir: Path, invoke: Invoke) -> None:
         assert "is a live Unix socket" in live.stdout and "CONNECT 52: OK" in live.stdout
         closed = invoke(["--json", "info", "--uds", str(uds), "--port", "53"])
         assert closed.exit_code == ExitStatus.CONNECTION_REFUSED
-        record = json.loads(closed.stdout)
+        record = json_record(closed.stdout)
         assert record["accepting"] is True and record["port"]["open"] is False
     guest.close()
     assert check_uds(str(uds)).accepting is False
@@ -293,7 +293,7 @@ def test_throughput_over_hybrid_vsock_both_halves(short_dir: Path, retry: list[s
     finally:
         stop_process(server)
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.splitlines()[-1])
+    summary = json_records(result.stdout)[-1]
     (direction,) = summary["directions"]
     assert direction["receiver"]["bytes"] == direction["sender"]["bytes"] == 16 << 20
     assert not list(short_dir.glob("srv_*"))  # every PATH_PORT removed

@@ -13,7 +13,6 @@ the host; a guest packet over 32 KiB (Linux 6.12.95's nonlinear skbs) is dropped
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -26,6 +25,7 @@ import pytest
 
 from tests.hybrid.vm import GUEST_CID, HybridVm
 from tests.peers import run_vsockctl, sha256_file, vsockctl, vsockctl_args, write_pattern_file
+from tests.records import json_records
 from tests.sshd import SSHD, keygen, ssh_args
 
 pytestmark = [pytest.mark.hybrid, pytest.mark.timeout(600)]
@@ -33,11 +33,6 @@ pytestmark = [pytest.mark.hybrid, pytest.mark.timeout(600)]
 MIB = 1 << 20
 SMALL_WRITES = ("--buf-size", "32K")  # what a guest must write through this device
 SOCAT_SMALL_WRITES = ("-b", "16384")  # a real peer in the guest, writing as small
-
-
-def records(text: bytes | str) -> list[dict[str, object]]:
-    lines = text.decode() if isinstance(text, bytes) else text
-    return [json.loads(line) for line in lines.splitlines() if line.startswith("{")]
 
 
 def guest_listening(vm: HybridVm, *argv: str) -> int:
@@ -71,14 +66,14 @@ def uds(vm: HybridVm) -> tuple[str, str]:
 def test_info_in_the_vm_sees_the_device(hybrid_vm: HybridVm) -> None:
     done = hybrid_vm.run("vsockctl", "--json", "info")
     assert done.rc == 0, done.text
-    (report,) = [r for r in records(done.stdout) if "local_cid" in r]
+    (report,) = [r for r in json_records(done.stdout) if "local_cid" in r]
     assert report["local_cid"] == GUEST_CID
 
 
 def test_vms_lists_the_backend_and_its_qemu_as_one_vm(hybrid_vm: HybridVm) -> None:
     done = run_vsockctl("--json", "vms")
     assert done.returncode == 0, done.stderr
-    ours = [r for r in records(done.stdout) if r.get("uds") == str(hybrid_vm.mux)]
+    ours = [r for r in json_records(done.stdout) if r.get("uds") == str(hybrid_vm.mux)]
     assert len(ours) == 1, ours
     assert ours[0]["vmm"] == "qemu" and ours[0]["cid"] == GUEST_CID
     assert "vhost-device-vsock pid" in str(ours[0]["source"])
@@ -126,7 +121,7 @@ def test_probe_through_the_mux_finds_exactly_the_open_ports(hybrid_vm: HybridVm)
     finally:
         for pid in (a, b):
             hybrid_vm.kill(pid)
-    results = {r["port"]: r["open"] for r in records(done.stdout) if r.get("event") == "probe"}
+    results = {r["port"]: r["open"] for r in json_records(done.stdout) if r.get("event") == "probe"}
     assert results == {5010: False, 5011: True, 5012: False, 5013: True}, done.stdout
     assert done.returncode == 4  # not every port accepted: the first refusal's status
 
@@ -184,8 +179,8 @@ def test_throughput_both_ways_through_the_mux(hybrid_vm: HybridVm) -> None:
         hybrid_vm.kill(server)
     for done in (forth, back):
         assert done.returncode == 0, done.stderr
-        (summary,) = [r for r in records(done.stdout) if r.get("event") == "summary"]
-        directions: list[dict[str, dict[str, int]]] = summary["directions"]  # type: ignore[assignment]
+        (summary,) = [r for r in json_records(done.stdout) if r.get("event") == "summary"]
+        directions: list[dict[str, dict[str, int]]] = summary["directions"]
         assert [d["receiver"]["bytes"] for d in directions] == [32 * MIB], summary
 
 
@@ -318,7 +313,7 @@ def test_a_guest_send_that_stalls_says_so_and_small_writes_pass(hybrid_vm: Hybri
     hybrid_vm.kill(stalled)
     receiver.kill()
     receiver.communicate()
-    (record,) = [r for r in records(done.stdout) if r.get("event") == "stalled"]
+    (record,) = [r for r in json_records(done.stdout) if r.get("event") == "stalled"]
     assert record["sent_bytes"] == 0 and "--buf-size 32K" in str(record["hint"])
     assert "DescriptorLengthTooSmall" in hybrid_vm.device_log()
     # The device is not wedged: the workaround goes through.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import struct
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from tests.conftest import Invoke
 from tests.fakes import empty_machine, errno_factory
+from tests.records import json_record
 from vsockctl.cli.env import Env
 from vsockctl.discover.kmod import load_hint, module_state
 from vsockctl.discover.system import TRANSPORTS
@@ -38,7 +38,7 @@ def _ioctl_cid() -> int | None:
 def _info_json(invoke: Invoke, *args: str) -> dict[str, object]:
     result = invoke(["info", "--json", *args])
     assert result.stderr == ""
-    record = json.loads(result.stdout)
+    record = json_record(result.stdout)
     assert isinstance(record, dict)
     return record
 
@@ -133,7 +133,7 @@ def test_machine_without_vsock(invoke: Invoke, tmp_path: Path) -> None:
     env = Env(socket_factory=errno_factory(errno.EAFNOSUPPORT), probe_paths=empty_machine(tmp_path))
     result = invoke(["info", "--json"], env=env)
     assert result.exit_code == 3
-    record = json.loads(result.stdout)
+    record = json_record(result.stdout)
     assert record["af_vsock"] is False and record["available"] is False
     assert record["socket_types"] == []
     assert "CONFIG_VSOCKETS" in record["notes"][0]

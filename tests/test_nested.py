@@ -7,10 +7,8 @@ socat through its agent (tests/nested). Bytes are checked byte for byte with SHA
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
-from typing import Any
 
 import pytest
 
@@ -18,6 +16,7 @@ from tests.forward_peers import ForwardProcess, digest_through
 from tests.nested.agent_client import Completed
 from tests.nested.guest import NestedGuest
 from tests.peers import pattern, process, run_vsockctl, stop_process, vsockctl, vsockctl_args
+from tests.records import json_record, json_records
 from vsockctl.exit_status import ExitStatus
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(600)]
@@ -26,17 +25,6 @@ GUEST = "3"
 
 
 RETRY = ("--retry", "120", "--retry-delay", "500ms")  # the guest's end is still starting
-
-
-def records(output: bytes, event: str | None = None) -> list[dict[str, Any]]:
-    found = [json.loads(line) for line in output.splitlines() if line.startswith(b"{")]
-    return [r for r in found if event is None or r.get("event") == event]
-
-
-def one(output: bytes, event: str) -> dict[str, Any]:
-    matching = records(output, event)
-    assert len(matching) == 1, (event, output[-2000:])
-    return matching[0]
 
 
 def finished(guest: NestedGuest, pid: int, timeout: float = 300) -> Completed:
@@ -69,10 +57,10 @@ def test_host_sends_64_mib_to_guest_with_checksums(nested_guest: NestedGuest) ->
     got = finished(nested_guest, receiver)
     assert sent.returncode == 0, sent.stderr
     assert got.rc == 0, got.text
-    stats_sent, stats_got = one(sent.stdout, "stats"), one(got.stdout, "stats")
+    stats_sent, stats_got = json_record(sent.stdout, "stats"), json_record(got.stdout, "stats")
     assert stats_sent["sent_bytes"] == stats_got["received_bytes"] == 64 << 20
     assert stats_sent["sent_sha256"] == stats_got["received_sha256"] is not None
-    assert one(got.stdout, "accepted")["peer"].startswith("2:")
+    assert json_record(got.stdout, "accepted")["peer"].startswith("2:")
 
 
 def test_connect_relays_through_an_echo_in_the_guest(nested_guest: NestedGuest) -> None:
@@ -93,7 +81,7 @@ def test_probe_finds_exactly_the_open_guest_ports(nested_guest: NestedGuest) -> 
     finally:
         for pid in listeners:
             nested_guest.kill(pid)
-    found = {r["port"]: r for r in records(probed.stdout, "probe")}
+    found = {r["port"]: r for r in json_records(probed.stdout, "probe")}
     assert sorted(found) == list(range(6010, 6020)), probed.stderr
     assert sorted(p for p, r in found.items() if r["open"]) == [6011, 6015]
     assert {r["errno_name"] for r in found.values() if not r["open"]} == {"ECONNRESET"}
@@ -117,10 +105,12 @@ def test_guest_sends_to_the_host_cid_2(nested_guest: NestedGuest) -> None:
     sent = finished(nested_guest, sender)
     assert sent.rc == 0, sent.text
     assert receiver.returncode == 0, got_err
-    stats_sent, stats_got = one(sent.stdout, "stats"), one(got_out, "stats")
+    stats_sent, stats_got = json_record(sent.stdout, "stats"), json_record(got_out, "stats")
     assert stats_sent["sent_bytes"] == stats_got["received_bytes"] == 16 << 20
     assert stats_sent["sent_sha256"] == stats_got["received_sha256"] is not None
-    assert one(got_out, "accepted")["peer"].startswith("3:")  # the host sees the guest's CID
+    assert json_record(got_out, "accepted")["peer"].startswith(
+        "3:"
+    )  # the host sees the guest's CID
 
 
 def test_guest_connects_to_a_listen_on_the_host(nested_guest: NestedGuest) -> None:
@@ -148,7 +138,7 @@ def test_seqpacket_keeps_message_boundaries_over_virtio(nested_guest: NestedGues
     got = finished(nested_guest, receiver)
     assert sent.returncode == 0, sent.stderr
     assert got.rc == 0, got.text
-    stats = one(got.stdout, "stats")
+    stats = json_record(got.stdout, "stats")
     assert stats["received_messages"] == 200
     assert stats["message_sizes"] == {"3000": 200}
 
@@ -160,7 +150,7 @@ def test_info_on_both_ends(nested_guest: NestedGuest) -> None:
     host = run_vsockctl("info", "--json")
     guest = nested_guest.run("vsockctl", "info", "--json")
     assert host.returncode == 0 and guest.rc == 0, (host.stderr, guest.text)
-    host_info, guest_info = one(host.stdout, "info"), one(guest.stdout, "info")
+    host_info, guest_info = json_record(host.stdout, "info"), json_record(guest.stdout, "info")
     present = {t["module"] for t in host_info["transports"] if t["available"]}
     assert "vhost_vsock" in present
     assert "host" in host_info["role"] and host_info["local_cid"] == 2
@@ -183,7 +173,7 @@ def test_ls_on_the_host_shows_the_guest_connection(nested_guest: NestedGuest) ->
         stop_process(client)
         nested_guest.kill(echo)
     assert listed.returncode == 0, listed.stderr
-    ours = [r for r in records(listed.stdout, "socket") if r["peer"] == f"{GUEST}:6006"]
+    ours = [r for r in json_records(listed.stdout, "socket") if r["peer"] == f"{GUEST}:6006"]
     assert len(ours) == 1, listed.stdout
     assert ours[0]["state"] == "established"
     assert client.pid in {p["pid"] for p in ours[0]["processes"]}
@@ -233,7 +223,7 @@ def test_throughput_between_host_and_guest(
             server_proc.wait(120)
         out, err, rc = got.stdout, got.stderr, got.rc
     assert rc == 0, err
-    direction = one(out, "summary")["directions"][0]
+    direction = json_record(out, "summary")["directions"][0]
     received = direction["receiver"]["bytes"]
     assert received == direction["sender"]["bytes"] > 0
     to = "guest" if (server_side == "guest") != reverse else "host"
@@ -248,7 +238,7 @@ def test_loopback_throughput_in_the_test_vm_for_comparison(nested_figures: list[
     """The figure the host<->guest ones sit next to: CID 1 in the test VM, the same run."""
     done = run_vsockctl("--json", "bench", "--loopback", "--time", "3", timeout=180)
     assert done.returncode == 0, done.stderr
-    direction = one(done.stdout, "summary")["directions"][0]
+    direction = json_record(done.stdout, "summary")["directions"][0]
     received = direction["receiver"]["bytes"]
     assert received == direction["sender"]["bytes"] > 0
     rate = direction["receiver"]["bits_per_second"] / 1e9

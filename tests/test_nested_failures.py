@@ -18,7 +18,8 @@ import pytest
 
 from tests.nested.guest import NestedGuest
 from tests.peers import run_vsockctl, vsockctl
-from tests.test_nested import GUEST, RETRY, finished, one, socat_listener
+from tests.records import json_record
+from tests.test_nested import GUEST, RETRY, finished, socat_listener
 from vsockctl.exit_status import ExitStatus
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(600)]
@@ -87,7 +88,7 @@ def test_a_transfer_survives_a_pause(nested_guest: NestedGuest) -> None:
     got = finished(nested_guest, receiver)
     assert sender.returncode == 0, err
     assert got.rc == 0, got.text
-    stats_sent, stats_got = one(out, "stats"), one(got.stdout, "stats")
+    stats_sent, stats_got = json_record(out, "stats"), json_record(got.stdout, "stats")
     assert stats_sent["sent_sha256"] == stats_got["received_sha256"] is not None
     assert stats_got["received_bytes"] == 32 << 20
 
@@ -118,7 +119,7 @@ def test_sigterm_stops_a_send_stuck_on_a_paused_guest(nested_guest: NestedGuest)
         finally:
             nested_guest.monitor("cont")
     assert sender.returncode == ExitStatus.TERMINATED, err
-    stats = one(out, "stats")
+    stats = json_record(out, "stats")
     assert stats["complete"] is False and 0 < stats["sent_bytes"] < 1 << 30
     got = finished(nested_guest, receiver)
     assert got.rc is not None  # the guest's end ends too, once resumed
@@ -134,5 +135,5 @@ def test_guest_powered_off_mid_transfer(nested_guest: NestedGuest) -> None:
     message = [line for line in err.decode().splitlines() if line.startswith("vsockctl:")]
     assert len(message) == 1, err
     assert "went away in the middle" in message[0], message  # ENODEV, or a reset first
-    stats = one(out, "stats")
+    stats = json_record(out, "stats")
     assert stats["complete"] is False and 0 < stats["sent_bytes"] < 1 << 30

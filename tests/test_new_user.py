@@ -8,7 +8,6 @@ fake VMM). The cases that need vsock traffic are in test_vm_new_user.py.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ import pytest
 
 from tests.conftest import Invoke
 from tests.peers import read_until_listening, run_vsockctl, vsockctl, vsockctl_args
+from tests.records import json_records
 from tests.test_tables import on_terminal
 from vsockctl.exit_status import ExitStatus
 from vsockctl.vsock.constants import AF_VSOCK, VMADDR_CID_ANY
@@ -275,7 +275,7 @@ def test_the_stats_its_error_points_at_are_printed(tmp_path: Path, command: str)
 def test_json_usage_errors_end_with_an_error_record(invoke: Invoke, args: list[str]) -> None:
     result = invoke(args)
     assert result.exit_code == ExitStatus.USAGE
-    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    (record,) = json_records(result.stdout)
     assert record["event"] == "error" and record["exit_status"] == 2
     assert record["exit_name"] == "usage"
     assert result.stderr == f"vsockctl: {record['error']}\n"
@@ -308,7 +308,7 @@ def test_global_options_work_after_the_command_name(invoke: Invoke, args: list[s
     if "-V" in args:
         assert result.stdout.startswith("vsockctl, version ")
     else:
-        assert json.loads(result.stdout.splitlines()[0])["event"] == "sockopt_option"
+        assert json_records(result.stdout)[0]["event"] == "sockopt_option"
 
 
 # 13. The progress bar's rate is in the stats line's units (MiB/s, not rich's MB/s).

@@ -26,6 +26,7 @@ import pytest
 
 from tests.fake_vmm import FakeVmm, unix_guest
 from tests.peers import pattern, process, recv_all, try_unix
+from tests.records import json_records
 from vsockctl.exit_status import ExitStatus, exit_status_for
 from vsockctl.signals import Terminated, stop_signals_raise
 
@@ -209,7 +210,7 @@ def test_send_reports_what_it_sent_on_sigterm(short_dir: Path) -> None:
             sender.send_signal(signal.SIGTERM)
             out, err = sender.communicate(timeout=20)
     assert sender.returncode == ExitStatus.TERMINATED, err
-    records = [json.loads(line) for line in out.splitlines()]
+    records = json_records(out)
     stats = next(r for r in records if r["event"] == "stats")
     assert stats["complete"] is False and stats["sent_bytes"] >= 1 << 20
     assert records[-1]["event"] == "error" and records[-1]["error"] == "terminated by SIGTERM"

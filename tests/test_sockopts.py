@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import errno
-import json
 import socket
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import Invoke
+from tests.records import json_records
 from vsockctl.errors import VsockError
 from vsockctl.exit_status import ExitStatus
 from vsockctl.vsock.constants import AF_VSOCK
@@ -139,7 +139,7 @@ def test_configured_factory_applies_and_reports_once() -> None:
 def test_sockopt_set_shows_requested_and_effective(invoke: Invoke) -> None:
     result = invoke(["--json", "sockopt", "set", "buffer-size=1M", "SO_VMCI_BUFFER_MAX_SIZE=2M"])
     assert result.exit_code == 0, result.output
-    records = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
+    records = {r["name"]: r for r in json_records(result.stdout)}
     assert records["buffer-size"]["effective"] == 1048576
     assert records["buffer-max-size"]["effective"] == 2097152
     clamped = invoke(["sockopt", "set", "buffer-size=1M"])
@@ -157,7 +157,7 @@ def test_sockopt_get_unhandled_option_exits_1_with_meaning(invoke: Invoke) -> No
 def test_sockopt_list_json_covers_every_option(invoke: Invoke) -> None:
     result = invoke(["sockopt", "list", "--json"])
     assert result.exit_code == 0
-    records = [json.loads(line) for line in result.stdout.splitlines()]
+    records = json_records(result.stdout)
     assert [r["name"] for r in records] == [opt.name for opt in OPTIONS]
     for record, opt in zip(records, OPTIONS, strict=True):
         assert record["available"] is (opt.linux_errno is None)
@@ -189,6 +189,6 @@ def test_sockopt_on_a_listener_shows_effective_values_with_v(invoke: Invoke) -> 
     assert "sockopt buffer-size: requested 2M, effective 1048576 (1M) (clamped" in result.stderr
     as_json = invoke(["--json", *args[:-3], "--sockopt", "buffer-max-size=1M"])
     # recv's stdout carries data, so its events go to stderr.
-    events = [json.loads(line) for line in as_json.stderr.splitlines() if line.startswith("{")]
+    events = json_records(as_json.stderr)
     assert {"event": "sockopt", "name": "buffer-max-size"}.items() <= events[0].items()
     assert events[0]["effective"] == 1048576

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import platform
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from tests.peers import (
     process,
     recv_all,
 )
+from tests.records import json_record
 from vsockctl.cli.errors import describe
 from vsockctl.errors import VsockError, VsockUnavailableError
 from vsockctl.exit_status import ExitStatus, exit_status_for
@@ -100,7 +100,7 @@ def test_default_buffer_size_is_262144_read_8_bytes_wide() -> None:
 
 
 def test_info_in_the_vm_reports_loopback_and_diag(invoke: Invoke) -> None:
-    record = json.loads(invoke(["info", "--json"]).stdout)
+    record = json_record(invoke(["info", "--json"]).stdout)
     assert record["loopback"] is True and record["diag_loaded"] is True
     assert record["available"] is True
     assert not any("loopback" in note for note in record["notes"])
@@ -146,7 +146,7 @@ def test_info_finds_the_features_the_reference_predicts(invoke: Invoke) -> None:
     MSG_ZEROCOPY 6.7, SIOCOUTQ 6.12, SIOCINQ 6.17, network namespaces 7.0 (6.1 and
     6.12 here)."""
     result = invoke(["info", "--json"])
-    record = json.loads(result.stdout)
+    record = json_record(result.stdout)
     features = {f["name"]: f["available"] for f in record["features"]}
     release = kernel_release()
     assert features == {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,11 +14,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.peers import LOCAL, free_port, process, run_vsockctl
+from tests.records import json_records
 from vsockctl.cli import cli
 from vsockctl.cli.env import Env
 from vsockctl.discover.diag import dump
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.sockets import SocketType, accept, connect, listen
+from vsockctl.vsock.sockopts import OPTIONS
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
 
@@ -34,7 +35,7 @@ def in_process(*args: str) -> Result:
 def ls(*args: str) -> list[Record]:
     result = in_process("--json", "ls", *args)
     assert result.exit_code == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    return json_records(result.stdout)
 
 
 def wait_for(check: Callable[[], list[Record]], deadline: float = 20.0) -> list[Record]:
@@ -117,26 +118,31 @@ def test_ls_table_and_filters() -> None:
     assert not [s for s in dump() if s.local.port == port]
 
 
-def test_sockopt_set_reads_back_and_reports_clamping() -> None:
-    for sock_type in ("stream", "seqpacket"):
-        result = in_process(
-            "--json", "sockopt", "set", "-t", sock_type, "buffer-max-size=2M", "buffer-size=1M"
-        )
-        assert result.exit_code == 0, result.stderr
-        records = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
-        assert records["buffer-size"]["effective"] == 1048576
-        assert not records["buffer-size"]["changed"]
+@pytest.mark.parametrize("sock_type", ["stream", "seqpacket"])
+def test_sockopt_set_reads_back(sock_type: str) -> None:
+    result = in_process(
+        "--json", "sockopt", "set", "-t", sock_type, "buffer-max-size=2M", "buffer-size=1M"
+    )
+    assert result.exit_code == 0, result.stderr
+    records = {r["name"]: r for r in json_records(result.stdout)}
+    assert records["buffer-size"]["effective"] == 1048576
+    assert not records["buffer-size"]["changed"]
+
+
+def test_sockopt_set_reports_clamping() -> None:
     clamped = in_process("--json", "sockopt", "set", "buffer-size=1M")
-    (record,) = map(json.loads, clamped.stdout.splitlines())
+    (record,) = json_records(clamped.stdout)
     assert record["changed"] and record["effective"] == 262144 and "clamped" in record["note"]
 
 
-def test_every_listed_option_reads_or_reports_its_errno() -> None:
-    for sock_type in ("stream", "seqpacket"):
-        result = in_process("--json", "sockopt", "list", "-t", sock_type)
-        assert result.exit_code == 0, result.stderr
-        for record in map(json.loads, result.stdout.splitlines()):
-            assert record["available"] or record["errno_name"] == "ENOPROTOOPT", record
+@pytest.mark.parametrize("sock_type", ["stream", "seqpacket"])
+def test_every_listed_option_reads_or_reports_its_errno(sock_type: str) -> None:
+    result = in_process("--json", "sockopt", "list", "-t", sock_type)
+    assert result.exit_code == 0, result.stderr
+    records = json_records(result.stdout)
+    assert [r["name"] for r in records] == [opt.name for opt in OPTIONS]
+    for record in records:
+        assert record["available"] or record["errno_name"] == "ENOPROTOOPT", record
 
 
 def test_sockopt_on_send_and_recv_reach_the_connection() -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from tests.forward_peers import DigestServer, ForwardProcess, digest_through, forwarding
 from tests.peers import LOCAL, free_port, pattern, recv_all, stop_process, vsockctl_args
+from tests.records import json_records
 from vsockctl.events.catalog import validate
 from vsockctl.events.forward import Outcome
 from vsockctl.forward.flow import Allow
@@ -302,7 +303,7 @@ def test_a_tcp_target_6_s_away_is_waited_for_unless_told(
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
         os.kill(int((tmp_path / "target.pid").read_text()), signal.SIGKILL)
-    records = [json.loads(line) for line in out.splitlines()]
+    records = json_records(out)
     failed = [r for r in records if r["event"] == "forward_failed"]
     if timeout:
         assert answer == b"" and len(failed) == 1, (records, err)

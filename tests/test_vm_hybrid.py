@@ -5,7 +5,6 @@ Also VMADDR_FLAG_TO_HOST reaching the kernel, seen through strace.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from tests.peers import (
     start_throughput_server,
     stop_process,
 )
+from tests.records import json_records
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.hybrid import listener_path
 from vsockctl.vsock.sockets import accept, listen
@@ -127,7 +127,7 @@ def test_throughput_client_through_the_vmm(short_dir: Path) -> None:
     finally:
         stop_process(server)
     assert result.returncode == 0, result.stderr
-    (direction,) = json.loads(result.stdout.splitlines()[-1])["directions"]
+    (direction,) = json_records(result.stdout)[-1]["directions"]
     assert direction["receiver"]["bytes"] == 32 << 20
 
 

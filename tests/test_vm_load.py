@@ -8,7 +8,6 @@ had after the first 10.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -32,6 +31,7 @@ from tests.peers import (
     start_throughput_server,
     stop_process,
 )
+from tests.records import json_records
 from vsockctl.bench import spec as bench_spec
 from vsockctl.bench.client import run_client
 from vsockctl.vsock.address import VsockAddress
@@ -92,7 +92,7 @@ def test_a_burst_of_100_clients_is_served_in_relay_mode(tmp_path: Path) -> None:
         assert burst(port, send_and_read) == [b""] * BURST
         server.send_signal(signal.SIGTERM)
         events, _ = server.communicate(timeout=60)
-    closed = [json.loads(line) for line in events.splitlines()]
+    closed = json_records(events)
     closed = [r for r in closed if r["event"] == "closed"]
     assert [r["received_bytes"] for r in closed] == [PAYLOAD] * BURST
     data = out.read_bytes()

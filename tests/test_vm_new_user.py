@@ -8,7 +8,6 @@ connection; ls's table is plain when piped and fits a terminal.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from tests.peers import (
     run_vsockctl,
     vsockctl,
 )
+from tests.records import json_record
 from tests.test_tables import on_terminal
 from vsockctl.exit_status import ExitStatus
 from vsockctl.vsock.address import VsockAddress
@@ -126,7 +126,7 @@ def test_received_data_into_a_full_stdout_is_one_line_and_the_stats(tmp_path: Pa
 
 def test_info_tries_a_sockmap_on_a_real_connection() -> None:
     result = run_vsockctl("--json", "info")
-    record = json.loads(result.stdout)
+    record = json_record(result.stdout)
     (sockmap,) = [f for f in record["features"] if f["name"] == "sockmap"]
     assert sockmap["available"] in (True, False), sockmap  # tried, whatever the answer
     assert "over CID 1" in sockmap["how"] or "BPF_MAP_UPDATE_ELEM" in sockmap["how"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.readme import sections, without_comment
+from tests.records import json_records
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(180)]
 
@@ -79,28 +79,39 @@ def test_receiver_and_sender_examples_work(heading: str, tmp_path: Path) -> None
         assert (guest / "disk.img").read_bytes() == (host / "disk.img").read_bytes()
 
 
-def test_probe_examples_answer_with_documented_statuses(tmp_path: Path) -> None:
-    for line in sections()["Probe a range of ports"]:
-        result = shell(localise(line), tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = result.communicate(timeout=120)
-        assert result.returncode == 4, (line, err)  # nothing listens on those ports here
-        assert b"Traceback" not in err and out
+PROBES = sections()["Probe a range of ports"]
+BENCHES = [line for line in sections()["Measure throughput and latency"] if "--loopback" in line]
 
 
-def test_loopback_bench_examples(tmp_path: Path) -> None:
-    for line in sections()["Measure throughput and latency"]:
-        if "--loopback" not in line:
-            continue
-        line = localise(line)
-        if "--latency" in line:
-            line += " --time 2s"
-        result = shell(line + " --json", tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = result.communicate(timeout=120)
-        assert result.returncode == 0, (line, err)
-        summary = json.loads(out.splitlines()[-1])
-        assert summary["event"] == "summary" and summary["complete"], summary
-        if "--bytes 64M" in line:
-            (direction,) = summary["directions"]
-            assert direction["receiver"]["bytes"] == direction["sender"]["bytes"] == 64 << 20
-        else:
-            assert summary["latency"]["round_trips"] > 0
+def test_the_readme_has_the_examples_these_tests_run() -> None:
+    """A section emptied or renamed fails here, not as tests that run nothing."""
+    assert len(PROBES) >= 2 and len(BENCHES) >= 2
+    assert any("--bytes 64M" in localise(line) for line in BENCHES)
+    assert any("--latency" in line for line in BENCHES)
+    for heading in PAIRS:
+        assert len(sections()[heading]) >= 2, heading
+
+
+@pytest.mark.parametrize("line", PROBES)
+def test_probe_examples_answer_with_documented_statuses(line: str, tmp_path: Path) -> None:
+    result = shell(localise(line), tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = result.communicate(timeout=120)
+    assert result.returncode == 4, (line, err)  # nothing listens on those ports here
+    assert b"Traceback" not in err and out
+
+
+@pytest.mark.parametrize("line", BENCHES)
+def test_loopback_bench_examples(line: str, tmp_path: Path) -> None:
+    line = localise(line)
+    if "--latency" in line:
+        line += " --time 2s"
+    result = shell(line + " --json", tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = result.communicate(timeout=120)
+    assert result.returncode == 0, (line, err)
+    summary = json_records(out)[-1]
+    assert summary["event"] == "summary" and summary["complete"], summary
+    if "--bytes 64M" in line:
+        (direction,) = summary["directions"]
+        assert direction["receiver"]["bytes"] == direction["sender"]["bytes"] == 64 << 20
+    else:
+        assert summary["latency"]["round_trips"] > 0

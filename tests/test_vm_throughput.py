@@ -24,6 +24,7 @@ from tests.peers import (
     stop_process,
     vsockctl,
 )
+from tests.records import json_records
 from vsockctl.bench import protocol
 from vsockctl.events.catalog import validate
 from vsockctl.exit_status import ExitStatus
@@ -43,7 +44,7 @@ def server() -> Iterator[int]:
 
 def run_client(port: int, *args: str) -> tuple[subprocess.CompletedProcess[bytes], list[Record]]:
     result = run_vsockctl("--json", "throughput", "client", f"1:{port}", *args)
-    records = [json.loads(line) for line in result.stdout.splitlines()]
+    records = json_records(result.stdout)
     return result, records
 
 
@@ -198,7 +199,7 @@ def started_client(port: int) -> subprocess.Popen[bytes]:
 
 def partial_summary(client: subprocess.Popen[bytes]) -> tuple[Record, bytes]:
     out, err = client.communicate(timeout=60)
-    records = [json.loads(line) for line in out.splitlines()]
+    records = json_records(out)
     summary = summary_of([r for r in records if r["event"] == "summary"])
     assert summary["complete"] is False
     assert summary["directions"][0]["sender"]["bytes"] > 0

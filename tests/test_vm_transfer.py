@@ -23,6 +23,7 @@ from tests.peers import (
     vsockctl,
     write_pattern_file,
 )
+from tests.records import json_records
 from vsockctl.exit_status import ExitStatus
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.sockets import accept, listen
@@ -215,7 +216,7 @@ def test_probe_reports_each_port() -> None:
         open_port = server.getsockname()[1]
         closed = free_port()
         result = run_vsockctl("--json", "connect", "--probe", f"1:{open_port},{closed}")
-    records = {r["port"]: r for r in map(json.loads, result.stdout.splitlines())}
+    records = {r["port"]: r for r in json_records(result.stdout)}
     assert records[open_port]["open"] is True
     assert records[closed]["open"] is False and records[closed]["errno_name"] == "ECONNRESET"
     assert result.returncode == ExitStatus.CONNECTION_REFUSED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -11,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.peers import free_port, run_vsockctl, stop_process
+from tests.records import json_records
 from vsockctl.events.catalog import validate
 
 pytestmark = [pytest.mark.vsock, pytest.mark.timeout(240)]
@@ -53,7 +53,7 @@ def _link(path: str) -> str:
 def test_vms_finds_the_real_qemu(held_guest: subprocess.Popen[bytes]) -> None:
     result = run_vsockctl("--json", "vms")
     assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in result.stdout.splitlines()]
+    records = json_records(result.stdout)
     assert all(validate(r) == [] for r in records)
     (mine,) = [r for r in records if r["pid"] == held_guest.pid]
     assert (mine["vmm"], mine["name"], mine["cid"]) == ("qemu", "heldvm", HELD_CID)
@@ -63,7 +63,7 @@ def test_vms_finds_the_real_qemu(held_guest: subprocess.Popen[bytes]) -> None:
 def test_its_name_is_an_address_for_its_cid(held_guest: subprocess.Popen[bytes]) -> None:
     """The guest is paused, so nothing answers: the connect times out at CID 7."""
     result = run_vsockctl("--json", "connect", "--timeout", "2s", "heldvm:22", input=b"")
-    error = json.loads(result.stdout.splitlines()[-1])
+    error = json_records(result.stdout)[-1]
     assert result.returncode == 5, result.stderr
     assert error["address"] == f"{HELD_CID}:22" and error["errno_name"] == "ETIMEDOUT"
 
@@ -74,7 +74,7 @@ def test_a_cid_scan_tells_guests_from_nothing(held_guest: subprocess.Popen[bytes
     result = run_vsockctl(
         "--json", "connect", "--probe", "--timeout", "2s", f"1,3,{HELD_CID}:{port}"
     )
-    records = [json.loads(line) for line in result.stdout.splitlines()]
+    records = json_records(result.stdout)
     assert all(validate(r) == [] for r in records)
     verdicts = {r["cid"]: r["exists"] for r in records if r["event"] == "probe_cid"}
     assert verdicts == {1: True, 3: False, HELD_CID: None}, records

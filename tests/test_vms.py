@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import Invoke
 from tests.fake_vmm import FakeVmm, unix_guest
 from tests.forward_peers import DigestServer
+from tests.records import json_records
 from vsockctl.cli.connect import cid_verdict
 from vsockctl.cli.peer import PeerOptions
 from vsockctl.discover.portscan import ProbeResult
@@ -277,7 +278,7 @@ def test_scan_finds_running_fake_vmms(fake_vmms: list[subprocess.Popen[bytes]]) 
 def test_vms_json_records(invoke: Invoke, fake_vmms: list[subprocess.Popen[bytes]]) -> None:
     result = invoke(["--json", "vms"])
     assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in result.output.splitlines()]
+    records = json_records(result.output)
     assert all(validate(r) == [] for r in records)
     mine = {r["pid"]: r for r in records if r["pid"] in {p.pid for p in fake_vmms}}
     assert {r["name"] for r in mine.values()} == {"fc1", "cv"}
@@ -386,6 +387,6 @@ def test_probe_by_a_firecracker_name_goes_through_its_socket(
             timeout=30,
         )
     guest_port.close()
-    records = [json.loads(line) for line in result.stdout.splitlines()]
+    records = json_records(result.stdout)
     assert [r.get("open") for r in records] == [True, False], (records, result.stderr)
     assert result.returncode == 4

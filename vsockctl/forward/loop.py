@@ -2,12 +2,10 @@
 connections.
 
 A connection starts here: the accept, a non-blocking connect to the target and
-its first bytes each way cost no thread at all. Measured in the test VM (TCG;
-connect, 1 byte each way, close; ``benchmarks/forward.py``, each forwarder on a
-CPU of its own), two threads per connection served 39 to 43 connections/s one
-client at a time; this loop serves 70 to 90 (socat, forking per connection, 43
-to 64), and with 128 connections under way 267 to 272 (socat 69 to 70), at about
-3 ms of CPU per connection to socat's 13. A connection that turns out to carry
+its first bytes each way cost no thread at all, which is what makes short
+connections cheap (``benchmarks/forward.py`` measures connections a second
+against two threads per connection and against socat; the README keeps the
+figures). A connection that turns out to carry
 more (a full buffer in one read, or a destination that cannot take a whole read
 at once) goes to :meth:`Owner.hand_off`: two threads in the kernel, splicing,
 hold bulk rates where this loop would take the GIL for every 64 KiB.

@@ -31,9 +31,8 @@ def sendfile_helps() -> bool:
 
     Linux 6.5 moved splicing into sockets to ``sendmsg(MSG_SPLICE_PAGES)``, up to
     16 pages a call; before, vsock (which has no ``sendpage``) got each 4 KiB page
-    on its own, as one small packet. Measured in the test VM (TCG, loopback,
-    256 MiB from the page cache, medians of 3): on 6.12 sendfile gave 1.09 Gbit/s
-    against 0.66 for read + sendall; on 6.1 it gave 0.36 against 0.44.
+    on its own, as one small packet: slower than a plain read and send there
+    (``benchmarks/kernel_copy.py``; the README keeps the figures).
     """
     numbers = re.match(r"(\d+)\.(\d+)", platform.release())
     return numbers is not None and (int(numbers[1]), int(numbers[2])) >= (6, 5)

@@ -1,10 +1,11 @@
-"""Every socket option vsockctl knows on vsock, with its C width, and setting them well.
+"""Every socket option vsockctl knows on vsock: its level, number, C width and notation.
 
 CPython passes every ``setsockopt`` value on an AF_VSOCK socket as 8 bytes and
-reads every ``getsockopt`` as 8 bytes, so all options here go through libc with
-their real width (``u64``, ``int``, ``struct timeval``). :func:`apply` sets a
-list of them in the order the kernel needs (the buffer limits before the size)
-and reads back what the kernel made of each.
+reads every ``getsockopt`` as 8 bytes, so each option here carries its real
+width (``u64``, ``int``, ``struct timeval``) for :mod:`vsockctl.vsock.sockopt_apply`,
+which sets them through libc in the order the kernel needs (the buffer limits
+before the size) and reads back what the kernel made of each. Values are parsed
+here from the command line's ``NAME=VALUE`` and shown back in the same notation.
 """
 
 from __future__ import annotations
