@@ -11,8 +11,7 @@ by the VMM to the Unix socket ``<uds_path>_<P>``.
 
 ``guest_connect(port)`` plays the guest: it returns a connected socket (a
 Unix socket on the host tier, real vsock in the VM) or None when nothing
-listens. ``mode`` makes the fake misbehave: ``close`` (never answers OK),
-``garbage``, ``silent``, ``overlong``, ``partial``.
+listens. A :class:`Mode` other than ``OK`` makes the fake misbehave.
 """
 
 from __future__ import annotations
@@ -22,9 +21,21 @@ import itertools
 import socket
 import threading
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 
 GuestConnect = Callable[[int], "socket.socket | None"]
+
+
+class Mode(StrEnum):
+    """How the fake VMM answers ``CONNECT <port>``."""
+
+    OK = "ok"  # as Firecracker does
+    CLOSE = "close"  # closes without an answer, as when nothing listens in the guest
+    GARBAGE = "garbage"  # a line that is not OK
+    SILENT = "silent"  # keeps the connection open and says nothing
+    OVERLONG = "overlong"  # an OK line longer than any real one
+    PARTIAL = "partial"  # the start of an OK line, then a close
 
 
 def relay(a: socket.socket, b: socket.socket) -> list[threading.Thread]:
@@ -51,7 +62,7 @@ def relay(a: socket.socket, b: socket.socket) -> list[threading.Thread]:
 class FakeVmm:
     """Accepts on ``uds_path``, answers ``CONNECT``, relays to the guest."""
 
-    def __init__(self, uds_path: Path, guest_connect: GuestConnect, mode: str = "ok") -> None:
+    def __init__(self, uds_path: Path, guest_connect: GuestConnect, mode: Mode = Mode.OK) -> None:
         self.uds_path = uds_path
         self.guest_connect = guest_connect
         self.mode = mode
@@ -85,24 +96,29 @@ class FakeVmm:
     def _serve(self, conn: socket.socket) -> None:
         line = self._read_line(conn)
         self.requests.append(line)
-        if self.mode == "silent":
-            return  # keeps the connection open and says nothing
-        if self.mode == "garbage":
+        if self.mode is Mode.SILENT:
+            return
+        if self.mode is Mode.GARBAGE:
             conn.sendall(b"HELLO THERE\n")
             conn.close()
             return
-        if self.mode == "overlong":
+        if self.mode is Mode.OVERLONG:
             conn.sendall(b"OK " + b"9" * 100)
             return
-        if self.mode == "partial":
+        if self.mode is Mode.PARTIAL:
             conn.sendall(b"OK 10")
             conn.close()
             return
         parts = line.split()
         guest = None
-        if self.mode == "ok" and len(parts) == 2 and parts[0] == b"CONNECT" and parts[1].isdigit():
+        if (
+            self.mode is Mode.OK
+            and len(parts) == 2
+            and parts[0] == b"CONNECT"
+            and parts[1].isdigit()
+        ):
             guest = self.guest_connect(int(parts[1]))
-        if guest is None:  # nothing listens in the guest (or mode "close")
+        if guest is None:  # nothing listens in the guest (or Mode.CLOSE)
             conn.close()
             return
         self._open.append(guest)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Invoke
-from tests.fake_vmm import FakeVmm, connect_or_none, unix_guest
+from tests.fake_vmm import FakeVmm, Mode, connect_or_none, unix_guest
 from tests.peers import (
     process,
     recv_all,
@@ -80,20 +80,20 @@ def test_handshake_then_the_stream_both_ways(short_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("mode", "error", "status", "fragment"),
     [
-        ("close", VsockError, ExitStatus.CONNECTION_REFUSED, "closed without OK"),
+        (Mode.CLOSE, VsockError, ExitStatus.CONNECTION_REFUSED, "closed without OK"),
         (
-            "garbage",
+            Mode.GARBAGE,
             ProtocolError,
             ExitStatus.PROTOCOL_ERROR,
             ": 'HELLO THERE' (expected",
         ),  # text, not b'...'
-        ("overlong", ProtocolError, ExitStatus.PROTOCOL_ERROR, "over 64 bytes"),
-        ("partial", ProtocolError, ExitStatus.PROTOCOL_ERROR, "middle of its reply"),
-        ("silent", VsockError, ExitStatus.TIMED_OUT, "no reply to CONNECT"),
+        (Mode.OVERLONG, ProtocolError, ExitStatus.PROTOCOL_ERROR, "over 64 bytes"),
+        (Mode.PARTIAL, ProtocolError, ExitStatus.PROTOCOL_ERROR, "middle of its reply"),
+        (Mode.SILENT, VsockError, ExitStatus.TIMED_OUT, "no reply to CONNECT"),
     ],
 )
 def test_vmm_failures_are_named(
-    short_dir: Path, mode: str, error: type[Exception], status: ExitStatus, fragment: str
+    short_dir: Path, mode: Mode, error: type[Exception], status: ExitStatus, fragment: str
 ) -> None:
     with (
         FakeVmm(short_dir / "v.sock", unix_guest(short_dir), mode=mode),
@@ -154,12 +154,12 @@ def test_cli_send_through_the_vmm_is_byte_exact(short_dir: Path, tmp_path: Path)
 @pytest.mark.parametrize(
     ("mode", "status"),
     [
-        ("close", ExitStatus.CONNECTION_REFUSED),
-        ("garbage", ExitStatus.PROTOCOL_ERROR),
-        ("silent", ExitStatus.TIMED_OUT),
+        (Mode.CLOSE, ExitStatus.CONNECTION_REFUSED),
+        (Mode.GARBAGE, ExitStatus.PROTOCOL_ERROR),
+        (Mode.SILENT, ExitStatus.TIMED_OUT),
     ],
 )
-def test_cli_connect_failures_are_one_line(short_dir: Path, mode: str, status: ExitStatus) -> None:
+def test_cli_connect_failures_are_one_line(short_dir: Path, mode: Mode, status: ExitStatus) -> None:
     with FakeVmm(short_dir / "v.sock", unix_guest(short_dir), mode=mode):
         result = run_vsockctl(
             "connect",

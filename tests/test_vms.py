@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -253,13 +254,19 @@ def fake_vmm_process(argv: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
+# Names of the fake VMM processes below: each xdist worker's own, since a name
+# that two running VMMs share is refused as ambiguous (as it should be).
+FC = "fc1" + os.environ.get("PYTEST_XDIST_WORKER", "")
+CV = "cv" + os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
 @pytest.fixture
 def fake_vmms(short_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     config = short_dir / "fc1.json"
     config.write_text(json.dumps({"vsock": {"guest_cid": 3, "uds_path": f"{short_dir}/v.sock"}}))
     procs = [
-        fake_vmm_process(["firecracker", "--id", "fc1", "--config-file", str(config)]),
-        fake_vmm_process(["crosvm", "run", "--name", "cv", "--cid", "44", "vmlinux"]),
+        fake_vmm_process(["firecracker", "--id", FC, "--config-file", str(config)]),
+        fake_vmm_process(["crosvm", "run", "--name", CV, "--cid", "44", "vmlinux"]),
     ]
     yield procs
     for proc in procs:
@@ -271,8 +278,8 @@ def fake_vmms(short_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
 def test_scan_finds_running_fake_vmms(fake_vmms: list[subprocess.Popen[bytes]]) -> None:
     guests = {g.pid: g for g in scan().guests}
     fc, cv = (guests[proc.pid] for proc in fake_vmms)
-    assert (fc.vmm, fc.name, fc.cid) == ("firecracker", "fc1", 3)
-    assert (cv.vmm, cv.name, cv.cid) == ("crosvm", "cv", 44)
+    assert (fc.vmm, fc.name, fc.cid) == ("firecracker", FC, 3)
+    assert (cv.vmm, cv.name, cv.cid) == ("crosvm", CV, 44)
 
 
 def test_vms_json_records(invoke: Invoke, fake_vmms: list[subprocess.Popen[bytes]]) -> None:
@@ -281,7 +288,7 @@ def test_vms_json_records(invoke: Invoke, fake_vmms: list[subprocess.Popen[bytes
     records = json_records(result.output)
     assert all(validate(r) == [] for r in records)
     mine = {r["pid"]: r for r in records if r["pid"] in {p.pid for p in fake_vmms}}
-    assert {r["name"] for r in mine.values()} == {"fc1", "cv"}
+    assert {r["name"] for r in mine.values()} == {FC, CV}
 
 
 def test_vms_piped_shows_every_row_whole(
@@ -289,7 +296,7 @@ def test_vms_piped_shows_every_row_whole(
 ) -> None:
     """'vms | cat' cut the source column: piped, a row is one line with all of it."""
     result = invoke(["vms"])
-    (row,) = [line for line in result.stdout.splitlines() if line.split()[:1] == ["firecracker"]]
+    (row,) = [line for line in result.stdout.splitlines() if line.split()[2:3] == [FC]]
     guest = next(g for g in scan().guests if g.pid == fake_vmms[0].pid)
     assert row.endswith(guest.source) and "…" not in result.stdout
 
@@ -311,7 +318,7 @@ def test_a_firecracker_name_is_its_hybrid_socket(
     guest_port = DigestServer(_unix_listener(short_dir / "guest_22"))
     with FakeVmm(short_dir / "v.sock", unix_guest(short_dir)) as vmm:
         result = subprocess.run(
-            [sys.executable, "-m", "vsockctl", "connect", "fc1:22"],
+            [sys.executable, "-m", "vsockctl", "connect", f"{FC}:22"],
             input=b"hello",
             capture_output=True,
             timeout=30,
@@ -382,7 +389,7 @@ def test_probe_by_a_firecracker_name_goes_through_its_socket(
     guest_port = DigestServer(_unix_listener(short_dir / "guest_22"))
     with FakeVmm(short_dir / "v.sock", unix_guest(short_dir)):
         result = subprocess.run(
-            [sys.executable, "-m", "vsockctl", "--json", "connect", "--probe", "fc1:22,23"],
+            [sys.executable, "-m", "vsockctl", "--json", "connect", "--probe", f"{FC}:22,23"],
             capture_output=True,
             timeout=30,
         )
