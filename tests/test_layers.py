@@ -9,6 +9,7 @@ breaks a rule, whether or not that line has run. Imports under
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -162,3 +163,25 @@ def test_imports_are_read_whole() -> None:
     assert {"vsockctl.cli.env", "vsockctl.transfer.engine", "vsockctl.cli.app"} <= send
     catalog = {target for _, target in imports_of("vsockctl.events.catalog")}
     assert "vsockctl.events.forward" in catalog  # from . import forward
+
+
+def readme_layout() -> str:
+    readme = (ROOT.parent / "README.md").read_text()
+    return readme.split("### Layout", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_draws_every_package_and_top_level_module() -> None:
+    drawn = set(re.findall(r"^  (\S+)", readme_layout(), re.M))
+    packages = {f"{p.parent.name}/" for p in ROOT.glob("*/__init__.py")}
+    top = {p.name for p in ROOT.glob("*.py")} - {"__main__.py"}
+    assert drawn == packages | top
+
+
+@pytest.mark.parametrize("package", sorted(p.parent.name for p in ROOT.glob("*/__init__.py")))
+def test_every_package_says_what_it_is_for(package: str) -> None:
+    doc = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text()))
+    assert doc is not None and len(doc) > 40, package
+    for layer in LAYERS:  # and it has its place in the layering
+        if package in layer:
+            return
+    raise AssertionError(f"{package} is in no layer")
