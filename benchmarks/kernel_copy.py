@@ -20,9 +20,9 @@ ones measured.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import random
 import socket
 import statistics
 import subprocess
@@ -38,20 +38,21 @@ from vsockctl.transfer.streams import StreamSink
 from vsockctl.units import format_size, parse_size
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.constants import VMADDR_CID_LOCAL, VMADDR_PORT_ANY
-from vsockctl.vsock.sockets import SocketType, accept, connect_with_retry, listen, local_address
+from vsockctl.vsock.sockets import SocketType, accept, connect, listen, local_address
 
 VSOCKCTL = [sys.executable, "-m", "vsockctl"]
 
 
 def send_with(how: str, path: Path, size: int) -> float:
     """Seconds to send ``path`` to a ``vsockctl recv`` process, until it has it all."""
-    port = str(random.randint(20000, 60000))
-    peer = subprocess.Popen([*VSOCKCTL, "-q", "recv", "--port", port, "/dev/null"])
+    peer = subprocess.Popen(
+        [*VSOCKCTL, "--json", "recv", "--port", "any", "/dev/null"], stdout=subprocess.PIPE
+    )
+    assert peer.stdout is not None
     try:
-        address = VsockAddress(VMADDR_CID_LOCAL, int(port))
-        with connect_with_retry(
-            address, SocketType.STREAM, timeout=10, retries=50, retry_delay=0.1
-        ) as sock:
+        listening = json.loads(peer.stdout.readline())  # the port the kernel picked
+        address = VsockAddress(VMADDR_CID_LOCAL, int(listening["port"]))
+        with connect(address, SocketType.STREAM, timeout=10) as sock:
             started = time.monotonic()
             with path.open("rb") as file:
                 if how == "sendfile":
@@ -66,6 +67,7 @@ def send_with(how: str, path: Path, size: int) -> float:
             sock.recv(1)  # the receiver closes once it has everything
             elapsed = time.monotonic() - started
     finally:
+        peer.stdout.read()
         if peer.wait(timeout=60):
             raise SystemExit(f"vsockctl recv failed ({peer.returncode})")
     return elapsed

@@ -71,18 +71,11 @@ def run_client(
         for index in range(spec.parallel):
             sock = stack.enter_context(data_route.connect(sock_type, timeout, factory=data_factory))
             send_frame(sock, FrameKind.STREAM, {"test": test_id, "stream": index})
-            prepare_stream(sock, spec, sending=spec.direction.client_sends)
+            prepare_stream(sock, spec, client=True)
             socks.append(sock)
         control.settimeout(CONTROL_TIMEOUT)
         recv_frame(control, FrameKind.START)
-        measurement = Measurement(
-            socks,
-            spec,
-            sending=spec.direction.client_sends,
-            receiving=spec.direction.server_sends,
-            client=True,
-            on_interval=on_interval,
-        )
+        measurement = Measurement(socks, spec, client=True, on_interval=on_interval)
         on_event(
             Start(
                 event="start",

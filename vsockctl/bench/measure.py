@@ -95,10 +95,15 @@ def effective_buffers(sock: socket.socket) -> Buffers:
     return result
 
 
-def prepare_stream(sock: socket.socket, spec: TestSpec, sending: bool) -> None:
+def sends(spec: TestSpec, *, client: bool) -> bool:
+    """Whether the client (or the server) sends in this test."""
+    return spec.direction.client_sends if client else spec.direction.server_sends
+
+
+def prepare_stream(sock: socket.socket, spec: TestSpec, *, client: bool) -> None:
     if spec.rcvlowat is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, spec.rcvlowat)
-    if spec.zerocopy and sending:
+    if spec.zerocopy and sends(spec, client=client):
         enable_zerocopy(sock)
 
 
@@ -237,13 +242,13 @@ class Measurement:
         socks: list[socket.socket],
         spec: TestSpec,
         *,
-        sending: bool,
-        receiving: bool,
         client: bool,
         on_interval: OnInterval = ignore,
     ) -> None:
         self.spec = spec
-        self.sending, self.receiving, self.client = sending, receiving, client
+        self.sending = sends(spec, client=client)
+        self.receiving = sends(spec, client=not client)
+        self.client = client
         self.streams = DataStreams(socks)
         self.buffers = effective_buffers(socks[0])
         self.sampler = IntervalSampler(

@@ -49,6 +49,9 @@ class FrameKind(IntEnum):
     RESULT = 6
 
 
+_KINDS = {int(kind): kind for kind in FrameKind}
+
+
 class VersionMismatch(ProtocolError):
     """The peer speaks another version of the control exchange."""
 
@@ -95,13 +98,11 @@ def decode_header(header: bytes) -> tuple[FrameKind, int]:
         )
     if version != VERSION:
         raise VersionMismatch(version)
-    try:
-        frame_kind = FrameKind(kind)
-    except ValueError:
-        raise ProtocolError(f"unknown control frame kind {kind}") from None
+    if kind not in _KINDS:
+        raise ProtocolError(f"unknown control frame kind {kind}")
     if length > MAX_PAYLOAD:
         raise ProtocolError(f"control frame of {length} bytes is over {MAX_PAYLOAD}")
-    return frame_kind, length
+    return _KINDS[kind], length
 
 
 def decode_payload(body: bytes) -> dict[str, Any]:

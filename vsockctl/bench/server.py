@@ -106,15 +106,9 @@ class ThroughputServer:
                 if hello.get("test") != test_id:
                     raise ProtocolError(f"data connection {index} belongs to another test")
                 conn.settimeout(None)
-                prepare_stream(conn, spec, sending=spec.direction.server_sends)
+                prepare_stream(conn, spec, client=False)
                 socks.append(conn)
-            measurement = Measurement(
-                socks,
-                spec,
-                sending=spec.direction.server_sends,
-                receiving=spec.direction.client_sends,
-                client=False,
-            )
+            measurement = Measurement(socks, spec, client=False)
             send_frame(control, FrameKind.START, {"test": test_id})
             result = measurement.run()
             control.settimeout(CONTROL_TIMEOUT + (spec.seconds or 0))

@@ -38,11 +38,10 @@ from .env import Env, current_env
 from .errors import describe
 from .format import plural
 from .options import (
-    CID,
     LOCAL_FILE,
-    PORT,
     WholeRange,
     given,
+    listen_address_options,
     listener_sockopt_option,
     output_options,
     socket_type_option,
@@ -153,8 +152,7 @@ class Server:
 
 
 @cli.command(name="listen", short_help="Listen on a port; relay, receive, or --exec per client.")
-@click.option("--port", type=PORT, required=True, help="Port to listen on ('any': kernel picks).")
-@click.option("--cid", type=CID, default="any", show_default=True, help="Local CID to bind.")
+@listen_address_options
 @socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
 @click.option(
     "-o",

@@ -183,6 +183,17 @@ def complete_option_names(
 SOCKOPT = SockOptParam()
 
 
+def listen_address_options(func: F) -> F:
+    """``--port`` (required) and ``--cid`` (any): where ``recv`` and ``listen`` listen."""
+    bind = click.option(
+        "--cid", type=CID, default="any", show_default=True, help="Local CID to bind."
+    )
+    port = click.option(
+        "--port", type=PORT, required=True, help="Port to listen on ('any': kernel picks)."
+    )
+    return port(bind(func))
+
+
 def sockopt_option(func: F) -> F:
     """``--sockopt NAME=VALUE`` (repeatable): options set on each vsock socket before use."""
     return _sockopt_option((), connects=True)(func)

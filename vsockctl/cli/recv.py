@@ -15,12 +15,11 @@ from .app import cli
 from .endpoints import announce_connection, announce_listening, open_listener, open_sink
 from .env import current_env
 from .options import (
-    CID,
     DURATION,
     LOCAL_FILE,
-    PORT,
     SIZE,
     given,
+    listen_address_options,
     listener_sockopt_option,
     output_options,
     socket_type_option,
@@ -41,8 +40,7 @@ def _check_hex(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 @cli.command("recv", short_help="Receive one transfer into a file or stdout, and check it.")
 @click.argument("file", required=False, type=LOCAL_FILE)
-@click.option("--port", type=PORT, required=True, help="Port to listen on ('any': kernel picks).")
-@click.option("--cid", type=CID, default="any", show_default=True, help="Local CID to bind.")
+@listen_address_options
 @socket_type_option()
 @click.option("--sha256", is_flag=True, help="Print the SHA-256 of what was received.")
 @click.option("--expect-bytes", type=SIZE, help="Fail (exit 6) unless exactly this much arrives.")

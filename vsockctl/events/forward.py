@@ -29,29 +29,35 @@ class Forwarding(TypedDict):
     max_connections: Annotated[int, "how many it relays at once"]
 
 
-class ForwardOpened(TypedDict):
-    event: Literal["forward_opened"]
+class Connection(TypedDict):
+    """One client's connection."""
+
     peer: Annotated[str, "the client (tcp:HOST:PORT, vsock:CID:PORT, or the Unix listener)"]
     target: Annotated[str, "where it goes"]
 
 
-class ForwardClosed(TypedDict):
+class Relayed(TypedDict):
+    """What went through, each way, and how long it took."""
+
+    from_client_bytes: Annotated[int, "bytes from the client (all clients) to the target"]
+    to_client_bytes: Annotated[int, "bytes from the target to the client (all clients)"]
+    elapsed_ns: Annotated[int, "from open to close (start to stop)"]
+
+
+class ForwardOpened(Connection):
+    event: Literal["forward_opened"]
+
+
+class ForwardClosed(Connection, Relayed):
     event: Literal["forward_closed"]
-    peer: Annotated[str, "the client"]
-    target: Annotated[str, "where it went"]
-    from_client_bytes: Annotated[int, "bytes relayed from the client to the target"]
-    to_client_bytes: Annotated[int, "bytes relayed from the target to the client"]
-    elapsed_ns: Annotated[int, "from open to close"]
     outcome: Annotated[
         Outcome, "how it ended: done (both closed), client_error, target_error, or stopped"
     ]
     error: Annotated[str | None, "what failed, or null"]
 
 
-class ForwardFailed(TypedDict):
+class ForwardFailed(Connection):
     event: Literal["forward_failed"]
-    peer: Annotated[str, "the client"]
-    target: Annotated[str, "the target"]
     error: Annotated[str, "why, in one line"]
 
 
@@ -61,14 +67,11 @@ class ForwardRefused(TypedDict):
     error: Annotated[str, "why: not allowed by --allow, or no file descriptors left"]
 
 
-class ForwardTotals(TypedDict):
+class ForwardTotals(Relayed):
     event: Literal["forward_totals"]
     connections: Annotated[int, "connections relayed"]
     failed: Annotated[int, "clients whose target could not be reached"]
     refused: Annotated[int, "clients turned away"]
-    from_client_bytes: Annotated[int, "bytes from clients to the target, all told"]
-    to_client_bytes: Annotated[int, "bytes from the target to clients, all told"]
-    elapsed_ns: Annotated[int, "how long the forwarder ran"]
 
 
 DECLARED = (

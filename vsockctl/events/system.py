@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal, NotRequired, TypedDict
 
 from .record import Declared
-from .transfer import TRANSFER
+from .transfer import TRANSFER, Refusal
 
 
-class Sockopt(TypedDict):
+class Sockopt(Refusal):
     event: Literal["sockopt"]
     name: Annotated[str, "the option"]
     requested: Annotated[int, "the value asked for (bytes; ns for durations; 0 or 1 for on/off)"]
@@ -18,18 +18,12 @@ class Sockopt(TypedDict):
     ]
     changed: Annotated[bool, "whether the kernel changed the value"]
     note: Annotated[str | None, "why it differs, or null"]
-    errno: NotRequired[Annotated[int | None, "when the kernel refused it: the errno number"]]
-    errno_name: NotRequired[Annotated[str, "its name (ENOPROTOOPT ...)"]]
-    meaning: NotRequired[Annotated[str, "what it means on vsock"]]
 
 
-class SockoptValue(TypedDict):
+class SockoptValue(Refusal):
     event: Literal["sockopt_value"]
     name: Annotated[str, "the option"]
     value: Annotated[int | None, "its value (ns for durations), or null when refused"]
-    errno: NotRequired[Annotated[int | None, "when the kernel refused it: the errno number"]]
-    errno_name: NotRequired[Annotated[str, "its name (ENOPROTOOPT ...)"]]
-    meaning: NotRequired[Annotated[str, "what it means on vsock"]]
 
 
 class SockoptOption(TypedDict):

@@ -195,16 +195,19 @@ class IntervalEvent(Interval):
     event: Literal["interval"]
 
 
-class Test(TestParams):
+class OfTest(TypedDict):
+    """Which test, and whose."""
+
+    test: Annotated[int, "its number on the server"]
+    peer: Annotated[str, "the client"]
+
+
+class Test(TestParams, OfTest):
     event: Literal["test"]
-    test: Annotated[int, "its number"]
-    peer: Annotated[str, "the client"]
 
 
-class TestDone(TypedDict):
+class TestDone(OfTest):
     event: Literal["test_done"]
-    test: Annotated[int, "its number"]
-    peer: Annotated[str, "the client"]
     received_bytes: Annotated[int, "bytes the server received"]
     sent_bytes: Annotated[int, "bytes the server sent"]
 
@@ -215,10 +218,8 @@ class Refused(TypedDict):
     error: Annotated[str, "what was wrong"]
 
 
-class TestFailed(TypedDict):
+class TestFailed(OfTest):
     event: Literal["test_failed"]
-    test: Annotated[int, "its number"]
-    peer: Annotated[str, "the client"]
     error: Annotated[str, "what happened"]
 
 

@@ -24,16 +24,19 @@ class Stalled(TypedDict):
     hint: Annotated[str, "the likely causes, and what to try"]
 
 
-class Connected(TypedDict):
+class Ends(TypedDict):
+    """Both ends of a connection."""
+
+    peer: Annotated[str, "the peer: CID:PORT, or the hybrid socket"]
+    local: Annotated[str, "our end"]
+
+
+class Connected(Ends):
     event: Literal["connected"]
-    peer: Annotated[str, "the peer, as given"]
-    local: Annotated[str, "our end"]
 
 
-class Accepted(TypedDict):
+class Accepted(Ends):
     event: Literal["accepted"]
-    peer: Annotated[str, "the peer's CID:PORT (or the hybrid socket)"]
-    local: Annotated[str, "our end"]
 
 
 class Moved(TypedDict):
@@ -71,6 +74,14 @@ class Exec(TypedDict):
     event: Literal["exec"]
     peer: Annotated[str, "for whom it ran"]
     returncode: Annotated[int, "its exit status"]
+
+
+class Refusal(TypedDict):
+    """Where the kernel refused: the errno and what it means on vsock."""
+
+    errno: NotRequired[Annotated[int | None, "when the kernel refused it: the errno number"]]
+    errno_name: NotRequired[Annotated[str, "its name (ENOPROTOOPT ...)"]]
+    meaning: NotRequired[Annotated[str, "what it means on vsock"]]
 
 
 class Error(TypedDict):
