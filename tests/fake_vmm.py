@@ -38,7 +38,7 @@ class Mode(StrEnum):
     PARTIAL = "partial"  # the start of an OK line, then a close
 
 
-def relay(a: socket.socket, b: socket.socket) -> list[threading.Thread]:
+def pipe_both_ways(a: socket.socket, b: socket.socket) -> list[threading.Thread]:
     """Copy a to b and b to a, passing each half-close on, until both directions end."""
 
     def pump(src: socket.socket, dst: socket.socket) -> None:
@@ -123,7 +123,7 @@ class FakeVmm:
             return
         self._open.append(guest)
         conn.sendall(f"OK {next(self._ports)}\n".encode())
-        relay(conn, guest)
+        pipe_both_ways(conn, guest)
 
     def close(self) -> None:
         self._server.close()
@@ -170,7 +170,7 @@ def forward_guest_to_host(listener: socket.socket, host_path: str) -> threading.
             if host is None:
                 guest.close()
                 continue
-            relay(guest, host)
+            pipe_both_ways(guest, host)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

@@ -19,6 +19,14 @@ MAX_BUF = 64 << 20
 MAX_SECONDS = 86400.0  # a day
 
 
+class BadTestParameters(ProtocolError):
+    """A test no end would run: ``problem`` says what is wrong with it."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"bad test parameters: {problem}")
+        self.problem = problem
+
+
 @dataclass(frozen=True)
 class TestSpec:
     mode: TestMode = TestMode.THROUGHPUT
@@ -46,24 +54,21 @@ class TestSpec:
             raise ProtocolError(f"unknown test parameters: {', '.join(sorted(unknown))}")
         mode, direction = data.get("mode", "throughput"), data.get("direction", "send")
         if not isinstance(mode, str) or mode not in set(TestMode):
-            raise ProtocolError(f"bad test parameters: mode {mode!r}")
+            raise BadTestParameters(f"mode {mode!r}")
         if not isinstance(direction, str) or direction not in set(TestDirection):
-            raise ProtocolError(f"bad test parameters: direction {direction!r}")
+            raise BadTestParameters(f"direction {direction!r}")
         try:
             spec = cls(**{**data, "mode": TestMode(mode), "direction": TestDirection(direction)})
         except TypeError as exc:
-            raise ProtocolError(f"bad test parameters: {exc}") from None
+            raise BadTestParameters(str(exc)) from None
         spec.check()
         return spec
 
     def check(self) -> None:
-        def bad(text: str) -> ProtocolError:
-            return ProtocolError(f"bad test parameters: {text}")
-
         if self.sock_type not in TYPES:
-            raise bad(f"socket type {self.sock_type!r}")
+            raise BadTestParameters(f"socket type {self.sock_type!r}")
         if (self.seconds is None) == (self.nbytes is None):
-            raise bad("give exactly one of seconds and bytes")
+            raise BadTestParameters("give exactly one of seconds and bytes")
         numbers: list[tuple[str, Any, float]] = [
             ("buf_size", self.buf_size, 1),
             ("parallel", self.parallel, 1),
@@ -71,16 +76,16 @@ class TestSpec:
         ]
         for name, value, low in numbers:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise bad(f"{name} must be a whole number >= {low}")
+                raise BadTestParameters(f"{name} must be a whole number >= {low}")
         if self.buf_size > MAX_BUF or self.msg_size > MAX_BUF:
-            raise bad(f"buffers above {MAX_BUF} bytes")
+            raise BadTestParameters(f"buffers above {MAX_BUF} bytes")
         if self.parallel > MAX_PARALLEL:
-            raise bad(f"parallel above {MAX_PARALLEL}")
+            raise BadTestParameters(f"parallel above {MAX_PARALLEL}")
         if self.seconds is not None and not (0 < float(self.seconds) <= MAX_SECONDS):
-            raise bad(f"seconds must be in (0, {MAX_SECONDS:.0f}]")
+            raise BadTestParameters(f"seconds must be in (0, {MAX_SECONDS:.0f}]")
         if self.nbytes is not None and (not isinstance(self.nbytes, int) or self.nbytes < 1):
-            raise bad("bytes must be a whole number >= 1")
+            raise BadTestParameters("bytes must be a whole number >= 1")
         if self.mode is TestMode.LATENCY and (
             self.parallel != 1 or self.direction is not TestDirection.SEND
         ):
-            raise bad("latency runs one stream, client to server and back")
+            raise BadTestParameters("latency runs one stream, client to server and back")

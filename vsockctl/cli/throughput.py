@@ -14,8 +14,8 @@ import click
 from vsockctl.bench.client import ClientError, run_client
 from vsockctl.bench.protocol import DEFAULT_PORT
 from vsockctl.bench.server import ThroughputServer
-from vsockctl.bench.spec import MAX_BUF, MAX_SECONDS, TestSpec
-from vsockctl.errors import ProtocolError, VsockUnavailableError
+from vsockctl.bench.spec import MAX_BUF, MAX_SECONDS, BadTestParameters, TestSpec
+from vsockctl.errors import VsockUnavailableError
 from vsockctl.events.throughput import Interval, TestDirection, TestMode
 from vsockctl.units import UnitError, format_size, parse_size
 from vsockctl.vsock.address import AddressError, VsockAddress, parse_address, parse_port
@@ -246,8 +246,8 @@ def _spec(
     )
     try:
         spec.check()
-    except ProtocolError as exc:
-        raise click.UsageError(str(exc).removeprefix("bad test parameters: ")) from exc
+    except BadTestParameters as exc:
+        raise click.UsageError(exc.problem) from exc
     return spec
 
 
