@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rounds import turns
 
@@ -50,8 +51,12 @@ def send_with(how: str, path: Path, size: int) -> float:
     )
     assert peer.stdout is not None
     try:
-        listening = json.loads(peer.stdout.readline())  # the port the kernel picked
-        address = VsockAddress(VMADDR_CID_LOCAL, int(listening["port"]))
+        record: dict[str, Any] = {}
+        while record.get("event") != "listening":  # sockopt records come first
+            record = json.loads(peer.stdout.readline() or b'{"event": "gone"}')
+            if record["event"] == "gone":
+                raise SystemExit("vsockctl recv ended before it listened")
+        address = VsockAddress(VMADDR_CID_LOCAL, int(record["port"]))  # the kernel's pick
         with connect(address, SocketType.STREAM, timeout=10) as sock:
             started = time.monotonic()
             with path.open("rb") as file:
@@ -100,7 +105,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     args = parser.parse_args()
     size = parse_size(args.size)
-    print(f"kernel {platform.release()}, {format_size(size)} per run, {args.rounds} rounds")
+    print(
+        f"kernel {platform.release()}, {format_size(size)} per run, {args.rounds} rounds",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         source, target = Path(tmp, "source"), Path(tmp, "target")
         source.write_bytes(os.urandom(1 << 20) * (size >> 20))
@@ -113,6 +121,7 @@ def main() -> int:
             for name in turns(names, args.rounds):
                 path = source if run is send_with else target
                 seconds[name].append(run(name, path, size))
+                print(f"  {name}: {seconds[name][-1]:.2f}s", file=sys.stderr, flush=True)
             print(f"{title}, median of {args.rounds} (Gbit/s):")
             for name, runs in seconds.items():
                 rate = size * 8 / statistics.median(runs) / 1e9

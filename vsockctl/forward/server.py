@@ -246,7 +246,7 @@ class Forwarder:
         back_done.wait()
         self._close(flow)
 
-    # -- what the loop (and the workers) report: forward_loop.Owner ---------------------
+    # -- what the loop (and the workers) report: loop.Owner ---------------------
 
     def opened(self, flow: Flow, conn: socket.socket, upstream: socket.socket) -> None:
         with self._lock:
