@@ -17,13 +17,14 @@ import click
 
 from vsockctl.discover.system import ProbePaths
 from vsockctl.errors import LocalIOError
-from vsockctl.events.catalog import Record, check
 from vsockctl.vsock.sockets import SocketFactory
 
 from .stdio import ReportingText, binary_stdin, binary_stdout
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from vsockctl.events.catalog import Record
 
 PIPE_WIDTH = 160
 
@@ -123,6 +124,8 @@ class Env:
 
     def emit(self, record: Record) -> None:
         """One JSON object on one line (NDJSON): on stdout, or stderr when stdout has data."""
+        from vsockctl.events.catalog import check  # loaded by the first record
+
         check(record)  # with VSOCKCTL_CHECK_EVENTS=1: only declared records go out
         line = json.dumps(record)
         if self.events_to_stderr:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 from vsockctl.errors import (
     DataMismatchError,
@@ -13,13 +14,15 @@ from vsockctl.errors import (
     VsockError,
     VsockUnavailableError,
 )
-from vsockctl.events.system import PortCheck
-from vsockctl.events.transfer import Error
 from vsockctl.exit_status import ExitStatus, exit_status_for
 from vsockctl.signals import Terminated
 
 from .env import Env
 from .stdio import ReaderGone, is_closed_pipe, silence_stdout
+
+if TYPE_CHECKING:  # annotations only: records load when --json prints one
+    from vsockctl.events.system import PortCheck
+    from vsockctl.events.transfer import Error
 
 
 def describe(exc: BaseException) -> str:

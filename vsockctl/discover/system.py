@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vsockctl.discover.kmod import LIB_MODULES, ModuleState, load_hint, module_state
 from vsockctl.discover.sockmap import try_sockmap
 from vsockctl.errors import VsockError, explain
-from vsockctl.events.system import Info
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.constants import (
     AF_VSOCK,
@@ -34,6 +34,9 @@ from vsockctl.vsock.constants import (
     VMADDR_PORT_ANY,
 )
 from vsockctl.vsock.sockets import SocketFactory, SocketType, bind, open_socket
+
+if TYPE_CHECKING:  # an annotation only: the record loads when --json prints it
+    from vsockctl.events.system import Info
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vsockctl.errors import LocalIOError, Operation, VsockError
-from vsockctl.events.transfer import Moved
 from vsockctl.signals import stop_after_loop
 from vsockctl.transfer.kernel_copy import SENDFILE_REFUSED, SpliceOut, sendfile_helps
 from vsockctl.transfer.streams import Sink, Source
 from vsockctl.vsock.address import Endpoint
 from vsockctl.vsock.hybrid import linger
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the records load when --json prints one
     from hashlib import _Hash as Digest
+
+    from vsockctl.events.transfer import Moved
 
 DEFAULT_CHUNK = 1024 * 1024  # bytes per call: the best a Python loop does on vsock (1 MiB)
 MESSAGE_BUFFER = 1024 * 1024  # receive buffer for seqpacket messages
