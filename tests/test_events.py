@@ -14,7 +14,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal, TypedDict, cast
+from typing import Annotated, Literal, TypedDict, cast, get_args
 
 import pytest
 
@@ -154,3 +154,10 @@ def test_transfers_through_a_vmm_print_declared_records(short_dir: Path, tmp_pat
         True,
         False,
     ]
+
+
+def test_the_record_union_is_every_declared_record() -> None:
+    """``Record`` (what Env.emit takes) is written out for mypy; it must list the
+    same records as ``EVENTS``, or a new record could be printed unchecked."""
+    assert set(get_args(events.Record)) == {declared.shape for declared in events.EVENTS}
+    assert len(events.BY_NAME) == len(events.EVENTS)  # no two records share an event name

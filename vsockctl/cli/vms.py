@@ -27,7 +27,7 @@ from .table import Column, Table
 PROBE_TIMEOUT = 2.0
 
 
-def probe(guest: Guest, port: int) -> PortCheck:
+def probe_guest(guest: Guest, port: int) -> PortCheck:
     """Does ``guest`` accept on ``port``? With the errno's meaning when not."""
     if guest.cid is None and not guest.uds:
         return {"port": port, "open": False, "error": "no CID or hybrid socket known"}
@@ -95,7 +95,7 @@ def vms_command(probe_port: int | None) -> None:
     env = current_env()
     found = scan()
     records = [
-        _record(guest, probe(guest, probe_port) if probe_port is not None else None)
+        _record(guest, probe_guest(guest, probe_port) if probe_port is not None else None)
         for guest in found.guests
     ]
     if env.json:
