@@ -24,9 +24,9 @@ from .options import (
     CID,
     PORT,
     WholeRange,
+    connected_type_option,
     given,
     output_options,
-    socket_type_option,
     transfer_sockopt_option,
 )
 from .peer import PeerOptions, guest_named, peer_options
@@ -139,7 +139,7 @@ def _show_probe(env: Env, result: ProbeResult) -> None:
 @click.argument("target", required=False, metavar="CID:PORT")
 @click.option("--cid", type=CID, help="The peer's CID (instead of CID:PORT).")
 @click.option("--port", type=PORT, help="The peer's port (instead of CID:PORT).")
-@socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
+@connected_type_option
 @click.option(
     "-z",
     "--probe",

@@ -40,11 +40,11 @@ from .format import plural
 from .options import (
     LOCAL_FILE,
     WholeRange,
+    connected_type_option,
     given,
     listen_address_options,
     listener_sockopt_option,
     output_options,
-    socket_type_option,
 )
 from .peer import listen_route, uds_listen_option
 from .sockopt_view import vsock_factory
@@ -153,7 +153,7 @@ class Server:
 
 @cli.command(name="listen", short_help="Listen on a port; relay, receive, or --exec per client.")
 @listen_address_options
-@socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
+@connected_type_option
 @click.option(
     "-o",
     "--output",

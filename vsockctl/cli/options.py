@@ -127,9 +127,7 @@ _TYPE_HELP = {
 }
 
 
-def socket_type_option(
-    default: SocketType = SocketType.STREAM, choices: tuple[SocketType, ...] = tuple(SocketType)
-) -> Callable[[F], F]:
+def _type_option(choices: tuple[SocketType, ...]) -> Callable[[F], F]:
     def convert(ctx: click.Context, param: click.Parameter, value: str) -> SocketType:
         return SocketType(value)
 
@@ -138,11 +136,16 @@ def socket_type_option(
         "--type",
         "sock_type",
         type=click.Choice([c.value for c in choices], case_sensitive=False),
-        default=default.value,
+        default=SocketType.STREAM.value,
         show_default=True,
         callback=convert,
         help=_TYPE_HELP[len(choices) == len(SocketType)],
     )
+
+
+# ``--type``: any socket type (send, recv), or one with connections (the rest).
+socket_type_option = _type_option(tuple(SocketType))
+connected_type_option = _type_option((SocketType.STREAM, SocketType.SEQPACKET))
 
 
 class SockOptParam(click.ParamType[Setting]):

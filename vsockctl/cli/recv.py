@@ -41,7 +41,7 @@ def _check_hex(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @cli.command("recv", short_help="Receive one transfer into a file or stdout, and check it.")
 @click.argument("file", required=False, type=LOCAL_FILE)
 @listen_address_options
-@socket_type_option()
+@socket_type_option
 @click.option("--sha256", is_flag=True, help="Print the SHA-256 of what was received.")
 @click.option("--expect-bytes", type=SIZE, help="Fail (exit 6) unless exactly this much arrives.")
 @click.option(

@@ -38,7 +38,7 @@ from .transfer_ui import TransferDisplay, reporting
 @click.option("--cid", type=CID, help="The receiver's CID.")
 @click.option("--port", type=PORT, help="The receiver's port.")
 @click.option("--to", "target", metavar="CID:PORT", help="The receiver, as CID:PORT.")
-@socket_type_option()
+@socket_type_option
 @click.option("--size", type=SIZE, help="Send this much generated data instead of a file.")
 @click.option(
     "--pattern",

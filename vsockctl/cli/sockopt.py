@@ -25,7 +25,7 @@ from vsockctl.vsock.sockopts import (
 from .app import cli
 from .env import Env, current_env
 from .format import escape
-from .options import SOCKOPT, complete_option_names, output_options, socket_type_option
+from .options import SOCKOPT, complete_option_names, connected_type_option, output_options
 from .sockopt_view import applied_record, applied_table
 from .table import Column, Table
 
@@ -62,7 +62,7 @@ def _probe_option(sock: socket.socket, opt: SockOpt) -> tuple[str | None, Value 
 @sockopt_group.command(
     "list", short_help="Every option vsockctl knows, and whether this kernel has it."
 )
-@socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
+@connected_type_option
 @output_options
 def list_command(sock_type: SocketType) -> None:
     """Every option vsockctl knows: level, number, C type, default, Linux and VMware
@@ -124,7 +124,7 @@ def list_command(sock_type: SocketType) -> None:
 
 @sockopt_group.command("get", short_help="Read options on a fresh socket.")
 @click.argument("names", nargs=-1, metavar="NAME...", shell_complete=complete_option_names)
-@socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
+@connected_type_option
 @output_options
 def get_command(names: tuple[str, ...], sock_type: SocketType) -> None:
     """Read NAME... (all options when none is given) on a fresh socket of --type.
@@ -186,7 +186,7 @@ def _show_get(
 
 @sockopt_group.command("set", short_help="Set options on a fresh socket; requested vs effective.")
 @click.argument("settings", nargs=-1, required=True, type=SOCKOPT, metavar="NAME=VALUE...")
-@socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
+@connected_type_option
 @output_options
 def set_command(settings: tuple[Setting, ...], sock_type: SocketType) -> None:
     """Set NAME=VALUE... on a fresh socket of --type and show what the kernel made of them.

@@ -32,10 +32,10 @@ from .options import (
     PORT,
     SIZE,
     WholeRange,
+    connected_type_option,
     flag,
     given,
     output_options,
-    socket_type_option,
     sockopt_option,
 )
 from .peer import PeerOptions, guest_named, listen_route, peer_options
@@ -104,7 +104,7 @@ class BufferSizeParam(click.ParamType[int | None]):
     show_default=True,
     help="Seconds between interval reports (0: none).",
 )
-@socket_type_option(choices=(SocketType.STREAM, SocketType.SEQPACKET))
+@connected_type_option
 @click.option("--zerocopy", is_flag=True, help="Send with MSG_ZEROCOPY (Linux 6.7+ on vsock).")
 @click.option("--rcvlowat", type=SIZE, help="SO_RCVLOWAT on the receiving sockets.")
 @click.option(
