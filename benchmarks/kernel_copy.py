@@ -34,7 +34,8 @@ from typing import Any
 
 from rounds import turns
 
-from vsockctl.transfer.engine import DEFAULT_CHUNK, Transfer, TransferStats
+from vsockctl.transfer.engine import DEFAULT_CHUNK, Transfer
+from vsockctl.transfer.stats import TransferStats
 from vsockctl.transfer.streams import StreamSink
 from vsockctl.units import format_size, parse_size
 from vsockctl.vsock.address import VsockAddress

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from tests.peers import pattern, recv_all
 from vsockctl.errors import LocalIOError
-from vsockctl.transfer.engine import Transfer, TransferStats
+from vsockctl.transfer.engine import Transfer
+from vsockctl.transfer.stats import TransferStats
 from vsockctl.transfer.streams import NullSink, PatternSource, StreamSink, StreamSource
 
 

@@ -11,7 +11,8 @@ import click
 from vsockctl.discover.portscan import ProbeResult, probe_with_retry
 from vsockctl.errors import Operation, VsockError
 from vsockctl.exit_status import ExitStatus, exit_status_for
-from vsockctl.transfer.engine import Transfer, TransferStats
+from vsockctl.transfer.engine import Transfer
+from vsockctl.transfer.stats import TransferStats
 from vsockctl.vsock.address import AddressError, parse_port_list, parse_probe_target
 from vsockctl.vsock.sockets import SocketFactory, SocketType
 from vsockctl.vsock.sockopt_apply import SocketOptions

@@ -19,7 +19,8 @@ import click
 
 from vsockctl.errors import VsockError
 from vsockctl.events.transfer import Closed, Exec
-from vsockctl.transfer.engine import Transfer, TransferStats
+from vsockctl.transfer.engine import Transfer
+from vsockctl.transfer.stats import TransferStats
 from vsockctl.transfer.streams import Sink, Source
 from vsockctl.vsock.address import Endpoint
 from vsockctl.vsock.sockets import SocketType, accept, local_address

@@ -7,7 +7,8 @@ from contextlib import ExitStack
 import click
 
 from vsockctl.errors import DataMismatchError
-from vsockctl.transfer.engine import Transfer, TransferStats
+from vsockctl.transfer.engine import Transfer
+from vsockctl.transfer.stats import TransferStats
 from vsockctl.vsock.sockets import SocketType, accept, local_address
 from vsockctl.vsock.sockopt_apply import SocketOptions
 

@@ -7,8 +7,9 @@ from contextlib import ExitStack
 
 import click
 
-from vsockctl.transfer.engine import MESSAGE_SEND_CHUNK, Transfer, TransferStats
+from vsockctl.transfer.engine import MESSAGE_SEND_CHUNK, Transfer
 from vsockctl.transfer.stall import STALL_HINT, StallWatch
+from vsockctl.transfer.stats import TransferStats
 from vsockctl.transfer.streams import PATTERNS, PatternSource, Source
 from vsockctl.vsock.hybrid import CLOSE_WAIT
 from vsockctl.vsock.sockets import SocketType

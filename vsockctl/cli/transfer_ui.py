@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from vsockctl.events.transfer import Stats
-from vsockctl.transfer.engine import TransferStats
+from vsockctl.transfer.stats import TransferStats
 
 from .env import Env
 from .format import human_bytes, human_rate, human_seconds, plural

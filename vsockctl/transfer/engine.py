@@ -18,21 +18,19 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from vsockctl.errors import LocalIOError, Operation, VsockError
 from vsockctl.signals import stop_after_loop
 from vsockctl.transfer.kernel_copy import SENDFILE_REFUSED, SpliceOut, sendfile_helps
+from vsockctl.transfer.stats import OnProgress, TransferStats
 from vsockctl.transfer.streams import Sink, Source
 from vsockctl.vsock.address import Endpoint
 from vsockctl.vsock.hybrid import linger
 
-if TYPE_CHECKING:  # annotations only: the records load when --json prints one
+if TYPE_CHECKING:
     from hashlib import _Hash as Digest
-
-    from vsockctl.events.transfer import Moved
 
 DEFAULT_CHUNK = 1024 * 1024  # bytes per call: the best a Python loop does on vsock (1 MiB)
 MESSAGE_BUFFER = 1024 * 1024  # receive buffer for seqpacket messages
@@ -41,58 +39,6 @@ DRAIN_BUFFER = 64 * 1024  # what a sender reads while it waits for its receiver 
 PROGRESS_INTERVAL_NS = 100_000_000
 END_OF_STREAM_ERRNOS = frozenset({errno.ENOTCONN})  # many peers' close reads as ENOTCONN
 PEER_GONE_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
-
-
-@dataclass
-class TransferStats:
-    """What moved, in bytes and nanoseconds; filled in while it moves."""
-
-    sent_bytes: int = 0
-    received_bytes: int = 0
-    sent_messages: int = 0
-    received_messages: int = 0
-    truncated_messages: int = 0
-    message_sizes: dict[int, int] = field(default_factory=dict)
-    sent_sha256: str | None = None
-    received_sha256: str | None = None
-    started_ns: int = field(default_factory=time.monotonic_ns)
-    finished_ns: int | None = None
-
-    def finish(self) -> None:
-        if self.finished_ns is None:
-            self.finished_ns = time.monotonic_ns()
-
-    @property
-    def elapsed_ns(self) -> int:
-        end = self.finished_ns if self.finished_ns is not None else time.monotonic_ns()
-        return max(end - self.started_ns, 1)
-
-    @property
-    def moved_bytes(self) -> int:
-        return self.sent_bytes + self.received_bytes
-
-    def rate(self) -> float:
-        """Bytes per second over the whole transfer, both directions."""
-        return self.moved_bytes * 1e9 / self.elapsed_ns
-
-    def to_record(self) -> Moved:
-        record: Moved = {
-            "sent_bytes": self.sent_bytes,
-            "received_bytes": self.received_bytes,
-            "elapsed_ns": self.elapsed_ns,
-            "bytes_per_second": round(self.rate()),
-            "sent_sha256": self.sent_sha256,
-            "received_sha256": self.received_sha256,
-        }
-        if self.sent_messages or self.received_messages:
-            record["sent_messages"] = self.sent_messages
-            record["received_messages"] = self.received_messages
-            record["truncated_messages"] = self.truncated_messages
-            record["message_sizes"] = {str(k): v for k, v in sorted(self.message_sizes.items())}
-        return record
-
-
-OnProgress = Callable[[TransferStats], None]
 
 
 def _flush_quietly(sink: Sink) -> None:
