@@ -242,12 +242,19 @@ def test_server_vanishing_gives_connection_lost_with_partial_results() -> None:
 
 @pytest.mark.parametrize(("signum", "status", "last_line"), STOPS)
 def test_server_stopped_exits_with_the_signal(
-    signum: int, status: ExitStatus, last_line: str
+    signum: int, status: ExitStatus, last_line: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")  # SIGABRT shows where it hangs, if it does
     proc, _ = start_throughput_server()
     try:
         proc.send_signal(signum)  # it is up: it said where it listens
-        assert proc.wait(timeout=20) == status
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=20)
+            raise AssertionError(f"still running 20 s after {signum!r}:\n{err.decode()}") from None
+        assert proc.returncode == status
         assert proc.stderr is not None
         assert proc.stderr.read().decode().splitlines()[-1] == last_line
     finally:
