@@ -25,7 +25,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "vsock"}),  # the socket layer
     frozenset({"exit_status"}),
     frozenset({"transfer", "discover"}),  # moving bytes; what this machine has
-    frozenset({"forward", "bench"}),  # built on moving bytes
+    frozenset({"forward", "bench", "capture"}),  # built on moving bytes and discovery
     frozenset({"cli"}),  # the only place click and rich are used
 )
 FACADE = {"vsockctl", "vsockctl.__main__"}  # the library's front door and `python -m`

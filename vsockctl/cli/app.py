@@ -25,6 +25,7 @@ EXIT_STATUS_HELP = "\n".join(
 # loads only what it uses (startup time is most of a short command's time).
 COMMAND_MODULES = {
     "bench": "throughput",
+    "capture": "capture",
     "completion": "completion",
     "connect": "connect",
     "forward": "forward",

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from . import forward, system, throughput, transfer
+from . import capture, forward, system, throughput, transfer
 from .record import Declared, Key, keys_of, nested, problems
 
 EVENTS: tuple[Declared, ...] = (
@@ -19,6 +19,7 @@ EVENTS: tuple[Declared, ...] = (
     *system.DECLARED,
     *throughput.DECLARED,
     *forward.DECLARED,
+    *capture.DECLARED,
 )
 # What vsockctl prints: one of these (mypy checks each producer against its record).
 Record = (
@@ -53,6 +54,11 @@ Record = (
     | forward.ForwardFailed
     | forward.ForwardRefused
     | forward.ForwardTotals
+    | capture.Capturing
+    | capture.Packet
+    | capture.Window
+    | capture.ConnectionRecord
+    | capture.CaptureDone
 )
 BY_NAME: dict[str, Declared] = {declared.name: declared for declared in EVENTS}
 
