@@ -137,14 +137,14 @@ def test_a_tcpdump_capture_reads_back_to_the_same_records(tmp_path: Path) -> Non
     port, dumped = free_port(), tmp_path / "tcpdump.pcap"
     with Capture("--port", str(port)) as cap:
         tcpdump = subprocess.Popen(
-            ["tcpdump", "-i", cap.first["interface"], "-w", str(dumped), "-U"],
+            ["tcpdump", "-i", cap.first["interface"], "-w", str(dumped), "--immediate-mode"],
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert tcpdump.stderr is not None
         assert "listening on" in tcpdump.stderr.readline()
         transfer(port, 300_000)
         tcpdump.send_signal(signal.SIGINT)
-        tcpdump.wait(timeout=30)
+        tcpdump.communicate(timeout=30)
         rc, records, err = cap.stop()
     assert rc == ExitStatus.INTERRUPTED, err
     live = of(records, "packet")
@@ -152,14 +152,16 @@ def test_a_tcpdump_capture_reads_back_to_the_same_records(tmp_path: Path) -> Non
     from_file = of(read_back(dumped, "--port", str(port)), "packet")
     for record in (*live, *from_file):
         record["time_ns"] //= 1000  # pcap keeps microseconds
-    assert from_file == live
+    assert len(from_file) == len(live)
+    for ours, theirs in zip(live, from_file, strict=True):
+        assert theirs == ours, {k: (v, theirs[k]) for k, v in ours.items() if theirs[k] != v}
     pcapng = tmp_path / "tshark.pcapng"  # tshark's own format, converted by tshark
     subprocess.run(["tshark", "-r", str(dumped), "-F", "pcapng", "-w", str(pcapng)],
                    capture_output=True, timeout=120, check=True)  # fmt: skip
     from_pcapng = of(read_back(pcapng, "--port", str(port)), "packet")
     for record in from_pcapng:
         record["time_ns"] //= 1000
-    assert from_pcapng == live
+    assert from_pcapng == from_file
 
 
 def test_100_seqpacket_messages_are_100_eoms() -> None:
@@ -268,4 +270,4 @@ def test_without_the_module_it_says_so_and_exits_3() -> None:
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == ExitStatus.VSOCK_UNAVAILABLE, done.stderr
     assert done.stderr.count("\n") == 1
-    assert "'modprobe vsockmon' failed" in done.stderr and "not found" in done.stderr
+    assert "'modprobe vsockmon' failed" in done.stderr

@@ -122,7 +122,9 @@ def _load_module() -> bool:
     done = subprocess.run(["modprobe", MODULE], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         said = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
-        raise VsockUnavailableError(f"'modprobe {MODULE}' failed: {said}")
+        raise VsockUnavailableError(
+            f"'modprobe {MODULE}' failed: {said}", "capture cannot see packets without it"
+        )
     return True
 
 

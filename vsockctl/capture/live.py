@@ -22,9 +22,11 @@ PACKET_STATISTICS = 6
 SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS is the same number
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
+PACKET_AUXDATA = 8  # each frame's length before the snap length cut it
+_AUXDATA = struct.Struct("=III")  # tp_status, tp_len, tp_snaplen (then mac, net, vlan)
 RECEIVE_BUFFER = 32 << 20
 _BPF_RET_K = 0x06
-TRUNC = socket.MSG_TRUNC  # the frame's whole length, however much was kept
+TRUNC = socket.MSG_TRUNC  # the length as queued, however much of it the buffer took
 _TIMESPEC = struct.Struct("=qq")
 
 
@@ -59,6 +61,7 @@ class LiveCapture:
             self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
             _attach_snaplen(self.sock, snaplen)
             self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             self.sock.bind((interface, ETH_P_ALL))
             self.sock.setblocking(False)
         except BaseException:
@@ -73,7 +76,7 @@ class LiveCapture:
         self, until: float | None, on_idle: Callable[[], None]
     ) -> Iterator[tuple[int, memoryview, int]]:
         """Frames until ``until`` (``time.monotonic()``) or for ever; ``on_idle()`` first."""
-        ancillary = socket.CMSG_SPACE(_TIMESPEC.size)
+        ancillary = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(32)
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         while True:
@@ -86,12 +89,14 @@ class LiveCapture:
                     return
                 poller.poll(None if left is None else max(int(left * 1000), 1))
                 continue
-            stamp = next((data for level, kind, data in cmsgs if kind == SO_TIMESTAMPNS), None)
-            when = time.time_ns()
-            if stamp is not None and len(stamp) >= _TIMESPEC.size:
-                seconds, nanoseconds = _TIMESPEC.unpack_from(stamp)
-                when = seconds * 1_000_000_000 + nanoseconds
-            yield when, self.view[: min(size, len(self.buffer))], size
+            when, length = time.time_ns(), size
+            for level, kind, data in cmsgs:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                    when = seconds * 1_000_000_000 + nanoseconds
+                elif level == SOL_PACKET and kind == PACKET_AUXDATA:
+                    length = _AUXDATA.unpack_from(data)[1]
+            yield when, self.view[: min(size, len(self.buffer))], length
             if until is not None and time.monotonic() >= until:
                 return
 

@@ -1,7 +1,7 @@
 """One vsockmon frame: ``struct af_vsockmon_hdr``, the virtio header, the payload.
 
 Layouts from ``include/uapi/linux/vsockmon.h`` and ``virtio_vsock.h`` (all
-little-endian): the monitor header (28 bytes) says which transport's header
+little-endian): the monitor header (32 bytes) says which transport's header
 follows and how long it is; for virtio (vhost, the guest driver, loopback)
 that is ``struct virtio_vsock_hdr`` (44 bytes), whose ``len`` is the payload's.
 """
@@ -14,7 +14,7 @@ from enum import IntEnum
 
 MONITOR_HEADER = struct.Struct("<QQIIHHH2x")  # src_cid dst_cid src_port dst_port op transport len
 VIRTIO_HEADER = struct.Struct("<QQIIIHHIII")  # ... len type op flags buf_alloc fwd_cnt
-HEADERS = MONITOR_HEADER.size + VIRTIO_HEADER.size  # what a line needs of a frame: 72 bytes
+HEADERS = MONITOR_HEADER.size + VIRTIO_HEADER.size  # what a line needs of a frame: 76 bytes
 TRANSPORT_VIRTIO = 2
 
 
