@@ -33,7 +33,8 @@ class Opened(StrEnum):
 class Side:
     """One end: what it sent, and, as a sender, the credit its peer gave it."""
 
-    endpoint: str
+    endpoint: str  # CID:PORT
+    address: tuple[int, int]  # the same, to compare
     packets: int = 0
     payload_bytes: int = 0
     messages: int = 0  # seqpacket: RW packets with EOM
@@ -122,7 +123,7 @@ class Connection:
 
     def role(self, packet: Packet) -> tuple[str, Side, Side]:
         """Who sent ``packet`` ("client" or "server"), its side, and the other."""
-        if packet.src == self.client.endpoint:
+        if (packet.src_cid, packet.src_port) == self.client.address:
             return "client", self.client, self.server
         return "server", self.server, self.client
 
@@ -154,19 +155,22 @@ class Event:
     free_bytes: int | None = None
 
 
-def _key(packet: Packet) -> tuple[int | None, str, str]:
-    low, high = sorted((packet.src, packet.dst))
-    return packet.type, low, high
+Key = tuple[int | None, tuple[int, int], tuple[int, int]]  # type, the ends in order
+
+
+def _key(packet: Packet) -> Key:
+    src, dst = (packet.src_cid, packet.src_port), (packet.dst_cid, packet.dst_port)
+    return (packet.type, src, dst) if src < dst else (packet.type, dst, src)
 
 
 class Flows:
     """Connections as packets arrive; :meth:`add` says what changed."""
 
     def __init__(self) -> None:
-        self.live: dict[tuple[int | None, str, str], Connection] = {}
+        self.live: dict[Key, Connection] = {}
         self.finished: list[Connection] = []
         self.not_kept = 0  # ended connections beyond KEPT_FINISHED
-        self.lingering: dict[tuple[int | None, str, str], Connection] = {}
+        self.lingering: dict[Key, Connection] = {}
 
     def add(self, packet: Packet) -> list[Event]:
         if packet.op is None:
@@ -196,12 +200,14 @@ class Flows:
             events.append(Event(Change.ENDED, conn))
         return events
 
-    def _open(self, key: tuple[int | None, str, str], packet: Packet) -> Connection:
+    def _open(self, key: Key, packet: Packet) -> Connection:
         old = self.live.pop(key, None)
         if old is not None:
             self._end(key, old, packet.time_ns)
         opened = Opened.PENDING if packet.op == Op.REQUEST else Opened.EARLIER
-        conn = Connection(packet.type, Side(packet.src), Side(packet.dst), packet.time_ns, opened)
+        client = Side(packet.src, (packet.src_cid, packet.src_port))
+        server = Side(packet.dst, (packet.dst_cid, packet.dst_port))
+        conn = Connection(packet.type, client, server, packet.time_ns, opened)
         self.live[key] = conn
         return conn
 
@@ -218,7 +224,7 @@ class Flows:
                 change = Change.WINDOW_FULL if changed else Change.WINDOW_OPEN
                 yield Event(change, conn, who, free)
 
-    def _end(self, key: tuple[int | None, str, str], conn: Connection, now_ns: int) -> None:
+    def _end(self, key: Key, conn: Connection, now_ns: int) -> None:
         conn.ended_ns = now_ns
         for side in (conn.client, conn.server):
             side.window_full_ns, side.full_since = side.full_ns(now_ns), None

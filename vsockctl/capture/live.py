@@ -24,7 +24,7 @@ SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 PACKET_AUXDATA = 8  # each frame's length before the snap length cut it
 _AUXDATA = struct.Struct("=III")  # tp_status, tp_len, tp_snaplen (then mac, net, vlan)
-RECEIVE_BUFFER = 32 << 20
+RECEIVE_BUFFER = 64 << 20  # a ceiling, used only while the reader lags
 _BPF_RET_K = 0x06
 TRUNC = socket.MSG_TRUNC  # the length as queued, however much of it the buffer took
 _TIMESPEC = struct.Struct("=qq")
@@ -53,7 +53,10 @@ def _attach_snaplen(sock: socket.socket, snaplen: int) -> None:
 
 
 class LiveCapture:
-    """Frames from ``interface`` as ``(time_ns, data, frame_bytes)``; ``data`` is reused."""
+    """Frames from ``interface`` as ``(time_ns, data, frame_bytes)``; ``data`` is reused.
+
+    ``into`` gives the buffer for each frame (a pcap writer's slot), else the capture's own.
+    """
 
     def __init__(self, interface: str, snaplen: int) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -73,15 +76,19 @@ class LiveCapture:
         self.kernel_drops = 0
 
     def frames(
-        self, until: float | None, on_idle: Callable[[], None]
+        self,
+        until: float | None,
+        on_idle: Callable[[], None],
+        into: Callable[[], memoryview] | None = None,
     ) -> Iterator[tuple[int, memoryview, int]]:
         """Frames until ``until`` (``time.monotonic()``) or for ever; ``on_idle()`` first."""
         ancillary = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(32)
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         while True:
+            target = self.view if into is None else into()  # a pcap writer's, to copy once
             try:
-                size, cmsgs, _, _ = self.sock.recvmsg_into([self.view], ancillary, TRUNC)
+                size, cmsgs, _, _ = self.sock.recvmsg_into([target], ancillary, TRUNC)
             except BlockingIOError:
                 on_idle()
                 left = None if until is None else until - time.monotonic()
@@ -96,7 +103,7 @@ class LiveCapture:
                     when = seconds * 1_000_000_000 + nanoseconds
                 elif level == SOL_PACKET and kind == PACKET_AUXDATA:
                     length = _AUXDATA.unpack_from(data)[1]
-            yield when, self.view[: min(size, len(self.buffer))], length
+            yield when, target[: min(size, len(target))], length
             if until is not None and time.monotonic() >= until:
                 return
 

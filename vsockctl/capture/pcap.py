@@ -20,6 +20,8 @@ _PCAPNG_SECTION = 0x0A0D0D0A
 _BYTE_ORDER_MAGIC = 0x1A2B3C4D
 _IDB, _SPB, _EPB = 1, 3, 6
 _IF_TSRESOL = 9
+_FILE_HEADER = struct.Struct("<IHHiIII")  # magic, version 2.4, zone, sigfigs, snaplen, link
+_RECORD_HEADER = struct.Struct("<IIII")  # seconds, microseconds, captured, length
 
 
 class PcapError(ValueError):
@@ -40,30 +42,48 @@ class Record:
 
 
 class PcapWriter:
-    """Appends records to ``sink``, buffering up to ``buffer_bytes``; :meth:`flush` writes."""
+    """Appends records to ``sink`` through a buffer of ``buffer_bytes``; :meth:`flush` writes.
 
-    def __init__(self, sink: Sink, snaplen: int = DEFAULT_SNAPLEN, buffer_bytes: int = 1 << 20):
+    A live capture receives each frame straight into the buffer (:meth:`slot`), so a
+    frame is copied once on its way from the kernel to the file.
+    """
+
+    def __init__(self, sink: Sink, snaplen: int = DEFAULT_SNAPLEN, buffer_bytes: int = 4 << 20):
         self.sink = sink
         self.snaplen = snaplen
-        self.buffer_bytes = buffer_bytes
-        self.pending = bytearray()
+        room = _FILE_HEADER.size + _RECORD_HEADER.size + snaplen
+        self.buffer = bytearray(max(buffer_bytes, room))
+        self.view = memoryview(self.buffer)
+        self.used = 0
+        self.started = False
         self.written = 0  # bytes handed to the sink
         self.records = 0
 
     def _start(self) -> None:
         """The file header, before the first record (or alone, for a capture of nothing)."""
-        if not self.written and not self.pending:
-            header = struct.pack("<IHHiIII", _MICRO, 2, 4, 0, 0, self.snaplen, LINKTYPE_VSOCK)
-            self.pending += header
+        if not self.started:
+            self.started = True
+            header = (_MICRO, 2, 4, 0, 0, self.snaplen, LINKTYPE_VSOCK)
+            _FILE_HEADER.pack_into(self.buffer, self.used, *header)
+            self.used += _FILE_HEADER.size
+
+    def slot(self) -> memoryview:
+        """Where the next record's bytes go: receive into it, then :meth:`add` them."""
+        self._start()
+        if len(self.buffer) - self.used < _RECORD_HEADER.size + self.snaplen:
+            self.flush()
+        start = self.used + _RECORD_HEADER.size
+        return self.view[start : start + self.snaplen]
 
     def add(self, time_ns: int, data: bytes | memoryview, frame_bytes: int) -> None:
-        self._start()
-        self.records += 1
+        slot = self.slot()
+        size = min(len(data), self.snaplen)
+        if not (isinstance(data, memoryview) and data.obj is self.buffer):  # else: in place
+            slot[:size] = data[:size]
         seconds, rest = divmod(time_ns, 1_000_000_000)
-        self.pending += struct.pack("<IIII", seconds, rest // 1000, len(data), frame_bytes)
-        self.pending += data
-        if len(self.pending) >= self.buffer_bytes:
-            self.flush()
+        _RECORD_HEADER.pack_into(self.buffer, self.used, seconds, rest // 1000, size, frame_bytes)
+        self.used += _RECORD_HEADER.size + size
+        self.records += 1
 
     def finish(self) -> None:
         """Write what is pending; a file with no record gets its header."""
@@ -71,10 +91,10 @@ class PcapWriter:
         self.flush()
 
     def flush(self) -> None:
-        if self.pending:
-            self.sink.write(memoryview(self.pending))
-            self.written += len(self.pending)
-            self.pending.clear()
+        if self.used:
+            self.sink.write(self.view[: self.used])
+            self.written += self.used
+            self.used = 0
 
 
 def _exactly(stream: BinaryIO, size: int, what: str) -> bytes:

@@ -274,7 +274,8 @@ def _live(
                     session.writer.flush()
                 output.flush()
 
-            session.run(live.frames(until, idle))
+            into = session.writer.slot if session.writer is not None else None
+            session.run(live.frames(until, idle, into))
         finally:
             session.counts.dropped = live.count()[1]
             live.close()

@@ -29,7 +29,7 @@ from .completion import SHELLS
 
 MUX_PAGES = ("vsockctl-connect", "vsockctl-listen", "vsockctl-send", "vsockctl-forward")
 DATE = "2026-11-30"  # of this page layout; bump when the pages change in substance
-SEE_ALSO = ["socat(1)", "ncat(1)", "ss(8)", "vsock(7)"]
+SEE_ALSO = ["socat(1)", "ncat(1)", "ss(8)", "tcpdump(8)", "tshark(1)", "vsock(7)"]
 
 
 def roff(text: str) -> str:
