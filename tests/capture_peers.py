@@ -13,7 +13,6 @@ from tests.peers import LOCAL, vsockctl
 from tests.records import json_records
 
 Record = dict[str, Any]
-Stopped = tuple[int, list[Record], str]  # exit status, records, stderr
 
 
 class Capture:

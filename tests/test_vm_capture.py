@@ -250,10 +250,11 @@ def test_a_link_already_up_is_used_and_left_up() -> None:
     subprocess.run(["ip", "link", "add", "name", "mon7", "type", "vsockmon"], check=True)
     try:
         subprocess.run(["ip", "link", "set", "mon7", "up"], check=True)
-        with Capture() as cap:
+        with Capture("--duration", "2") as cap:
             assert (cap.first["interface"], cap.first["link_created"]) == ("mon7", False)
-            rc, _, err = cap.stop()
-        assert rc == ExitStatus.INTERRUPTED, err
+            rc, records, err = cap.stop(0)
+        assert rc == 0, err  # --duration ended it
+        assert 2e9 <= of(records, "capture_done")[0]["elapsed_ns"] < 30e9
         assert int((SYS_NET / "mon7" / "flags").read_text(), 0) & 1  # still up
     finally:
         subprocess.run(["ip", "link", "del", "mon7"], check=False)
@@ -271,3 +272,21 @@ def test_without_the_module_it_says_so_and_exits_3() -> None:
     assert done.returncode == ExitStatus.VSOCK_UNAVAILABLE, done.stderr
     assert done.stderr.count("\n") == 1
     assert "'modprobe vsockmon' failed" in done.stderr
+
+
+def test_a_pcap_on_stdout_goes_into_tcpdump() -> None:
+    port = free_port()
+    capture = vsockctl(
+        "--json", "capture", "--port", str(port), "-c", "2", "-w", "-",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert capture.stderr is not None
+    assert b'"capturing"' in capture.stderr.readline()  # records go to stderr: stdout is the pcap
+    refused = run_vsockctl("connect", f"1:{port}", input=b"")
+    assert refused.returncode == ExitStatus.CONNECTION_REFUSED
+    pcap, err = capture.communicate(timeout=60)
+    assert capture.returncode == 0, err
+    assert json_records(err)[-1]["written_bytes"] == len(pcap)
+    read = subprocess.run(["tcpdump", "-r", "-"], input=pcap, capture_output=True, timeout=60)
+    lines = read.stdout.decode().splitlines()
+    assert len(lines) == 2 and "op REQUEST" in lines[0] and "op RST" in lines[1], lines

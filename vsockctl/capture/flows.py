@@ -110,7 +110,6 @@ class Connection:
     first_ns: int
     opened: Opened
     last_ns: int = 0
-    established_ns: int | None = None
     ended_ns: int | None = None  # the first RST
     closings: list[Closing] = field(default_factory=list)
 
@@ -187,7 +186,7 @@ class Flows:
         who, side, _ = conn.role(packet)
         side.sent(packet)
         if packet.op == Op.RESPONSE and conn.opened is Opened.PENDING:
-            conn.opened, conn.established_ns = Opened.ACCEPTED, packet.time_ns
+            conn.opened = Opened.ACCEPTED
         if packet.op in (Op.SHUTDOWN, Op.RST) and len(conn.closings) < KEPT_CLOSINGS:
             closing = Closing(who, packet.op_name, tuple(packet.flag_names))
             if not conn.closings or conn.closings[-1] != closing:

@@ -42,7 +42,6 @@ class PacketType(IntEnum):
 SHUTDOWN_FLAGS = {1: "RCV", 2: "SEND"}
 RW_FLAGS = {1: "EOM", 2: "EOR"}
 FLAG_EOM = 1
-FLAGS_BY_NAME = {"RCV": 1, "SEND": 2, "EOM": 1, "EOR": 2}
 
 
 class BadFrame(ValueError):
