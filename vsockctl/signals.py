@@ -86,6 +86,12 @@ def stop_signals_raise() -> Iterator[None]:
             signal.signal(stop, handler)
 
 
+def stop_pending() -> bool:
+    """Whether a stop signal came during :func:`stop_after_loop` (for a loop that cannot be
+    shut down from outside, such as a packet socket's, to end itself)."""
+    return bool(_pending)
+
+
 @contextlib.contextmanager
 def stop_after_loop(*socks: socket.socket) -> Iterator[None]:
     """Run a receive loop on ``socks`` so that a stop signal ends it cleanly.

@@ -5,6 +5,10 @@ classic BPF program (``ret #snaplen``, what tcpdump's ``-s`` attaches) trims
 frames before they are queued, so a 64 KiB RW packet costs its headers'
 worth of the receive buffer when only the headers are wanted. The kernel
 counts what it could not queue (``PACKET_STATISTICS``), and the capture says so.
+
+Ctrl-C or SIGTERM (inside :func:`vsockctl.signals.stop_after_loop`) ends the
+reading once the frames the kernel queued before the signal are read: a
+capture that lags behind a burst still gets them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 
+from vsockctl.signals import stop_pending
+
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -24,6 +30,7 @@ SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 PACKET_AUXDATA = 8  # each frame's length before the snap length cut it
 _AUXDATA = struct.Struct("=III")  # tp_status, tp_len, tp_snaplen (then mac, net, vlan)
+STOP_CHECK = 0.2  # seconds between looks for a stop signal while idle
 RECEIVE_BUFFER = 64 << 20  # a ceiling, used only while the reader lags
 _BPF_RET_K = 0x06
 TRUNC = socket.MSG_TRUNC  # the length as queued, however much of it the buffer took
@@ -85,16 +92,20 @@ class LiveCapture:
         ancillary = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(32)
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
+        cutoff: int | None = None  # once asked to stop: the frames from before then
         while True:
+            if cutoff is None and stop_pending():
+                cutoff = time.time_ns()
             target = self.view if into is None else into()  # a pcap writer's, to copy once
             try:
                 size, cmsgs, _, _ = self.sock.recvmsg_into([target], ancillary, TRUNC)
             except BlockingIOError:
                 on_idle()
                 left = None if until is None else until - time.monotonic()
-                if left is not None and left <= 0:
+                if cutoff is not None or (left is not None and left <= 0):
                     return
-                poller.poll(None if left is None else max(int(left * 1000), 1))
+                wait = STOP_CHECK if left is None else min(left, STOP_CHECK)
+                poller.poll(max(int(wait * 1000), 1))
                 continue
             when, length = time.time_ns(), size
             for level, kind, data in cmsgs:
@@ -103,6 +114,8 @@ class LiveCapture:
                     when = seconds * 1_000_000_000 + nanoseconds
                 elif level == SOL_PACKET and kind == PACKET_AUXDATA:
                     length = _AUXDATA.unpack_from(data)[1]
+            if cutoff is not None and when > cutoff:
+                return
             yield when, target[: min(size, len(target))], length
             if until is not None and time.monotonic() >= until:
                 return

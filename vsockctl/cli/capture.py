@@ -16,6 +16,7 @@ from vsockctl.capture.packet import HEADERS, Op, Packet, PacketType, Selection
 from vsockctl.capture.pcap import DEFAULT_SNAPLEN, PcapError, PcapWriter, Record, read_records
 from vsockctl.capture.session import Frame, Session
 from vsockctl.errors import LocalIOError
+from vsockctl.signals import stop_after_loop
 from vsockctl.transfer.streams import OutputFile, StreamSink
 
 from . import capture_view as view
@@ -275,7 +276,8 @@ def _live(
                 output.flush()
 
             into = session.writer.slot if session.writer is not None else None
-            session.run(live.frames(until, idle, into))
+            with stop_after_loop(live.sock):  # Ctrl-C: what came before it is read first
+                session.run(live.frames(until, idle, into))
         finally:
             session.counts.dropped = live.count()[1]
             live.close()
