@@ -273,12 +273,3 @@ def test_without_the_module_it_says_why_and_exits_3(invoke: Invoke) -> None:
     assert result.stderr.startswith("vsockctl: capture needs the vsockmon module; ")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
-
-def test_a_packet_vhost_split_counts_the_payload_its_frame_carries() -> None:
-    """vhost sends a 64 KiB packet to a guest in pieces and the monitor sees it once: the
-    header says the first piece's length (4052), the frame holds all of it."""
-    whole = frame(SERVER, CLIENT, Op.RW, length=65536)
-    first_piece = VIRTIO_HEADER.pack(2, 3, 5000, 1025, 4052, 1, Op.RW, 0, 262144, 0)
-    split = whole[: MONITOR_HEADER.size] + first_piece + whole[HEADERS:]
-    assert decode(split, 0).length == 65536
-    assert decode(split[:HEADERS], 0, len(split)).length == 65536

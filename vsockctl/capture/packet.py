@@ -61,7 +61,7 @@ class Packet:
     type: int | None
     op: int | None
     flags: int
-    length: int  # payload bytes (captured or not): the header's, or the frame's if larger
+    length: int  # payload bytes, from the header (captured or not)
     buf_alloc: int
     fwd_cnt: int
     frame_bytes: int  # the whole frame's length on the link
@@ -128,9 +128,6 @@ def decode(frame: bytes | memoryview, time_ns: int, frame_bytes: int | None = No
     _, _, _, _, length, sock_type, op, flags, buf_alloc, fwd_cnt = VIRTIO_HEADER.unpack_from(
         frame, MONITOR_HEADER.size
     )
-    # vhost splits a packet for a guest's small receive buffers and shows it once, with
-    # all of its payload but the first piece's length in the header: the frame says more.
-    length = max(length, whole - MONITOR_HEADER.size - header_len)
     return Packet(
         time_ns, src_cid, src_port, dst_cid, dst_port, transport, sock_type, op, flags,
         length, buf_alloc, fwd_cnt, whole,
