@@ -272,4 +272,3 @@ def test_without_the_module_it_says_why_and_exits_3(invoke: Invoke) -> None:
     assert result.exit_code == ExitStatus.VSOCK_UNAVAILABLE
     assert result.stderr.startswith("vsockctl: capture needs the vsockmon module; ")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-
