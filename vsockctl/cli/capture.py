@@ -89,14 +89,10 @@ def _pcap_out(env: Env, path: str | None, snaplen: int) -> Iterator[PcapWriter |
     if path is None:
         yield None
         return
-    if path == "-":
+    to_stdout = path == "-"
+    if to_stdout:
         env.events_to_stderr = True
-        writer = PcapWriter(StreamSink(env.stdout, "stdout"), snaplen)
-        yield writer
-        writer.finish()
-        env.stdout.flush()
-        return
-    out = OutputFile(path)
+    out = StreamSink(env.stdout, "stdout") if to_stdout else OutputFile(path)
     writer = PcapWriter(out, snaplen)
     complete = False
     try:
@@ -104,12 +100,14 @@ def _pcap_out(env: Env, path: str | None, snaplen: int) -> Iterator[PcapWriter |
         complete = True
     finally:
         try:
-            if complete:
+            if complete or to_stdout:  # a pipe gets a whole pcap, if an empty one
                 writer.finish()
             elif writer.records:
                 writer.flush()  # Ctrl-C, SIGTERM, an error: the packets so far are kept
+            out.flush()
         finally:
-            out.close(complete)
+            if isinstance(out, OutputFile):
+                out.close(complete)
 
 
 @contextlib.contextmanager
