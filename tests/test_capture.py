@@ -272,3 +272,16 @@ def test_without_the_module_it_says_why_and_exits_3(invoke: Invoke) -> None:
     assert result.exit_code == ExitStatus.VSOCK_UNAVAILABLE
     assert result.stderr.startswith("vsockctl: capture needs the vsockmon module; ")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_file_filtered_into_another_keeps_the_chosen_records(
+    invoke: Invoke, tmp_path: Path
+) -> None:
+    source, kept = tmp_path / "all.pcap", tmp_path / "rw.pcap"
+    write_pcap(source, exchange())
+    result = invoke(["capture", "-r", str(source), "--op", "RW", "-w", str(kept)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""  # -w: no lines
+    with source.open("rb") as a, kept.open("rb") as b:
+        rw = [r for r in read_records(a) if decode(r.data, 0).op == Op.RW]
+        assert list(read_records(b)) == rw and len(rw) == 3
