@@ -176,9 +176,9 @@ def test_throughput_both_ways_through_the_mux(hybrid_vm: HybridVm) -> None:
         back = run_vsockctl("--json", "throughput", "client", *uds(hybrid_vm), "-R",
                             *SMALL_WRITES, "--bytes", "32M", timeout=300)  # fmt: skip
     finally:
-        hybrid_vm.kill(server)
-    for done in (forth, back):
-        assert done.returncode == 0, done.stderr
+        server_said = hybrid_vm.kill(server).text[-3000:]  # what the server saw, if a run fails
+    for way, done in (("forth", forth), ("back (-R)", back)):
+        assert done.returncode == 0, (way, done.stderr, done.stdout[-2000:], server_said)
         (summary,) = [r for r in json_records(done.stdout) if r.get("event") == "summary"]
         directions: list[dict[str, dict[str, int]]] = summary["directions"]
         assert [d["receiver"]["bytes"] for d in directions] == [32 * MIB], summary
