@@ -285,3 +285,33 @@ def test_a_file_filtered_into_another_keeps_the_chosen_records(
     with source.open("rb") as a, kept.open("rb") as b:
         rw = [r for r in read_records(a) if decode(r.data, 0).op == Op.RW]
         assert list(read_records(b)) == rw and len(rw) == 3
+
+
+def test_stdout_closed_full_or_gone_is_one_line_or_141(tmp_path: Path) -> None:
+    """capture -r's lines into a closed stdout, /dev/full and a pipe whose reader left."""
+    path = tmp_path / "x.pcap"
+    write_pcap(path, exchange())
+    args = vsockctl_args("capture", "-r", str(path))
+
+    def run(**kwargs: object) -> tuple[int, str]:
+        done = subprocess.run(args, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,  # type: ignore[call-overload]
+                              text=True, timeout=60, **kwargs)  # fmt: skip
+        assert "Traceback" not in done.stderr
+        return int(done.returncode), str(done.stderr)
+
+    status, err = run(preexec_fn=lambda: os.close(1))
+    assert status == ExitStatus.ERROR
+    assert err.endswith("vsockctl: writing stdout failed: stdout is closed (<&- or >&-)\n"), err
+    with open("/dev/full", "wb") as full:
+        status, err = run(stdout=full)
+    assert status == ExitStatus.ERROR
+    assert err.endswith("vsockctl: writing stdout failed: No space left on device\n"), err
+    assert err.count("vsockctl:") == 1
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        status, err = run(stdout=write)
+    finally:
+        os.close(write)
+    assert status == ExitStatus.PIPE_CLOSED
+    assert "Broken pipe" not in err and "vsockctl:" not in err

@@ -38,11 +38,17 @@ class Output:
         self.env = env
         self.follow = follow
 
+    def _write(self, text: str) -> None:
+        try:
+            self.env.stdout.write(text.encode() + b"\n")
+        except OSError as exc:
+            raise LocalIOError.wrap(exc, "writing", "stdout") from exc
+
     def packet(self, packet: Packet) -> None:
         if self.env.json:
             self.env.emit(view.packet_record(packet))
         else:
-            self.env.stdout.write(view.packet_line(packet).encode() + b"\n")
+            self._write(view.packet_line(packet))
 
     def event(self, event: Event) -> None:
         """--follow: windows filling and opening, connections ending."""
@@ -54,19 +60,21 @@ class Output:
         elif self.env.json:
             self.env.emit(view.window_record(event, now))
         else:
-            self.env.stdout.write(view.window_line(event, now).encode() + b"\n")
+            self._write(view.window_line(event, now))
 
     def connection_report(self, now_ns: int, connections: list[Connection]) -> None:
         for conn in connections:
             if self.env.json:
                 self.env.emit(view.connection_record(conn, now_ns))
             else:
-                lines = view.connection_lines(conn, now_ns)
-                self.env.stdout.write("\n".join(lines).encode() + b"\n")
+                self._write("\n".join(view.connection_lines(conn, now_ns)))
 
     def flush(self) -> None:
         if not self.env.json:
-            self.env.stdout.flush()
+            try:
+                self.env.stdout.flush()
+            except OSError as exc:
+                raise LocalIOError.wrap(exc, "writing", "stdout") from exc
 
 
 def _check(
