@@ -236,6 +236,11 @@ class Flows:
         else:
             self.not_kept += 1
 
+    @property
+    def seen(self) -> int:
+        """How many connections the capture saw, kept or not."""
+        return len(self.finished) + self.not_kept + len(self.live)
+
     def every(self) -> list[Connection]:
         """Ended connections, then those still open, in the order they started."""
         return sorted([*self.finished, *self.live.values()], key=lambda c: c.first_ns)

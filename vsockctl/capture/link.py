@@ -130,7 +130,7 @@ def _load_module() -> bool:
 
 def _free_name(taken: list[str]) -> str:
     number = 0
-    while f"vsockmon{number}" in taken or Path(SYS_NET / f"vsockmon{number}").exists():
+    while f"vsockmon{number}" in taken or (SYS_NET / f"vsockmon{number}").exists():
         number += 1
     return f"vsockmon{number}"
 

@@ -323,7 +323,7 @@ def _done(env: Env, session: Session, flows: Flows | None, started: int) -> None
                 "matched": counts.matched,
                 "dropped": dropped,
                 "written_bytes": written,
-                "connections": len(flows.every()) + flows.not_kept if flows else 0,
+                "connections": flows.seen if flows else 0,
                 "elapsed_ns": time.monotonic_ns() - started,
             }
         )
