@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from vsockctl.bench import protocol
 from vsockctl.bench.latency import Histogram, echo_loop, ping_loop
+from vsockctl.bench.peer import PeerResult
 from vsockctl.bench.pumps import Counter, Limit, recv_loop, send_loop
 from vsockctl.bench.spec import TestSpec as Spec  # not a pytest class
 from vsockctl.cli.env import Env, Streams
@@ -131,6 +132,79 @@ def test_ping_and_echo_loops_measure_round_trips() -> None:
         server.join(10)
     assert histogram.summary()["round_trips"] == 500
     assert ping.bytes == echo.bytes == 64 * 500
+
+
+def _result_frame(*sent: int) -> bytes:
+    """A RESULT frame as a sender makes it: per stream, the bytes it sent."""
+    return protocol.encode(
+        protocol.FrameKind.RESULT, {"sent": {"streams": [{"bytes": n} for n in sent]}}
+    )
+
+
+@pytest.mark.parametrize("result_first", [True, False], ids=["result-first", "data-first"])
+def test_the_peers_result_ends_a_stream_whose_half_close_never_comes(result_first: bool) -> None:
+    """Behind a hybrid mux the sender's half-close is lost: the sender's RESULT ends the
+    receiver, whether it comes before the last byte is read or after."""
+    data_tx, data_rx = socket.socketpair()
+    control_peer, control = socket.socketpair()
+    received = Counter()
+    with data_tx, data_rx, control_peer, control:
+        control.settimeout(10)
+        peer = PeerResult(control)
+        peer.watch([(data_rx, received)])
+        reader = threading.Thread(
+            target=recv_loop, args=(data_rx, memoryview(bytearray(4096)), received)
+        )
+        if result_first:
+            control_peer.sendall(_result_frame(300_000))
+            reader.start()
+            data_tx.sendall(b"x" * 300_000)  # and no shutdown, as through the mux
+        else:
+            reader.start()
+            data_tx.sendall(b"x" * 300_000)
+            while received.bytes < 300_000:
+                threading.Event().wait(0.01)
+            control_peer.sendall(_result_frame(300_000))
+        reader.join(10)
+        assert not reader.is_alive(), "the receiver waited for a half-close"
+        assert peer.result(10)["sent"]["streams"] == [{"bytes": 300_000}]
+    assert received.bytes == 300_000 and received.error is None
+
+
+def test_an_echo_loop_ends_at_the_count_its_client_sent() -> None:
+    a, b = socket.socketpair()
+    control_peer, control = socket.socketpair()
+    echo = Counter()
+    with a, b, control_peer, control:
+        PeerResult(control).watch([(b, echo)])
+        server = threading.Thread(target=echo_loop, args=(b, 64, echo))
+        server.start()
+        for _ in range(10):
+            a.sendall(b"p" * 64)
+            assert len(a.recv(64, socket.MSG_WAITALL)) == 64
+        control_peer.sendall(_result_frame(640))  # no half-close
+        server.join(10)
+        assert not server.is_alive()
+    assert echo.bytes == 640
+
+
+def test_no_result_from_the_peer_times_out_in_words() -> None:
+    control_peer, control = socket.socketpair()
+    with control_peer, control:
+        peer = PeerResult(control)
+        peer.watch([])
+        with pytest.raises(OSError, match=r"no RESULT frame within 0\.2 s"):
+            peer.result(0.2)
+
+
+def test_a_peer_that_closes_instead_of_a_result() -> None:
+    control_peer, control = socket.socketpair()
+    with control:
+        peer = PeerResult(control)
+        peer.watch([])
+        control_peer.close()
+        with pytest.raises(EOFError):
+            peer.result(10)
 
 
 def test_live_display_only_on_a_terminal() -> None:

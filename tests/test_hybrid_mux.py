@@ -169,19 +169,27 @@ def test_forward_tcp_to_a_guest_echo_8_clients(hybrid_vm: HybridVm) -> None:
 
 
 def test_throughput_both_ways_through_the_mux(hybrid_vm: HybridVm) -> None:
-    server = guest_listening(hybrid_vm, "vsockctl", "throughput", "server", "--port", "5201")
+    """Both ways end when the data does: the mux drops the guest's half-close, so the
+    client learns the end of -R's stream from the server's RESULT (before, both ends
+    waited for each other until the server's control timeout, and the client lost
+    the race for the control connection now and then: 'Broken pipe')."""
+    server = hybrid_vm.spawn("vsockctl", "--json", "throughput", "server", "--port", "5201")
+    assert hybrid_vm.wait_for_output(server, '"event": "listening"', 120).rc is None
     try:
         forth = run_vsockctl("--json", "throughput", "client", *uds(hybrid_vm),
                              "--bytes", "32M", timeout=300)  # fmt: skip
         back = run_vsockctl("--json", "throughput", "client", *uds(hybrid_vm), "-R",
                             *SMALL_WRITES, "--bytes", "32M", timeout=300)  # fmt: skip
     finally:
-        server_said = hybrid_vm.kill(server).text[-3000:]  # what the server saw, if a run fails
+        stopped = hybrid_vm.kill(server)
+        server_said = stopped.text  # what the server saw, if a run fails
     for way, done in (("forth", forth), ("back (-R)", back)):
-        assert done.returncode == 0, (way, done.stderr, done.stdout[-2000:], server_said)
+        assert done.returncode == 0, (way, done.stderr, done.stdout[-2000:], server_said[-3000:])
         (summary,) = [r for r in json_records(done.stdout) if r.get("event") == "summary"]
         directions: list[dict[str, dict[str, int]]] = summary["directions"]
         assert [d["receiver"]["bytes"] for d in directions] == [32 * MIB], summary
+    ends = [r["event"] for r in json_records(stopped.stdout) if r["event"].startswith("test_")]
+    assert ends == ["test_done", "test_done"], server_said[-3000:]
 
 
 def test_ssh_to_vsock_mux_reaches_sshd_in_the_guest(hybrid_vm: HybridVm, tmp_path: Path) -> None:

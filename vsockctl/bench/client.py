@@ -14,6 +14,7 @@ from vsockctl.vsock.route import Route
 from vsockctl.vsock.sockets import SocketFactory, SocketType
 
 from .measure import EndResult, Measurement, OnInterval, data_socket_options, ignore, prepare_stream
+from .peer import PeerResult
 from .protocol import FrameKind, recv_frame, send_frame
 from .server import CONTROL_TIMEOUT
 from .spec import TestSpec
@@ -75,7 +76,8 @@ def run_client(
             socks.append(sock)
         control.settimeout(CONTROL_TIMEOUT)
         recv_frame(control, FrameKind.START)
-        measurement = Measurement(socks, spec, client=True, on_interval=on_interval)
+        peer = PeerResult(control)
+        measurement = Measurement(socks, spec, client=True, peer=peer, on_interval=on_interval)
         on_event(
             Start(
                 event="start",
@@ -93,18 +95,20 @@ def run_client(
         streams = measurement.streams
         failed = next((c for c in streams.sent + streams.received if c.errno), None)
         try:
-            control.settimeout(CONTROL_TIMEOUT + (spec.seconds or 0))
+            wait = CONTROL_TIMEOUT + (spec.seconds or 0)
+            control.settimeout(wait)
             send_frame(control, FrameKind.RESULT, ours)
-            _, payload = recv_frame(control, FrameKind.RESULT)
-            theirs = cast(EndResult, payload)  # the same vsockctl version measured it
+            theirs = cast(EndResult, peer.result(wait))  # the same vsockctl version measured it
         except (OSError, EOFError, ProtocolError) as exc:
             cause: BaseException = exc
             if failed is not None and failed.errno is not None:
                 cause = VsockError(failed.errno, Operation.THROUGHPUT, where)
-            elif isinstance(exc, EOFError):
+            elif isinstance(exc, EOFError | BrokenPipeError | ConnectionResetError):
                 cause = VsockError(
                     errno.ECONNRESET, Operation.THROUGHPUT, where, "the server went away mid-test"
                 )
+            elif isinstance(exc, OSError):
+                cause = VsockError.wrap(exc, Operation.THROUGHPUT, where)
             raise ClientError(cause, summarise(spec, ours, None)) from exc
         summary = summarise(spec, ours, theirs)
         if failed is not None and failed.errno is not None:

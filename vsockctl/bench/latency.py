@@ -152,7 +152,8 @@ def ping_loop(
 
 
 def echo_loop(sock: socket.socket, size: int, counter: Counter) -> None:
-    """The server's side of :func:`ping_loop`: send each ``size``-byte message back."""
+    """The server's side of :func:`ping_loop`: send each ``size``-byte message back,
+    until the client's half-close or its count (``until``) of messages sent."""
     view = memoryview(bytearray(size))
     sendall, recv_into = sock.sendall, sock.recv_into
     counter.first_ns = time.monotonic_ns()
@@ -163,6 +164,8 @@ def echo_loop(sock: socket.socket, size: int, counter: Counter) -> None:
                 break
             sendall(view)
             counter.bytes += size
+            if counter.bytes >= counter.until:
+                break
         counter.last_ns = time.monotonic_ns()
         counter.calls = counter.bytes // size
     except OSError as exc:

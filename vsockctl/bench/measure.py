@@ -22,6 +22,7 @@ from vsockctl.vsock.sockopt_apply import SocketOptions, get_option
 from vsockctl.vsock.sockopts import buffer_settings, lookup
 
 from .latency import Histogram, echo_loop, ping_loop
+from .peer import PeerResult
 from .pumps import (
     Counter,
     IntervalSampler,
@@ -243,9 +244,11 @@ class Measurement:
         spec: TestSpec,
         *,
         client: bool,
+        peer: PeerResult,
         on_interval: OnInterval = ignore,
     ) -> None:
         self.spec = spec
+        self.peer = peer
         self.sending = sends(spec, client=client)
         self.receiving = sends(spec, client=not client)
         self.client = client
@@ -267,10 +270,12 @@ class Measurement:
             client=self.client,
             limit=self.limit,
         )
+        self.peer.watch(list(zip(self.streams.socks, self.streams.received, strict=False)))
         self.sampler.start()
         try:
             self.streams.wait()
         except BaseException:
+            self.peer.stop()
             self.limit.stop.set()
             self.streams.abort()
             self.sampler.finish()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ class Counter:
     last_ns: int = 0
     error: str | None = None
     errno: int | None = None
+    until: int = sys.maxsize  # a receiver stops here: what its sender says it sent
 
     def fail(self, exc: OSError) -> None:
         self.error = _describe(exc)
@@ -235,7 +237,9 @@ def _wait_completions(sock: socket.socket, stats: ZeroCopyStats, timeout: float 
 
 
 def recv_loop(sock: socket.socket, buf: memoryview, counter: Counter) -> None:
-    """Receive into ``buf`` until the peer shuts down writing (or the connection breaks).
+    """Receive into ``buf`` until the peer shuts down writing, or the counter reaches
+    ``until`` (what the peer says it sent: behind a mux its half-close is lost), or
+    the connection breaks.
 
     The last byte's time is taken at the end of the stream: the sender shuts
     down right after its last byte, so the difference is one wakeup.
@@ -248,6 +252,8 @@ def recv_loop(sock: socket.socket, buf: memoryview, counter: Counter) -> None:
         while n:
             counter.bytes += n
             calls += 1
+            if counter.bytes >= counter.until:
+                break
             n = recv_into(buf)
     except OSError as exc:
         counter.fail(exc)

@@ -21,6 +21,7 @@ from vsockctl.vsock.sockets import SocketFactory, SocketType, accept, local_addr
 
 from . import protocol
 from .measure import EndResult, Measurement, data_socket_options, ignore, prepare_stream
+from .peer import PeerResult
 from .protocol import FrameKind, recv_frame, send_frame
 from .spec import TestSpec
 
@@ -95,7 +96,7 @@ class ThroughputServer:
                     "version": protocol.VERSION,
                 },
             )
-            socks = []
+            socks: dict[int, socket.socket] = {}
             for index in range(spec.parallel):
                 conn, _ = accept(data)
                 stack.enter_context(conn)
@@ -103,18 +104,25 @@ class ThroughputServer:
                 _, hello = recv_frame(
                     conn, FrameKind.STREAM, message=sock_type is SocketType.SEQPACKET
                 )
+                stream = hello.get("stream")
                 if hello.get("test") != test_id:
                     raise ProtocolError(f"data connection {index} belongs to another test")
+                if type(stream) is not int or stream not in range(spec.parallel) or stream in socks:
+                    raise ProtocolError(f"data connection {index} says it is stream {stream!r}")
                 conn.settimeout(None)
                 prepare_stream(conn, spec, client=False)
-                socks.append(conn)
-            measurement = Measurement(socks, spec, client=False)
+                socks[stream] = conn
+            theirs = PeerResult(control)
+            measurement = Measurement(
+                [socks[i] for i in sorted(socks)], spec, client=False, peer=theirs
+            )
             send_frame(control, FrameKind.START, {"test": test_id})
             result = measurement.run()
-            control.settimeout(CONTROL_TIMEOUT + (spec.seconds or 0))
+            wait = CONTROL_TIMEOUT + (spec.seconds or 0)
+            control.settimeout(wait)
             send_frame(control, FrameKind.RESULT, result)
             with contextlib.suppress(EOFError):
-                recv_frame(control, FrameKind.RESULT)
+                theirs.result(wait)
         self.on_event(
             TestDone(
                 event="test_done",
