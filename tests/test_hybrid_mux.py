@@ -302,6 +302,20 @@ def test_a_port_nobody_listens_on(hybrid_vm: HybridVm) -> None:
     assert said.count("\n") == 1 and "nothing listens" in said
 
 
+def test_doctor_through_the_mux_finds_the_port_closed_then_open(hybrid_vm: HybridVm) -> None:
+    closed = run_vsockctl("--json", "doctor", *uds(hybrid_vm), "--port", "5998")
+    checks = {c["name"]: c["passed"] for c in json_records(closed.stdout) if c["event"] == "check"}
+    assert checks == {"af_vsock": True, "hybrid": True, "port": False}, closed.stdout
+    assert closed.returncode == 4, closed.stdout
+    server = guest_listening(hybrid_vm, "vsockctl", "listen", "-k", "--port", "5998")
+    try:
+        open_ = run_vsockctl("doctor", *uds(hybrid_vm), "--port", "5998")
+    finally:
+        hybrid_vm.kill(server)
+    assert open_.returncode == 0, open_.stdout
+    assert open_.stdout.decode().splitlines()[-1] == "every check passed"
+
+
 def test_seqpacket_over_the_mux_is_refused_in_one_line(hybrid_vm: HybridVm) -> None:
     done = run_vsockctl("send", *uds(hybrid_vm), "--port", "5000", "--type", "seqpacket",
                         "--size", "1K")  # fmt: skip

@@ -87,6 +87,7 @@ INFO_KEYS: dict[str, type | tuple[type, ...]] = {
     "diag_loaded": bool,
     "ns_mode": (str, type(None)),
     "child_ns_mode": (str, type(None)),
+    "sysctls": list,
     "modules": dict,
     "socket_types": list,
     "features": list,

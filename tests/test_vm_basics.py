@@ -30,7 +30,7 @@ from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.constants import AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE
 from vsockctl.vsock.sockets import SocketType, connect, open_socket
 
-pytestmark = pytest.mark.vsock
+pytestmark = [pytest.mark.vsock, pytest.mark.kernel_features]
 
 
 def test_stream_carries_several_mib_intact() -> None:
@@ -157,3 +157,10 @@ def test_info_finds_the_features_the_reference_predicts(invoke: Invoke) -> None:
         "sockmap": release >= (6, 4),
         "netns": release >= (7, 0),
     }, [f["how"] for f in record["features"]]
+    # the sysctls of namespaces came with them; each known one is explained
+    sysctls = {s["name"]: s["meaning"] for s in record["sysctls"]}
+    if release >= (7, 0):
+        assert list(sysctls)[:3] == ["ns_mode", "child_ns_mode", "g2h_fallback"], sysctls
+        assert all(sysctls.values()), sysctls
+    else:
+        assert sysctls == {}

@@ -164,6 +164,7 @@ def test_a_tcpdump_capture_reads_back_to_the_same_records(tmp_path: Path) -> Non
     assert from_pcapng == from_file
 
 
+@pytest.mark.kernel_features
 def test_100_seqpacket_messages_are_100_eoms() -> None:
     port = free_port()
     listener, sizes = seqpacket_receiver(port)

@@ -22,7 +22,7 @@ from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.sockets import SocketType, accept, connect, listen
 from vsockctl.vsock.sockopts import OPTIONS
 
-pytestmark = [pytest.mark.vsock, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.vsock, pytest.mark.kernel_features, pytest.mark.timeout(120)]
 
 Record = dict[str, Any]
 

@@ -126,6 +126,7 @@ def test_human_report_has_the_headline(server: int) -> None:
     assert "receiver (server)" in text and "Gbit/s" in text and "cpu: client" in text
 
 
+@pytest.mark.kernel_features
 def test_zerocopy_works_or_says_the_kernel_lacks_it(server: int) -> None:
     result, records = run_client(server, "--zerocopy", "--time", "1s")
     release = tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2])

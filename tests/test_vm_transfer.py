@@ -175,6 +175,7 @@ def test_ncat_both_ways(tmp_path: Path, big_files: tuple[Path, str, Path, str]) 
     assert receiver.returncode == 0, err
 
 
+@pytest.mark.kernel_features
 def test_seqpacket_message_boundaries_through_the_commands() -> None:
     port = str(free_port())
     with process(

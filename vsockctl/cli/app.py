@@ -28,6 +28,7 @@ COMMAND_MODULES = {
     "capture": "capture",
     "completion": "completion",
     "connect": "connect",
+    "doctor": "doctor",
     "forward": "forward",
     "info": "info",
     "listen": "listen",

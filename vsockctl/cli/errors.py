@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 import traceback
 from typing import TYPE_CHECKING
 
+from vsockctl.discover.sysctl import local_namespace_hint
 from vsockctl.errors import (
     DataMismatchError,
     LocalIOError,
@@ -16,6 +18,8 @@ from vsockctl.errors import (
 )
 from vsockctl.exit_status import ExitStatus, exit_status_for
 from vsockctl.signals import Terminated
+from vsockctl.vsock.address import VsockAddress
+from vsockctl.vsock.constants import VMADDR_CID_HOST
 
 from .env import Env
 from .stdio import ReaderGone, is_closed_pipe, silence_stdout
@@ -35,7 +39,8 @@ def describe(exc: BaseException) -> str:
         meaning = exc.meaning
         where = f" {exc.where}" if exc.where is not None else ""
         line = f"{exc.doing}{where} failed: {meaning.cause} ({meaning.name})"
-        return f"{line}; {meaning.hint}" if meaning.hint else line
+        hint = _namespace_hint(exc) or meaning.hint
+        return f"{line}; {hint}" if hint else line
     if isinstance(exc, LocalIOError):
         return str(exc)
     if isinstance(exc, VsockUnavailableError):
@@ -46,6 +51,22 @@ def describe(exc: BaseException) -> str:
         where = f" {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or exc}{where}"
     return f"unexpected error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)"
+
+
+# What a peer that is there but in another network namespace looks like from here.
+_NOT_FOUND = frozenset({errno.ECONNRESET, errno.ENODEV, errno.EHOSTUNREACH, errno.ETIMEDOUT})
+
+
+def _namespace_hint(exc: VsockError) -> str | None:
+    """When this namespace is in vsock's local mode (Linux 7+), a peer that was not
+    found may well run in another one: say so instead of 'is the listener running?'.
+    Only loopback and the VMs of this host are confined; the host above is not."""
+    address = exc.address
+    if not exc.operation.connecting or exc.errno not in _NOT_FOUND:
+        return None
+    if not isinstance(address, VsockAddress) or address.cid == VMADDR_CID_HOST:
+        return None
+    return local_namespace_hint()
 
 
 def report(env: Env, exc: BaseException) -> ExitStatus:

@@ -44,8 +44,8 @@ def render(env: Env, info: SystemInfo) -> None:
         ("/dev/vhost-vsock", _yes(info.dev_vhost_vsock, "present", "absent")),
         ("vsock_diag", _yes(info.diag_loaded, "loaded", "not loaded")),
     ]
-    if info.ns_mode is not None:
-        rows.append(("namespace mode", f"{info.ns_mode} (children: {info.child_ns_mode})"))
+    if (mode := info.sysctl("ns_mode")) is not None:
+        rows.append(("namespace mode", f"{mode} (children: {info.sysctl('child_ns_mode')})"))
     for key, value in rows:
         summary.add_row(f"[bold]{key}[/]", value)
     out.print("[bold]vsock on this machine[/]")
@@ -65,6 +65,10 @@ def render(env: Env, info: SystemInfo) -> None:
             "feature", "here", Column("how it was found", wrap=True),
             title="Kernel features (each tried, not read off the version)",
         ),
+        Table(
+            "sysctl", "value", Column("what it means here", wrap=True),
+            title="This network namespace (/proc/sys/net/vsock)",
+        ),
     ]  # fmt: skip
     for t in info.transports:
         tables[0].add_row(
@@ -76,6 +80,8 @@ def render(env: Env, info: SystemInfo) -> None:
     for f in info.features:
         here = "[dim]unknown[/]" if f.available is None else _yes(f.available)
         tables[2].add_row(f.name, here, escape(f.how))
+    for sysctl in info.sysctls:
+        tables[3].add_row(sysctl.name, escape(sysctl.value), escape(sysctl.meaning or ""))
     for table in tables:
         if table.rows:
             out.print()

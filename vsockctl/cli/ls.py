@@ -83,6 +83,11 @@ def ls_command(
     inspected (another user's, without root) shows as '?'. Without vsock_diag
     the exit status is 3.
 
+    Only this network namespace's sockets are listed: sock_diag answers for
+    the namespace it is asked from. Run it with 'ip netns exec NAME' or
+    'nsenter -n -t PID' to see another's (on Linux 7+, a namespace in vsock's
+    local mode also has ports and loopback of its own: 'vsockctl info').
+
     \b
     Examples:
       vsockctl ls
@@ -105,7 +110,7 @@ def ls_command(
         env.message(
             "no vsock sockets match"
             if any((listening, sock_type, port, cid, pid))
-            else "no listening or connected vsock sockets"
+            else "no listening or connected vsock sockets in this network namespace"
         )
         return
     table = Table(
@@ -128,3 +133,4 @@ def ls_command(
             escape(_owners_text(sock)),
         )
     table.print(env)
+    env.message("(the sockets of this network namespace; others have their own)")

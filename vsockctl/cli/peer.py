@@ -103,16 +103,23 @@ class PeerOptions:
         return None
 
 
+def is_guest_name(text: str) -> bool:
+    """Whether ``text`` names a VM rather than a CID: numbers, -1 and hex are CIDs
+    (with the CID's own error when bad), and so are any, host, local, hypervisor."""
+    if not text or not (text[0].isalpha() or text[0] == "_"):
+        return False
+    try:
+        parse_cid(text)
+    except AddressError:
+        return True
+    return False
+
+
 def guest_named(text: str) -> Guest | None:
     """The VM on this host called ``text`` ('vsockctl vms'), or None when ``text`` is a
     CID (a number is always a CID, never a name) or empty."""
-    if not text or not (text[0].isalpha() or text[0] == "_"):
-        return None  # numbers, -1, hex: CIDs, with the CID's own error when bad
-    try:
-        parse_cid(text)
-        return None  # any, host, local, hypervisor
-    except AddressError:
-        pass
+    if not is_guest_name(text):
+        return None
     from vsockctl.discover.vms import GuestNameError, find_guest, scan
 
     try:

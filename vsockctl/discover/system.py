@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from vsockctl.discover.kmod import LIB_MODULES, ModuleState, load_hint, module_state
 from vsockctl.discover.sockmap import try_sockmap
+from vsockctl.discover.sysctl import Sysctl, read_sysctls
 from vsockctl.errors import VsockError, explain
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.constants import (
@@ -110,8 +111,7 @@ class SystemInfo:
     dev_vhost_vsock: bool
     transports: list[TransportStatus]
     diag_loaded: bool
-    ns_mode: str | None
-    child_ns_mode: str | None
+    sysctls: list[Sysctl]
     modules: dict[str, str] = field(default_factory=dict)  # module: ModuleState value
     socket_types: list[SocketTypeStatus] = field(default_factory=list)
     features: list[FeatureStatus] = field(default_factory=list)
@@ -120,6 +120,10 @@ class SystemInfo:
         """How to get ``module`` on this kernel (or why it cannot be had)."""
         state = ModuleState(self.modules.get(module, ModuleState.UNKNOWN))
         return load_hint(module, state, self.kernel)
+
+    def sysctl(self, name: str) -> str | None:
+        """A vsock sysctl's value (``ns_mode`` ...), or None when the kernel has no such file."""
+        return next((s.value for s in self.sysctls if s.name == name), None)
 
     @property
     def loopback(self) -> bool:
@@ -190,13 +194,6 @@ def has_af_vsock(factory: SocketFactory) -> bool:
     return True
 
 
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
 def probe(
     paths: ProbePaths | None = None,
     factory: SocketFactory = socket.socket,
@@ -221,8 +218,7 @@ def probe(
         dev_vhost_vsock=(paths.dev / "vhost-vsock").exists(),
         transports=transports,
         diag_loaded=module_present(paths, "vsock_diag"),
-        ns_mode=_read_text(paths.proc / "sys/net/vsock/ns_mode"),
-        child_ns_mode=_read_text(paths.proc / "sys/net/vsock/child_ns_mode"),
+        sysctls=read_sysctls(paths.proc),
         modules={
             module: module_state(module, release, paths.sys / "module", paths.modules).value
             for module in ("vsock", "vsock_diag", *(t.module for t in TRANSPORTS))
@@ -307,8 +303,8 @@ def check_features(info: SystemInfo, factory: SocketFactory) -> list[FeatureStat
     features.append(
         FeatureStatus(
             "netns",
-            info.ns_mode is not None,
-            f"/proc/sys/net/vsock/ns_mode: {info.ns_mode or 'absent'}",
+            info.sysctl("ns_mode") is not None,
+            f"/proc/sys/net/vsock/ns_mode: {info.sysctl('ns_mode') or 'absent'}",
         )
     )
     return features
@@ -375,8 +371,9 @@ def to_record(info: SystemInfo) -> Info:
             for t in info.transports
         ],
         "diag_loaded": info.diag_loaded,
-        "ns_mode": info.ns_mode,
-        "child_ns_mode": info.child_ns_mode,
+        "ns_mode": info.sysctl("ns_mode"),
+        "child_ns_mode": info.sysctl("child_ns_mode"),
+        "sysctls": [{"name": s.name, "value": s.value, "meaning": s.meaning} for s in info.sysctls],
         "modules": dict(info.modules),
         "socket_types": [
             {

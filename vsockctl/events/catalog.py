@@ -41,6 +41,8 @@ Record = (
     | system.Socket
     | system.Vm
     | system.VmSkipped
+    | system.DoctorCheck
+    | system.Diagnosis
     | throughput.Start
     | throughput.IntervalEvent
     | throughput.Summary

@@ -70,6 +70,14 @@ class Feature(TypedDict):
     how: Annotated[str, "what was tried, and what the kernel answered"]
 
 
+class VsockSysctl(TypedDict):
+    """SYSCTL: one file under /proc/sys/net/vsock (Linux 7+), for this network namespace."""
+
+    name: Annotated[str, "ns_mode, child_ns_mode, g2h_fallback, or any other the kernel has"]
+    value: Annotated[str, "its content"]
+    meaning: Annotated[str | None, "what that value means for reaching VMs, or null"]
+
+
 class Info(TypedDict):
     event: Literal["info"]
     kernel: Annotated[str, "the running kernel's release"]
@@ -83,6 +91,7 @@ class Info(TypedDict):
     diag_loaded: Annotated[bool, "whether vsock_diag is loaded (for ls)"]
     ns_mode: Annotated[str | None, "/proc/sys/net/vsock/ns_mode, or null"]
     child_ns_mode: Annotated[str | None, "/proc/sys/net/vsock/child_ns_mode, or null"]
+    sysctls: Annotated[list[VsockSysctl], "every vsock sysctl of this namespace (SYSCTL)"]
     modules: Annotated[
         dict[str, str],
         "{module: loaded, built-in, loadable, absent (this kernel was built without it) "
@@ -160,6 +169,28 @@ class VmSkipped(TypedDict):
     error: Annotated[str, "why a VMM process could not be read"]
 
 
+class DoctorCheck(TypedDict):
+    event: Literal["check"]
+    name: Annotated[
+        str,
+        "af_vsock, transport, conflicts, device, vmm, cid2, namespace, hybrid, port or held",
+    ]
+    title: Annotated[str, "the check, in words"]
+    passed: Annotated[bool | None, "whether it passed (null: not made, an earlier one failed)"]
+    seen: Annotated[str, "what was found"]
+    meaning: Annotated[str | None, "for a failure: what it means, or null"]
+    fix: Annotated[str | None, "for a failure: what to run, or null"]
+    exit_status: Annotated[int, "the exit status this failure has (0 when it passed)"]
+
+
+class Diagnosis(TypedDict):
+    event: Literal["diagnosis"]
+    target: Annotated[str, "what was checked: CID:PORT, the hybrid socket and port, or a port"]
+    passed: Annotated[bool, "whether every check passed"]
+    first_failure: Annotated[str | None, "the name of the first check that failed, or null"]
+    exit_status: Annotated[int, "the first failure's exit status (0 when all passed)"]
+
+
 DECLARED = (
     Declared(
         Sockopt,
@@ -173,4 +204,6 @@ DECLARED = (
     Declared(Socket, ("ls",), "one vsock socket"),
     Declared(Vm, ("vms",), "a guest found on this host"),
     Declared(VmSkipped, ("vms",), "a VMM process that could not be read"),
+    Declared(DoctorCheck, ("doctor",), "one check, in order"),
+    Declared(Diagnosis, ("doctor",), "the verdict, after the checks"),
 )
