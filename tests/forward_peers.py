@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.peers import recv_all, stop_process, vsockctl
-from vsockctl.forward.flow import Flow
+from vsockctl.forward.flow import Flow, Refusal
 from vsockctl.forward.server import Forwarder
 from vsockctl.forward.sides import Side, listen_side
 
@@ -50,7 +50,7 @@ class Recorder:
     def failed(self, peer: str, target: str, error: BaseException) -> None:
         self._add("failed", error)
 
-    def refused(self, peer: str, why: str) -> None:
+    def refused(self, peer: str, reason: Refusal, why: str) -> None:
         self._add("refused", why)
 
     def of(self, kind: str) -> list[Any]:

@@ -27,6 +27,22 @@ def sections() -> dict[str, list[str]]:
     return result
 
 
+def unit_exec_lines() -> list[str]:
+    """The ``ExecStart=`` lines of the unit files in the README's ```ini blocks, as
+    shell lines (``/usr/local/bin/vsockctl`` read as ``vsockctl``)."""
+    found = []
+    in_block = False
+    for line in README.read_text().splitlines():
+        if line.strip() == "```ini":
+            in_block = True
+        elif line.strip() == "```":
+            in_block = False
+        elif in_block and line.startswith("ExecStart="):
+            command = line.removeprefix("ExecStart=").strip()
+            found.append(re.sub(r"^\S*/vsockctl\b", "vsockctl", command))
+    return found
+
+
 def vsockctl_calls(line: str) -> list[list[str]]:
     """The argument lists of every ``vsockctl`` in a shell line (pipes, $(...) included)."""
     lexer = shlex.shlex(line, posix=True, punctuation_chars=True)

@@ -32,3 +32,17 @@ def json_record(output: str | bytes, event: str | None = None) -> dict[str, Any]
     found = json_records(output, event)
     assert len(found) == 1, (event, found, output[-2000:])
     return found[0]
+
+
+def metric_families(text: str | bytes, *, openmetrics: bool = False) -> dict[str, Any]:
+    """Prometheus text (or OpenMetrics text) parsed by prometheus_client's own parser:
+    {family name: family}, each with its samples."""
+    from prometheus_client import parser
+    from prometheus_client.openmetrics import parser as om_parser
+
+    decoded = text.decode() if isinstance(text, bytes) else text
+    if openmetrics:
+        found = om_parser.text_string_to_metric_families(decoded)  # type: ignore[no-untyped-call]
+    else:
+        found = parser.text_string_to_metric_families(decoded)
+    return {family.name: family for family in found}

@@ -12,7 +12,7 @@ import click
 import pytest
 
 from tests.conftest import Invoke
-from tests.readme import README, sections, vsockctl_calls, without_comment
+from tests.readme import README, sections, unit_exec_lines, vsockctl_calls, without_comment
 from vsockctl.cli import cli
 from vsockctl.cli.env import Env
 from vsockctl.cli.manpage import pages
@@ -119,12 +119,13 @@ def test_completion_of_commands_options_and_sockopt_values() -> None:
 
 
 def all_calls() -> list[tuple[str, list[str]]]:
-    return [
-        (line, args)
-        for lines in sections().values()
-        for line in lines
-        for args in vsockctl_calls(line)
-    ]
+    """Every vsockctl call of the README: its shell examples and its unit files."""
+    lines = [line for block in sections().values() for line in block] + unit_exec_lines()
+    return [(line, args) for line in lines for args in vsockctl_calls(line)]
+
+
+def test_the_unit_files_are_read() -> None:
+    assert any("throughput server" in line for line in unit_exec_lines())
 
 
 @pytest.mark.parametrize(("line", "args"), all_calls(), ids=[line for line, _ in all_calls()])

@@ -13,6 +13,7 @@ the host; a guest packet over 32 KiB (Linux 6.12.95's nonlinear skbs) is dropped
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ import pytest
 from tests.hybrid.vm import GUEST_CID, HybridVm
 from tests.peers import run_vsockctl, sha256_file, vsockctl, vsockctl_args, write_pattern_file
 from tests.records import json_records
+from tests.service_peers import SYSTEMD_254, SYSTEMD_254_LIBS
 from tests.sshd import SSHD, keygen, ssh_args
 
 pytestmark = [pytest.mark.hybrid, pytest.mark.timeout(600)]
@@ -314,6 +316,28 @@ def test_doctor_through_the_mux_finds_the_port_closed_then_open(hybrid_vm: Hybri
         hybrid_vm.kill(server)
     assert open_.returncode == 0, open_.stdout
     assert open_.stdout.decode().splitlines()[-1] == "every check passed"
+
+
+def test_wait_ready_hears_the_guests_systemd_notify_through_the_mux(hybrid_vm: HybridVm) -> None:
+    """systemd's own systemd-notify (254) in the guest, vsock-stream:2:PORT as a guest
+    behind Firecracker would be told: the mux delivers it on mux.sock_PORT here. The
+    mux drops the guest's write shutdown, so wait-ready ends the message on silence
+    and closes, which is the end sd_notify waits for."""
+    port = 5301
+    args = ("--json", "wait-ready", *uds(hybrid_vm), "--port", str(port), "--timeout", "120s")
+    proc = vsockctl(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["event"] == "waiting_ready"
+    notify = hybrid_vm.run(
+        "env", f"NOTIFY_SOCKET=vsock-stream:2:{port}", f"LD_LIBRARY_PATH={SYSTEMD_254_LIBS}",
+        str(SYSTEMD_254 / "bin/systemd-notify"), "--ready", "--status=Up behind the mux",
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=60)
+    assert notify.rc == 0, notify.text
+    assert proc.returncode == 0, err
+    (note,) = json_records(out, "notification")
+    assert note["socket_type"] == "stream" and note["ready"] is True
+    assert note["fields"]["STATUS"] == "Up behind the mux"
 
 
 def test_seqpacket_over_the_mux_is_refused_in_one_line(hybrid_vm: HybridVm) -> None:

@@ -24,8 +24,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"units", "signals", "events"}),  # no vsockctl imports but their own
     frozenset({"errors", "vsock"}),  # the socket layer
     frozenset({"exit_status"}),
-    frozenset({"transfer", "discover"}),  # moving bytes; what this machine has
-    frozenset({"forward", "bench", "capture"}),  # built on moving bytes and discovery
+    frozenset({"transfer", "discover", "systemd"}),  # moving bytes; this machine; its manager
+    frozenset({"forward", "bench", "capture", "metrics"}),  # built on those
     frozenset({"cli"}),  # the only place click and rich are used
 )
 FACADE = {"vsockctl", "vsockctl.__main__"}  # the library's front door and `python -m`

@@ -18,7 +18,7 @@ import pytest
 
 from tests.nested.guest import NestedGuest
 from tests.peers import run_vsockctl, vsockctl
-from tests.records import json_record
+from tests.records import json_record, json_records
 from tests.test_nested import GUEST, RETRY, finished, socat_listener
 from vsockctl.exit_status import ExitStatus
 
@@ -36,6 +36,32 @@ def test_a_guest_port_with_nothing_listening(nested_guest: NestedGuest) -> None:
     done = run_vsockctl("connect", f"{GUEST}:6999", "--timeout", "30s")
     assert done.returncode == ExitStatus.CONNECTION_REFUSED, done.stderr
     assert len(done.stderr.decode().strip().splitlines()) == 1, done.stderr
+
+
+def _doctor(*args: str) -> tuple[int, dict[str, dict[str, object]]]:
+    done = run_vsockctl("--json", "doctor", *args, "--timeout", "30s")
+    checks = {str(c["name"]): c for c in json_records(done.stdout, "check")}
+    return done.returncode, checks
+
+
+def test_doctor_walks_to_a_guest_that_answers(nested_guest: NestedGuest) -> None:
+    echo = socat_listener(nested_guest, 6030, "EXEC:cat")
+    try:
+        status, checks = _doctor(f"{GUEST}:6030")
+    finally:
+        nested_guest.kill(echo)
+    assert status == 0, checks
+    assert "qemu" in str(checks["vmm"]["seen"]), checks["vmm"]
+    assert checks["port"]["passed"] is True
+
+
+def test_doctor_on_a_cid_no_vm_owns(nested_guest: NestedGuest) -> None:
+    status, checks = _doctor("9:6000")
+    assert status == ExitStatus.VSOCK_UNAVAILABLE
+    assert checks["vmm"]["passed"] is False and "no VM on this host has CID 9" in str(
+        checks["vmm"]["seen"]
+    )
+    assert checks["port"]["passed"] is None
 
 
 def test_connecting_to_a_paused_guest_times_out(nested_guest: NestedGuest) -> None:

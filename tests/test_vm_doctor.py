@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,13 +65,20 @@ def test_cid_2_without_a_guest_transport_is_the_loopback_trap() -> None:
     assert checks[-1] == {**checks[-1], "name": "port", "passed": None}
 
 
-def test_a_guest_cid_without_vhost_vsock_is_the_missing_module() -> None:
-    """No vhost_vsock in the test VM (it is never autoloaded by doctor); on Linux 7
-    g2h_fallback would send it to a guest transport, and there is none either."""
+def test_a_guest_cid_no_vm_owns() -> None:
+    """In the test VM no VM has CID 5. Before vhost_vsock is loaded (doctor never loads
+    it) the missing module is the broken link; once test_vm_vms has loaded it for its
+    QEMU, the missing VM is (on Linux 7 g2h_fallback would send it to a guest
+    transport, and there is none either)."""
+    vhost = Path("/sys/module/vhost_vsock").is_dir()
     done, checks = doctor("5:22")
     check = failed(checks)
-    assert (check["name"], done.returncode) == ("transport", ExitStatus.VSOCK_UNAVAILABLE)
-    assert "vhost_vsock" in check["seen"] and "modprobe vhost_vsock" in check["fix"]
+    assert done.returncode == ExitStatus.VSOCK_UNAVAILABLE
+    if check["name"] == "transport":
+        assert "vhost_vsock" in check["seen"] and "modprobe vhost_vsock" in check["fix"]
+    else:  # loaded meanwhile, if not already
+        assert vhost or Path("/sys/module/vhost_vsock").is_dir()
+        assert (check["name"], check["seen"]) == ("vmm", "no VM on this host has CID 5")
 
 
 def test_a_port_held_by_a_listener_is_named_with_its_process() -> None:

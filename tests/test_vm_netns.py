@@ -191,7 +191,7 @@ def test_ls_lists_only_its_own_namespaces_sockets(spaces: Spaces) -> None:
     assert 7103 in ports(seen_in_a) and 7104 not in ports(seen_in_a)
     assert not {7103, 7104} & ports(seen_in_b)
     assert 7104 in ports(seen_here) and 7103 not in ports(seen_here)
-    assert "of this network namespace" in table, table
+    assert "network namespace's sockets only" in table, table
 
 
 def test_doctor_names_the_namespace_that_holds_the_listener(spaces: Spaces) -> None:

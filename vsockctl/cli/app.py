@@ -38,6 +38,7 @@ COMMAND_MODULES = {
     "sockopt": "sockopt",
     "throughput": "throughput",
     "vms": "vms",
+    "wait-ready": "wait_ready",
 }
 
 

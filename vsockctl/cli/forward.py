@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,7 +29,7 @@ from vsockctl.events.forward import (
     ForwardRefused,
     ForwardTotals,
 )
-from vsockctl.forward.flow import Allow, Flow
+from vsockctl.forward.flow import Allow, Flow, Refusal
 from vsockctl.forward.server import DEFAULT_MAX_CONNECTIONS, Forwarder, make_room_for
 from vsockctl.forward.sides import (
     Side,
@@ -40,6 +40,8 @@ from vsockctl.forward.sides import (
     connect_timeout,
     listen_side,
     parse_side,
+    same_side,
+    side_of,
 )
 from vsockctl.vsock.address import AddressError, parse_cid
 from vsockctl.vsock.constants import VMADDR_CID_ANY, VMADDR_PORT_ANY
@@ -50,7 +52,19 @@ from .env import Env, current_env
 from .errors import describe
 from .format import human_bytes, human_seconds, plural
 from .options import DURATION, WholeRange, output_options, transfer_sockopt_option
+from .service import (
+    inherited,
+    metrics_option,
+    metrics_server,
+    mismatch,
+    notifying,
+    with_activation_help,
+)
 from .sockopt_view import vsock_factory
+
+if TYPE_CHECKING:
+    from vsockctl.metrics.forward import ForwardMetrics
+    from vsockctl.metrics.serve import MetricsAddress
 
 
 class SideParam(click.ParamType[Side]):
@@ -68,9 +82,23 @@ class SideParam(click.ParamType[Side]):
 class Report:
     """Each connection's events as one line (stderr) or one --json record."""
 
-    def __init__(self, env: Env) -> None:
+    def __init__(self, env: Env, metrics: ForwardMetrics | None = None) -> None:
         self.env = env
+        self.metrics = metrics
         self._lock = threading.Lock()  # lines from many threads stay whole
+        self.counts = {"open": 0, "forwarded": 0, "failed": 0, "refused": 0}
+
+    def _count(self, key: str, step: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += step
+
+    def status(self) -> str:
+        """The counts, for systemd's STATUS=."""
+        c = self.counts
+        return (
+            f"{c['open']} open, {c['forwarded']} forwarded, {c['failed']} failed, "
+            f"{c['refused']} refused"
+        )
 
     def _out(self, record: Record, line: str, *, error: bool = False) -> None:
         with self._lock:
@@ -88,12 +116,19 @@ class Report:
         return self.env.quiet and not self.env.json
 
     def opened(self, flow: Flow) -> None:
+        self._count("open")
+        self._count("forwarded")
+        if self.metrics is not None:
+            self.metrics.opened(flow)
         if self._silent:
             return
         record = ForwardOpened(event="forward_opened", peer=flow.peer, target=flow.target)
         self._out(record, f"{flow.peer}: opened to {flow.target}")
 
     def closed(self, flow: Flow) -> None:
+        self._count("open", -1)
+        if self.metrics is not None:
+            self.metrics.closed(flow)
         if self._silent:
             return
         error = describe(flow.error) if flow.error is not None else None
@@ -116,11 +151,17 @@ class Report:
         )
 
     def failed(self, peer: str, target: str, error: BaseException) -> None:
+        self._count("failed")
+        if self.metrics is not None:
+            self.metrics.failed_to(error)
         why = describe(error)
         record = ForwardFailed(event="forward_failed", peer=peer, target=target, error=why)
         self._out(record, f"{peer}: cannot reach {target}: {why}", error=True)
 
-    def refused(self, peer: str, why: str) -> None:
+    def refused(self, peer: str, reason: Refusal, why: str) -> None:
+        self._count("refused")
+        if self.metrics is not None:
+            self.metrics.refused_for(reason)
         record = ForwardRefused(event="forward_refused", peer=peer, error=why)
         self._out(record, f"{peer}: refused, {why}", error=True)
 
@@ -152,9 +193,9 @@ def _in_use_hint(side: Side) -> str:
     return f"see who holds it with 'vsockctl ls --listening --port {side.route.port}'"
 
 
+@with_activation_help
 @cli.command(name="forward", short_help="Forward connections: TCP, Unix sockets, vsock, hybrid.")
-@click.argument("listen_at", metavar="LISTEN", type=SideParam())
-@click.argument("target", metavar="TARGET", type=SideParam())
+@click.argument("sides", metavar="[LISTEN] TARGET", nargs=-1, type=SideParam())
 @click.option(
     "--max-connections",
     type=WholeRange(min=1),
@@ -178,15 +219,16 @@ def _in_use_hint(side: Side) -> str:
     "keeps trying, so a busy service loses no client (TCP resends a dropped SYN for "
     "about 2 minutes)]",
 )
+@metrics_option
 @transfer_sockopt_option
 @output_options
 def forward_command(
     *,
-    listen_at: Side,
-    target: Side,
+    sides: tuple[Side, ...],
     max_connections: int,
     allow: tuple[str, ...],
     timeout: float | None,
+    metrics: MetricsAddress | None,
     sockopts: SocketOptions,
 ) -> None:
     """Accept connections on LISTEN and relay each one to TARGET, both ways.
@@ -203,14 +245,31 @@ def forward_command(
     or SIGTERM stops accepting, closes the connections, prints the totals,
     removes any socket file it created, and exits 130 or 143.
 
+    {activation}
+
+    With --metrics, /metrics has vsockctl_forward_connections_total,
+    _connections_open, _connections_failed_total and _connections_refused_total
+    (by reason), vsockctl_forward_bytes_total (by direction, open connections
+    included), _connection_duration_seconds (a histogram) and
+    vsockctl_build_info.
+
     \b
     Examples:
       vsockctl forward tcp:127.0.0.1:8080 vsock:3:80      a guest's web server on the host
       vsockctl forward vsock:any:8080 tcp:127.0.0.1:80    a local service, reachable over vsock
       vsockctl forward --allow 3 vsock:any:8000 tcp:10.0.0.5:443   only CID 3 may use it
       vsockctl forward tcp:127.0.0.1:2222 uds:/run/fc.sock:22      ssh into a Firecracker guest
+      vsockctl forward --metrics tcp:127.0.0.1:9101 vsock:any:8080 tcp:127.0.0.1:80
+      vsockctl forward tcp:127.0.0.1:80       under a .socket unit that listens
     """
     env = current_env()
+    passed = inherited("forward")
+    if len(sides) not in (1, 2) or (len(sides) == 1 and passed is None):
+        raise click.UsageError(
+            "give LISTEN and TARGET (LISTEN may be left out when systemd passes the socket)"
+        )
+    listen_at: Side | None = sides[0] if len(sides) == 2 else None
+    target = sides[-1]
     if isinstance(target, TcpSide) and target.port == 0:
         raise click.BadParameter("a target needs a TCP port from 1 to 65535", param_hint="'TARGET'")
     if isinstance(target, VsockSide) and target.route.uds is None:
@@ -220,24 +279,30 @@ def forward_command(
                 f"{target} is not a peer: 'any' is for LISTEN; a target names its CID and port",
                 param_hint="'TARGET'",
             )
+    if passed is not None:
+        inherited_side = side_of(passed)
+        if listen_at is not None and not same_side(listen_at, inherited_side):
+            raise mismatch(str(listen_at), str(inherited_side))
+        listen_at = inherited_side
+    assert listen_at is not None
     allowed = parse_allow(listen_at, allow)
     make_room_for(max_connections)
-    report = Report(env)
     factory = vsock_factory(env, sockopts)
     with ExitStack() as stack:
-        try:
-            listener = stack.enter_context(
-                listen_side(listen_at, max(max_connections, socket.SOMAXCONN), factory)
+        forward_metrics: list[ForwardMetrics] = []
+        if metrics is not None:
+            stack.callback(
+                metrics_server(env, metrics, lambda r: forward_metrics.append(_metrics(r)))
             )
-        except VsockError as exc:
-            if exc.errno == errno.EADDRINUSE:  # the hint for this family's listeners
-                in_use = ErrnoMeaning(
-                    "EADDRINUSE", "the address is in use", _in_use_hint(listen_at)
-                )
-                raise VsockError(
-                    exc.errno, Operation.BIND, target=str(listen_at), meaning=in_use
-                ) from exc
-            raise
+        report = Report(env, forward_metrics[0] if forward_metrics else None)
+        if passed is not None:
+            listener = stack.enter_context(passed)
+        else:
+            backlog = max(max_connections, socket.SOMAXCONN)
+            try:
+                listener = stack.enter_context(listen_side(listen_at, backlog, factory))
+            except VsockError as exc:
+                raise _in_use(exc, listen_at) from exc
         listen_at = bound_side(listen_at, listener)
         forwarder = Forwarder(
             listener,
@@ -250,11 +315,27 @@ def forward_command(
             factory=factory,
         )
         _announce(env, listen_at, target, max_connections)
-        try:
-            forwarder.serve()
-        finally:  # Ctrl-C, SIGTERM: connections closed and counted, then the totals
-            forwarder.stop()
-            _totals(env, forwarder)
+        with notifying(env) as notifier:
+            notifier.ready(report.status)
+            try:
+                forwarder.serve()
+            finally:  # Ctrl-C, SIGTERM: connections closed and counted, then the totals
+                forwarder.stop()
+                _totals(env, forwarder)
+
+
+def _metrics(registry: Any) -> ForwardMetrics:
+    from vsockctl.metrics.forward import ForwardMetrics
+
+    return ForwardMetrics(registry)
+
+
+def _in_use(exc: VsockError, listen_at: Side) -> VsockError:
+    """EADDRINUSE with the hint for this family's listeners; other errors as they are."""
+    if exc.errno != errno.EADDRINUSE:
+        return exc
+    in_use = ErrnoMeaning("EADDRINUSE", "the address is in use", _in_use_hint(listen_at))
+    return VsockError(exc.errno, Operation.BIND, target=str(listen_at), meaning=in_use)
 
 
 def _announce(env: Env, listen_at: Side, target: Side, max_connections: int) -> None:

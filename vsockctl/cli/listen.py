@@ -41,13 +41,14 @@ from .format import plural
 from .options import (
     LOCAL_FILE,
     WholeRange,
+    activatable_address_options,
     connected_type_option,
     given,
-    listen_address_options,
     listener_sockopt_option,
     output_options,
 )
 from .peer import listen_route, uds_listen_option
+from .service import inherited, notifying, vsock_port_matches, with_activation_help
 from .sockopt_view import vsock_factory
 from .transfer_ui import report_stats
 
@@ -78,12 +79,18 @@ class Server:
         self._lock = threading.Lock()
         self._live: set[socket.socket] = set()  # connections being served
         self._children: set[subprocess.Popen[bytes]] = set()  # --exec commands running
+        self.served = 0  # connections accepted
+
+    def status(self) -> str:
+        """The counts, for systemd's STATUS=."""
+        return f"{len(self._live)} connected, {self.served} served"
 
     def handle(self, conn: socket.socket, peer: Endpoint) -> None:
         stats = TransferStats()
         complete = False
         with self._lock:
             self._live.add(conn)
+            self.served += 1
         try:
             with conn:
                 announce_connection(self.env, "accepted", peer, local_address(conn))
@@ -152,8 +159,9 @@ class Server:
             report_stats(self.env, stats, complete)
 
 
+@with_activation_help
 @cli.command(name="listen", short_help="Listen on a port; relay, receive, or --exec per client.")
-@listen_address_options
+@activatable_address_options
 @connected_type_option
 @click.option(
     "-o",
@@ -187,7 +195,7 @@ class Server:
 @output_options
 def listen_command(
     *,
-    port: int,
+    port: int | None,
     cid: int,
     sock_type: SocketType,
     output: str | None,
@@ -206,6 +214,8 @@ def listen_command(
     (exit 130); a relay cut short prints its stats. With the data on stdout,
     --json records go to stderr; an --output file keeps its old bytes until
     new ones arrive.
+
+    {activation}
 
     \b
     Examples:
@@ -230,14 +240,24 @@ def listen_command(
         source = None
         if not keep_going and command is None:
             source = open_source(env, "-", stack)
-        route = listen_route(cid, port, uds, sock_type)
-        server_sock = open_listener(
-            stack,
-            route,
-            sock_type,
-            vsock_factory(env, sockopts),
-            backlog=max(max_clients, socket.SOMAXCONN),
-        )
+        passed = inherited("listen", sock_type.number)
+        if passed is not None:
+            server_sock = stack.enter_context(passed)
+            if uds is not None:
+                raise click.UsageError("systemd passes the socket: drop --uds")
+            vsock_port_matches(passed, cid if given("cid") else None, port)
+            route = listen_route(cid, local_address(passed).port, None, sock_type)
+        elif port is None:
+            raise click.UsageError("Missing option '--port' (or a socket from systemd).")
+        else:
+            route = listen_route(cid, port, uds, sock_type)
+            server_sock = open_listener(
+                stack,
+                route,
+                sock_type,
+                vsock_factory(env, sockopts),
+                backlog=max(max_clients, socket.SOMAXCONN),
+            )
         what = "one client" if not keep_going else f"up to {plural(max_clients, 'client')} at once"
         announce_listening(env, server_sock, what)
         server = Server(
@@ -249,6 +269,8 @@ def listen_command(
             keep_going=keep_going,
             mux=route.uds is not None,
         )
+        notifier = stack.enter_context(notifying(env))
+        notifier.ready(server.status)
         if not keep_going:
             conn, peer = accept(server_sock)
             server.handle(conn, peer)

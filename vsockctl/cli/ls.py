@@ -133,4 +133,4 @@ def ls_command(
             escape(_owners_text(sock)),
         )
     table.print(env)
-    env.message("(the sockets of this network namespace; others have their own)")
+    env.message("(this network namespace's sockets only)")

@@ -187,14 +187,27 @@ SOCKOPT = SockOptParam()
 
 
 def listen_address_options(func: F) -> F:
-    """``--port`` (required) and ``--cid`` (any): where ``recv`` and ``listen`` listen."""
-    bind = click.option(
-        "--cid", type=CID, default="any", show_default=True, help="Local CID to bind."
-    )
+    """``--port`` (required) and ``--cid`` (any): where ``recv`` listens."""
     port = click.option(
         "--port", type=PORT, required=True, help="Port to listen on ('any': kernel picks)."
     )
-    return port(bind(func))
+    return port(_bind_option(func))
+
+
+def activatable_address_options(func: F) -> F:
+    """``--port`` and ``--cid`` (any) for ``listen``: the port may come from systemd."""
+    port = click.option(
+        "--port",
+        type=PORT,
+        help="Port to listen on ('any': kernel picks); required unless systemd passes the socket.",
+    )
+    return port(_bind_option(func))
+
+
+def _bind_option(func: F) -> F:
+    return click.option(
+        "--cid", type=CID, default="any", show_default=True, help="Local CID to bind."
+    )(func)
 
 
 def sockopt_option(func: F) -> F:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,12 +18,12 @@ from vsockctl.bench.protocol import DEFAULT_PORT
 from vsockctl.bench.server import ThroughputServer
 from vsockctl.bench.spec import MAX_BUF, MAX_SECONDS, BadTestParameters, TestSpec
 from vsockctl.errors import VsockUnavailableError
-from vsockctl.events.throughput import Interval, TestDirection, TestMode
+from vsockctl.events.throughput import Interval, ServerRecord, TestDirection, TestMode
 from vsockctl.units import UnitError, format_size, parse_size
 from vsockctl.vsock.address import AddressError, VsockAddress, parse_address, parse_port
 from vsockctl.vsock.constants import VMADDR_CID_ANY, VMADDR_CID_LOCAL
 from vsockctl.vsock.route import Route
-from vsockctl.vsock.sockets import SocketFactory, SocketType
+from vsockctl.vsock.sockets import SocketFactory, SocketType, local_address
 from vsockctl.vsock.sockopt_apply import SocketOptions
 
 from .app import cli
@@ -39,8 +41,19 @@ from .options import (
     sockopt_option,
 )
 from .peer import PeerOptions, guest_named, listen_route, peer_options
+from .service import (
+    inherited,
+    metrics_option,
+    metrics_server,
+    notifying,
+    vsock_port_matches,
+    with_activation_help,
+)
 from .sockopt_view import vsock_factory
 from .throughput_report import LiveDisplay, show_interval, show_server_event, show_summary
+
+if TYPE_CHECKING:
+    from vsockctl.metrics.serve import MetricsAddress
 
 
 class BufferSizeParam(click.ParamType[int | None]):
@@ -57,6 +70,7 @@ class BufferSizeParam(click.ParamType[int | None]):
             self.fail(f"{exc}, or 'default' to leave the kernel's", param, ctx)
 
 
+@with_activation_help
 @click.command(short_help="Measure throughput and latency between two vsockctl ends (iperf).")
 @click.argument("role", required=False, type=click.Choice(["server", "client"]))
 @click.argument("target", required=False, metavar="[CID[:PORT]]")
@@ -116,6 +130,7 @@ class BufferSizeParam(click.ParamType[int | None]):
     "--msg-size", type=SIZE, default="1", show_default=True, help="Message size with --latency."
 )
 @peer_options
+@metrics_option
 @sockopt_option
 @output_options
 def throughput_command(
@@ -125,6 +140,7 @@ def throughput_command(
     port: int | None,
     loopback: bool,
     once: bool,
+    metrics: MetricsAddress | None,
     peer: PeerOptions,
     sockopts: SocketOptions,
     **test_options: Any,
@@ -139,6 +155,10 @@ def throughput_command(
 
     The two ends agree on the test over a small versioned control exchange
     (see 'man vsockctl-throughput'); use the same vsockctl version on both.
+
+    The server as a service: {activation} With --metrics, /metrics has
+    vsockctl_throughput_tests_total (by outcome), _clients_refused_total,
+    _bytes_total (by direction), _test_running and vsockctl_build_info.
 
     \b
     Examples:
@@ -167,10 +187,18 @@ def throughput_command(
                 f"the client chooses the test; {flag(chosen[0])} goes on "
                 "'throughput client' (the server follows what it asks)"
             )
+        passed = inherited("throughput server")
+        if passed is not None:
+            if peer.uds is not None:
+                raise click.UsageError("systemd passes the socket: drop --uds")
+            vsock_port_matches(passed, None, port)
+            port = local_address(passed).port
         port = DEFAULT_PORT if port is None else port
         route = listen_route(VMADDR_CID_ANY, port, peer.uds, SocketType.STREAM)
-        _run_server(env, route, once, factory)
+        _run_server(env, route, once, factory, metrics, passed)
         return
+    if metrics is not None:
+        raise click.UsageError("--metrics is for the server")
     if role != "client" or (target is None and peer.uds is None):
         raise click.UsageError("give 'server', 'client CID[:PORT]' or --loopback")
     if once:
@@ -251,14 +279,45 @@ def _spec(
     return spec
 
 
-def _run_server(env: Env, route: Route, once: bool, factory: SocketFactory) -> None:
+def _run_server(
+    env: Env,
+    route: Route,
+    once: bool,
+    factory: SocketFactory,
+    metrics: MetricsAddress | None,
+    passed: socket.socket | None,
+) -> None:
+    counts = {"done": 0, "failed": 0, "refused": 0}
+    observers: list[Callable[[ServerRecord], None]] = []
+
+    def on_event(record: ServerRecord) -> None:
+        outcome = {"test_done": "done", "test_failed": "failed", "refused": "refused"}
+        if record["event"] in outcome:
+            counts[outcome[record["event"]]] += 1
+        for observe in observers:
+            observe(record)
+        show_server_event(env, record)
+
     with ExitStack() as stack:
-        sock = open_listener(stack, route, SocketType.STREAM, factory)
-        server = ThroughputServer(
-            sock, route, factory, lambda record: show_server_event(env, record)
-        )
+        if metrics is not None:
+            stack.callback(metrics_server(env, metrics, lambda r: observers.append(_observe(r))))
+        if passed is not None:
+            sock = stack.enter_context(passed)
+        else:
+            sock = open_listener(stack, route, SocketType.STREAM, factory)
+        server = ThroughputServer(sock, route, factory, on_event)
         announce_listening(env, sock, "one test after another" if not once else "one test")
-        server.serve(1 if once else None)
+        with notifying(env) as notifier:
+            notifier.ready(
+                lambda: "{done} tests done, {failed} failed, {refused} refused".format(**counts)
+            )
+            server.serve(1 if once else None)
+
+
+def _observe(registry: Any) -> Callable[[ServerRecord], None]:
+    from vsockctl.metrics.throughput import ThroughputMetrics
+
+    return ThroughputMetrics(registry).record
 
 
 def _run_client(

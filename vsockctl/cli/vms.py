@@ -62,8 +62,17 @@ def _record(guest: Guest, probed: PortCheck | None) -> Vm:
     metavar="PORT",
     help="Also say whether each guest accepts on PORT (and what the errno means if not).",
 )
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "openmetrics"]),
+    default="table",
+    show_default=True,
+    help="openmetrics: one sample per guest (and per probe), for node_exporter's "
+    "textfile collector.",
+)
 @output_options
-def vms_command(probe_port: int | None) -> None:
+def vms_command(probe_port: int | None, output_format: str) -> None:
     """List the virtual machines on this host and how to reach each over vsock.
 
     Reads, and only reads, the VMMs' command lines, the config files they name
@@ -91,13 +100,24 @@ def vms_command(probe_port: int | None) -> None:
     Examples:
       vsockctl vms
       vsockctl vms --probe 22 --json
+      vsockctl vms --probe 22 --format openmetrics > /var/lib/node_exporter/vsock.prom.$$ &&
+        mv /var/lib/node_exporter/vsock.prom.$$ /var/lib/node_exporter/vsock.prom
     """
     env = current_env()
+    if output_format == "openmetrics" and env.json:
+        raise click.UsageError("give --json or --format openmetrics, not both")
     found = scan()
     records = [
         _record(guest, probe_guest(guest, probe_port) if probe_port is not None else None)
         for guest in found.guests
     ]
+    if output_format == "openmetrics":
+        from vsockctl.metrics.vms import guests_text
+
+        up = [bool(r.get("probe", {}).get("open")) for r in records]
+        env.stdout.write(guests_text(found.guests, probe_port, up))
+        env.stdout.flush()
+        return
     if env.json:
         for record in records:
             env.emit(record)

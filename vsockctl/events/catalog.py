@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from . import capture, forward, system, throughput, transfer
+from . import capture, forward, service, system, throughput, transfer
 from .record import Declared, Key, keys_of, nested, problems
 
 EVENTS: tuple[Declared, ...] = (
@@ -20,6 +20,7 @@ EVENTS: tuple[Declared, ...] = (
     *throughput.DECLARED,
     *forward.DECLARED,
     *capture.DECLARED,
+    *service.DECLARED,
 )
 # What vsockctl prints: one of these (mypy checks each producer against its record).
 Record = (
@@ -61,6 +62,9 @@ Record = (
     | capture.Window
     | capture.ConnectionRecord
     | capture.CaptureDone
+    | service.MetricsServed
+    | service.WaitingReady
+    | service.Notification
 )
 BY_NAME: dict[str, Declared] = {declared.name: declared for declared in EVENTS}
 

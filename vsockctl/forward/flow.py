@@ -7,6 +7,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from vsockctl.events.forward import Outcome
@@ -44,6 +45,13 @@ class Totals:
     downstream: Direction = field(default_factory=lambda: Direction("target", "clients"))
 
 
+class Refusal(StrEnum):
+    """Why a client was closed unserved (a metrics label: few values, fixed)."""
+
+    NOT_ALLOWED = "not_allowed"  # --allow left it out
+    ACCEPT_FAILED = "accept_failed"  # accept(2) itself failed (EMFILE ...)
+
+
 class Observer(Protocol):
     """What the forwarder reports; called from the connections' threads."""
 
@@ -53,7 +61,7 @@ class Observer(Protocol):
 
     def failed(self, peer: str, target: str, error: BaseException) -> None: ...
 
-    def refused(self, peer: str, why: str) -> None: ...
+    def refused(self, peer: str, reason: Refusal, why: str) -> None: ...
 
 
 @dataclass(frozen=True)

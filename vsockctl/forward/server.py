@@ -28,7 +28,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from vsockctl.errors import Operation, VsockError
 from vsockctl.events.forward import Outcome
 from vsockctl.forward.direction import Broken, Direction, pump
-from vsockctl.forward.flow import Allow, Flow, Observer, Pending, Totals
+from vsockctl.forward.flow import Allow, Flow, Observer, Pending, Refusal, Totals
 from vsockctl.forward.loop import Loop
 from vsockctl.forward.sides import (
     VSOCK_CONNECT_TIMEOUT,
@@ -118,7 +118,11 @@ class Forwarder:
                         if self._stopping or exc.errno == errno.EBADF:
                             return
                         if exc.errno in OUT_OF_FDS:  # wait for connections to close
-                            self.observer.refused("(next client)", f"cannot accept: {exc.strerror}")
+                            self.observer.refused(
+                                "(next client)",
+                                Refusal.ACCEPT_FAILED,
+                                f"cannot accept: {exc.strerror}",
+                            )
                             time.sleep(0.1)
                             break
                         raise VsockError.wrap(exc, Operation.ACCEPT) from exc
@@ -153,7 +157,7 @@ class Forwarder:
             # arriving right after must not lose the refusal.
             with self._lock:
                 self.totals.refused += 1
-            self.observer.refused(peer, "not allowed by --allow")
+            self.observer.refused(peer, Refusal.NOT_ALLOWED, "not allowed by --allow")
             conn.close()
             self._give_slot()
             return

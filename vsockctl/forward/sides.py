@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ from typing import Any, NamedTuple
 
 from vsockctl.errors import ErrnoMeaning, Operation, VsockError
 from vsockctl.units import whole_number
-from vsockctl.vsock.address import AddressError, parse_address, parse_port
-from vsockctl.vsock.hybrid import unix_listener
+from vsockctl.vsock.address import AddressError, VsockAddress, parse_address, parse_port
+from vsockctl.vsock.constants import AF_VSOCK, VMADDR_CID_ANY, VMADDR_PORT_ANY
+from vsockctl.vsock.hybrid import listener_path, unix_listener
 from vsockctl.vsock.route import Route
 from vsockctl.vsock.sockets import SocketFactory, SocketType, open_socket, set_connect_timeout
 
@@ -278,3 +280,32 @@ def tcp_peer_address(peer: object) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def side_of(sock: socket.socket) -> Side:
+    """The side a listening socket someone else opened (systemd) waits on."""
+    name = sock.getsockname()
+    if sock.family == AF_VSOCK:
+        return VsockSide(Route(VsockAddress(int(name[0]), int(name[1]))))
+    if sock.family == socket.AF_UNIX:
+        return UnixSide(name.decode(errors="replace") if isinstance(name, bytes) else str(name))
+    return TcpSide(str(name[0]), int(name[1]))
+
+
+def same_side(asked: Side, passed: Side) -> bool:
+    """Whether a socket waiting on ``passed`` is what the command line ``asked`` for
+    (any CID, port 0 or any ask for no particular one)."""
+    if isinstance(asked, VsockSide) and asked.route.uds is not None:
+        asked = UnixSide(listener_path(asked.route.uds, asked.route.port))
+    if isinstance(asked, VsockSide) and isinstance(passed, VsockSide):
+        a, p = asked.route.address, passed.route.address
+        return a.port in (p.port, VMADDR_PORT_ANY) and a.cid in (p.cid, VMADDR_CID_ANY)
+    if isinstance(asked, TcpSide) and isinstance(passed, TcpSide):
+        try:
+            same_host = ipaddress.ip_address(asked.host) == ipaddress.ip_address(passed.host)
+        except ValueError:  # a name: what it resolves to
+            same_host = any(i[4][0] == passed.host for i in _resolve(asked, passive=True))
+        return same_host and asked.port in (0, passed.port)
+    if isinstance(asked, UnixSide) and isinstance(passed, UnixSide):
+        return os.path.realpath(asked.path) == os.path.realpath(passed.path)
+    return False
