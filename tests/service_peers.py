@@ -24,9 +24,11 @@ SYSTEMD_254_LIBS = SYSTEMD_254 / "usr/lib/x86_64-linux-gnu/systemd"
 
 
 def systemd_notify_254(notify_socket: str, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """systemd's own systemd-notify (254: sd_notify over vsock) sending ``args``."""
+    """systemd's own systemd-notify (254: sd_notify over vsock) sending ``args``
+    (--no-block: no BARRIER=1 after, which needs a file descriptor passed, and vsock
+    passes none)."""
     env = {**os.environ, "NOTIFY_SOCKET": notify_socket, "LD_LIBRARY_PATH": str(SYSTEMD_254_LIBS)}
-    return subprocess.run([str(SYSTEMD_254 / "bin/systemd-notify"), *args], env=env,
+    return subprocess.run([str(SYSTEMD_254 / "bin/systemd-notify"), "--no-block", *args], env=env,
                           capture_output=True, timeout=60)  # fmt: skip
 
 

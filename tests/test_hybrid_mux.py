@@ -25,7 +25,14 @@ from pathlib import Path
 import pytest
 
 from tests.hybrid.vm import GUEST_CID, HybridVm
-from tests.peers import run_vsockctl, sha256_file, vsockctl, vsockctl_args, write_pattern_file
+from tests.peers import (
+    run_vsockctl,
+    sha256_file,
+    stop_process,
+    vsockctl,
+    vsockctl_args,
+    write_pattern_file,
+)
 from tests.records import json_records
 from tests.service_peers import SYSTEMD_254, SYSTEMD_254_LIBS
 from tests.sshd import SSHD, keygen, ssh_args
@@ -326,13 +333,17 @@ def test_wait_ready_hears_the_guests_systemd_notify_through_the_mux(hybrid_vm: H
     port = 5301
     args = ("--json", "wait-ready", *uds(hybrid_vm), "--port", str(port), "--timeout", "120s")
     proc = vsockctl(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None
-    assert json.loads(proc.stdout.readline())["event"] == "waiting_ready"
-    notify = hybrid_vm.run(
-        "env", f"NOTIFY_SOCKET=vsock-stream:2:{port}", f"LD_LIBRARY_PATH={SYSTEMD_254_LIBS}",
-        str(SYSTEMD_254 / "bin/systemd-notify"), "--ready", "--status=Up behind the mux",
-    )  # fmt: skip
-    out, err = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["event"] == "waiting_ready"
+        notify = hybrid_vm.run(
+            "env", f"NOTIFY_SOCKET=vsock-stream:2:{port}", f"LD_LIBRARY_PATH={SYSTEMD_254_LIBS}",
+            str(SYSTEMD_254 / "bin/systemd-notify"), "--no-block", "--ready",
+            "--status=Up behind the mux",
+        )  # fmt: skip
+        out, err = proc.communicate(timeout=60)
+    finally:
+        stop_process(proc)
     assert notify.rc == 0, notify.text
     assert proc.returncode == 0, err
     (note,) = json_records(out, "notification")

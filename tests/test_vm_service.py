@@ -63,26 +63,36 @@ def test_listen_socket_activated_on_vsock_tells_the_manager(tmp_path: Path) -> N
     assert stopping["STOPPING"] == "1"
 
 
-@pytest.fixture
-def waiting() -> Any:
+def waiting(*extra: str) -> Any:
     """wait-ready on a fresh port (--json): the process and its port, once it waits."""
     port = free_port()
-    proc = vsockctl("--json", "wait-ready", "--port", str(port), "--timeout", "120s",
+    proc = vsockctl("--json", "wait-ready", "--port", str(port), "--timeout", "120s", *extra,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    assert proc.stdout is not None
-    first = json.loads(proc.stdout.readline())
-    assert first["event"] == "waiting_ready", first
-    yield proc, port, first
-    stop_process(proc)
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["event"] == "waiting_ready", first
+        return proc, port, first
+    except BaseException:
+        stop_process(proc)
+        raise
 
 
 @pytest.mark.parametrize("scheme", ["vsock", "vsock-stream", "vsock-seqpacket"])
-def test_wait_ready_hears_systemd_notify(waiting: Any, scheme: str) -> None:
+def test_wait_ready_hears_systemd_notify(scheme: str) -> None:
     """systemd's own sd_notify: vsock: finds no datagrams here (ENODEV) and sends a
     seqpacket message; vsock-stream: a stream it shuts down and waits on."""
-    proc, port, first = waiting
-    assert first["socket_types"] == ["seqpacket", "stream"], first  # no datagrams on loopback
+    kind = "stream" if scheme == "vsock-stream" else "seqpacket"
+    proc, port, first = waiting("--type", kind)
+    try:
+        _hears(proc, port, scheme, kind)
+    finally:
+        stop_process(proc)
+    assert first["socket_types"] == [kind], first  # no datagrams on loopback
     assert "dgram" in first["unavailable"]
+
+
+def _hears(proc: Any, port: int, scheme: str, kind: str) -> None:
     address = f"{scheme}:1:{port}"
     starting = systemd_notify_254(
         address, "--status=Starting", "X_SYSTEMD_UNIT_ACTIVE=basic.target"
@@ -93,16 +103,15 @@ def test_wait_ready_hears_systemd_notify(waiting: Any, scheme: str) -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     notes = json_records(out, "notification")
-    kind = "stream" if scheme == "vsock-stream" else "seqpacket"
     assert [(n["socket_type"], n["ready"]) for n in notes] == [(kind, False), (kind, True)]
     assert notes[0]["fields"] == {"STATUS": "Starting", "X_SYSTEMD_UNIT_ACTIVE": "basic.target"}
     assert notes[1]["fields"]["READY"] == "1" and notes[1]["fields"]["STATUS"] == "Up"
 
 
-def test_a_forward_tells_wait_ready_over_vsock_that_it_is_up(waiting: Any) -> None:
+def test_a_forward_tells_wait_ready_over_vsock_that_it_is_up() -> None:
     """vsockctl's own notifications over vsock (NOTIFY_SOCKET=vsock:1:PORT), as a
     service in a guest would send them to its host."""
-    proc, port, _ = waiting
+    proc, port, _ = waiting()
     forward = subprocess.Popen(
         ["env", f"NOTIFY_SOCKET=vsock:1:{port}",
          *vsockctl_args("forward", "tcp:127.0.0.1:0", "tcp:127.0.0.1:9")],
@@ -111,8 +120,9 @@ def test_a_forward_tells_wait_ready_over_vsock_that_it_is_up(waiting: Any) -> No
     try:
         out, _ = proc.communicate(timeout=60)
     finally:
+        stop_process(proc)
         forward.terminate()
-        forward.wait(30)
+        forward.communicate(timeout=30)
     (note,) = json_records(out, "notification")
     assert note["fields"]["READY"] == "1" and "forwarded" in note["fields"]["STATUS"]
     assert proc.returncode == 0

@@ -210,6 +210,7 @@ class Doctor:
                 "one CID per host: only the first VM's device got it, the others "
                 "failed to start it or the configuration is stale",
                 "give each VM its own CID (QEMU: -device vhost-vsock-pci,guest-cid=N)",
+                ExitStatus.ERROR,
             )  # fmt: skip
         return Check("vmm", "which VMM owns the CID", True, said)
 

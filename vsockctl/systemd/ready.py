@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from vsockctl.errors import VsockError
+from vsockctl.errors import VsockError, VsockUnavailableError
 from vsockctl.vsock.address import VsockAddress
 from vsockctl.vsock.constants import VMADDR_PORT_ANY
 from vsockctl.vsock.hybrid import listener_path, unix_listener
@@ -27,8 +27,6 @@ from vsockctl.vsock.sockets import SocketFactory, SocketType, listen
 MAX_MESSAGE = 64 * 1024  # sd_notify's messages are a few lines
 READ_TIMEOUT = 5.0  # a stream sender writes its message and closes at once
 QUIET = 0.5  # seconds of silence that end a stream's message when no end comes
-# systemd's own order: a datagram first, then a seqpacket message; a stream when asked
-TYPES = (SocketType.DGRAM, SocketType.SEQPACKET, SocketType.STREAM)
 
 
 @dataclass(frozen=True)
@@ -52,16 +50,17 @@ def parse(message: bytes) -> list[tuple[str, str]]:
 
 @dataclass
 class ReadyListener:
-    """Listeners for every way systemd may send, on one port (or a hybrid ``PATH_PORT``).
-
-    A socket type the transport lacks (datagrams on virtio and loopback) is left
-    out and said why in :attr:`unavailable`; none at all raises the first error.
-    """
+    """Listeners on one port (or a hybrid ``PATH_PORT``) for the ways systemd sends:
+    datagrams where the transport has them (VMCI; left out elsewhere, and said why
+    in :attr:`unavailable`), and ``connected``: seqpacket (``vsock:``, where no
+    datagrams go) or stream (``vsock-stream:``). vsock's stream and seqpacket
+    sockets share one port space, so a port serves one of the two."""
 
     port: int
     cid: int
     uds: str | None = None
     factory: SocketFactory = socket.socket
+    connected: SocketType = SocketType.SEQPACKET
     opened: dict[str, socket.socket] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     _stack: ExitStack = field(default_factory=ExitStack)
@@ -72,16 +71,17 @@ class ReadyListener:
                 path = listener_path(self.uds, self.port)
                 self.opened["stream"] = self._stack.enter_context(unix_listener(path, 16))
                 return self
-            first: VsockError | None = None
-            for kind in TYPES:
-                try:
-                    self.opened[kind.value] = self._stack.enter_context(self._open(kind))
-                except VsockError as exc:
-                    first = first or exc
-                    self.unavailable[kind.value] = f"{exc.meaning.name}: {exc.meaning.cause}"
-            if not self.opened:
-                assert first is not None
-                raise first
+            self.opened[self.connected.value] = self._stack.enter_context(
+                self._open(self.connected)
+            )
+            try:
+                self.opened["dgram"] = self._stack.enter_context(self._open(SocketType.DGRAM))
+            except (VsockError, VsockUnavailableError) as exc:
+                self.unavailable["dgram"] = (
+                    f"{exc.meaning.name}: {exc.meaning.cause}"
+                    if isinstance(exc, VsockError)
+                    else str(exc)
+                )
         except BaseException:
             self._stack.close()
             raise
