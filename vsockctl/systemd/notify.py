@@ -100,8 +100,7 @@ class Notifier:
             self.sent.append(text)
 
     def ready(self, status: Callable[[], str]) -> None:
-        """Listening: READY=1 with the status; then the status again with each watchdog
-        ping (or every 5 s without a watchdog)."""
+        """Listening: READY=1 with the status; then the status whenever it changes."""
         self._status = status
         self.notify(ready=1, status=status())
         if self.address is not None:
@@ -113,12 +112,19 @@ class Notifier:
             self.notify(stopping=1, status="stopping")
 
     def _beat(self) -> None:
+        """The watchdog's ping every half period (if asked for) and the status when it
+        changed, every 5 s at most without a watchdog."""
         period = self.watchdog_usec / 2e6 if self.watchdog_usec else 5.0
+        last = self._status() if self._status else ""
         while not self._stop.wait(period):
-            fields: dict[str, str | int] = {"status": self._status() if self._status else ""}
+            fields: dict[str, str | int] = {}
             if self.watchdog_usec:
                 fields["watchdog"] = 1
-            self.notify(**fields)
+            status = self._status() if self._status else ""
+            if status != last:
+                fields["status"] = last = status
+            if fields:
+                self.notify(**fields)
 
 
 def _watchdog_usec(env: Mapping[str, str]) -> int:
