@@ -208,6 +208,7 @@ def test_doctor_names_the_namespace_that_holds_the_listener(spaces: Spaces) -> N
     namespace = checks["namespace"]
     assert namespace["passed"] is False, checks
     assert "another network namespace" in namespace["seen"] and "local mode" in namespace["seen"]
-    assert namespace["fix"].startswith("nsenter -n -t ")
+    assert f"[{listener.pid}] there" in namespace["seen"], namespace  # the listener itself
+    assert namespace["fix"].startswith(f"nsenter -n -t {listener.pid} ")
     assert checks["port"]["passed"] is None  # not connected to: the cause is known
     assert fine.returncode == 0, fine.stdout  # a global sibling reaches it

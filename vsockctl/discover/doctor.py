@@ -231,21 +231,21 @@ class Doctor:
         port = target.route.address.port if target.route else None
         if target.route is None or target.route.address.cid != VMADDR_CID_LOCAL:
             return Check("namespace", title, True, f"this namespace is in {mode} mode")
-        if _listening(port, self.factory):
+        if _listener(port, self.factory) is not None:
             return Check("namespace", title, True, f"{mode} mode; port {port} listens here")
-        elsewhere, complete = find(lambda: _listening(port, self.factory))
-        unreachable = [n for n in elsewhere if mode == "local" or n.mode == "local"]
+        elsewhere, complete = find(lambda: _listener(port, self.factory))
+        unreachable = [(n, h) for n, h in elsewhere if mode == "local" or n.mode == "local"]
         if not unreachable:
             seen = f"{mode} mode; port {port} listens in no other namespace"
             return Check("namespace", title, True, seen + ("" if complete else
                          " that could be looked into (it takes root)"))  # fmt: skip
-        there = unreachable[0]
+        there, (holder, pid) = unreachable[0]
         return Check(
             "namespace", title, False,
-            f"port {port} listens in another network namespace (that of {there.process}"
-            f"[{there.pid}], {there.mode} mode); this one is in {mode} mode",
+            f"port {port} listens in another network namespace ({holder} there, "
+            f"{there.mode} mode); this one is in {mode} mode",
             "a namespace in local mode reaches only its own listeners, and only they reach it",
-            f"nsenter -n -t {there.pid} vsockctl ... (run it in the listener's namespace)",
+            f"nsenter -n -t {pid or there.pid} vsockctl ... (run it in the listener's namespace)",
             ExitStatus.CONNECTION_REFUSED,
         )  # fmt: skip
 
@@ -299,12 +299,19 @@ class Doctor:
         )  # fmt: skip
 
 
-def _listening(port: int | None, factory: SocketFactory) -> bool:
-    """Whether a socket of the current thread's namespace listens on ``port``."""
+def _listener(port: int | None, factory: SocketFactory) -> tuple[str, int | None] | None:
+    """Who listens on ``port`` in the current thread's namespace: "name[pid]" and the
+    pid (None: nobody; "?" when its process cannot be seen)."""
     try:
-        return any(s.listening and s.local.port == port for s in dump(factory))
+        found = [s for s in dump(factory) if s.listening and s.local.port == port]
     except (VsockError, VsockUnavailableError):
-        return False
+        return None
+    if not found:
+        return None
+    owners = [o for s in with_owners(found) for o in s.owners]
+    if not owners:
+        return "?", None
+    return f"{owners[0].name or '?'}[{owners[0].pid}]", owners[0].pid
 
 
 def first_failure(checks: list[Check]) -> Check | None:

@@ -83,19 +83,21 @@ def run_in(pid: int, work: Callable[[], T]) -> T:
     return outcome[0]
 
 
-def find(wanted: Callable[[], bool], proc: Path = Path("/proc")) -> tuple[list[Namespace], bool]:
-    """The other namespaces where ``wanted()`` (run inside each) holds, and whether
-    every namespace could be looked into."""
-    found: list[Namespace] = []
+def find(
+    look: Callable[[], T | None], proc: Path = Path("/proc")
+) -> tuple[list[tuple[Namespace, T]], bool]:
+    """What ``look()`` (run inside each other namespace) found there, where it found
+    something, and whether every namespace could be looked into."""
+    found: list[tuple[Namespace, T]] = []
     complete = True
     for inode, pid in others(proc):
         try:
-            hit, mode = run_in(pid, lambda: (wanted(), namespace_mode()))
+            hit, mode = run_in(pid, lambda: (look(), namespace_mode()))
         except OSError:
             complete = False
             continue
-        if hit:
-            found.append(Namespace(inode, pid, _comm(proc, pid), mode))
+        if hit is not None:
+            found.append((Namespace(inode, pid, _comm(proc, pid), mode), hit))
     return found, complete
 
 
