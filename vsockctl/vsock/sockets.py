@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -135,6 +136,25 @@ def listen(
     return sock
 
 
+SIGNAL_CHECK_MS = 500  # how long a blocking accept waits before Python looks at signals
+
+
+def _wait_readable(server: socket.socket) -> None:
+    """Wait for a blocking listener in slices, so Ctrl-C or SIGTERM ends the wait.
+
+    A signal that arrives after Python last looked and before accept(2) starts
+    does not interrupt accept(2): it would wait for the next client with the
+    stop pending (seen under emulation). Between slices Python runs the
+    handlers that are due. A listener with a timeout keeps its own.
+    """
+    if server.gettimeout() is not None:
+        return
+    poller = select.poll()
+    poller.register(server, select.POLLIN)
+    while not poller.poll(SIGNAL_CHECK_MS):
+        pass
+
+
 def accept(server: socket.socket) -> tuple[socket.socket, Endpoint]:
     """The next connection on a listening socket and its peer address.
 
@@ -142,6 +162,7 @@ def accept(server: socket.socket) -> tuple[socket.socket, Endpoint]:
     does not name: the listener's own endpoint stands for it.
     """
     try:
+        _wait_readable(server)
         conn, peer = server.accept()
     except OSError as exc:
         if isinstance(exc, BlockingIOError):  # a timeout of 0: no client was waiting
